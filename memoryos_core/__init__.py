@@ -1,0 +1,87 @@
+"""MemoryOS: a tiered memory operating system for personalised AI agents, on Chroma."""
+
+from memoryos_core._config import (
+    LongTermConfig,
+    MemoryConfig,
+    MidTermConfig,
+    RetrievalConfig,
+    ShortTermConfig,
+)
+from memoryos_core._exceptions import (
+    BackendError,
+    ConfigError,
+    DimensionMismatchError,
+    EmbeddingError,
+    InvalidInputError,
+    LLMError,
+    LLMNotConfiguredError,
+    LLMOutputError,
+    MemoryOSError,
+    MissingDependencyError,
+    NotFoundError,
+    StorageError,
+)
+from memoryos_core._memory import MemoryOS, Memoryos
+from memoryos_core._types import (
+    AddResult,
+    ChatMessage,
+    ContextUnit,
+    Cost,
+    KnowledgeEntry,
+    MemoryStats,
+    Page,
+    ProfileTrait,
+    ResponseResult,
+    RetrievedContext,
+    UserProfile,
+)
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.embeddings.fake import HashingEmbedder
+from memoryos_core.llm.base import LLM
+from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
+from memoryos_core.storage.base import MemoryStore, Record
+from memoryos_core.storage.chroma import ChromaStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddResult",
+    "BackendError",
+    "ChatMessage",
+    "ChromaStore",
+    "ConfigError",
+    "ContextUnit",
+    "Cost",
+    "DimensionMismatchError",
+    "Embedder",
+    "EmbeddingError",
+    "FunctionLLM",
+    "HashingEmbedder",
+    "InvalidInputError",
+    "KnowledgeEntry",
+    "LLM",
+    "LLMError",
+    "LLMNotConfiguredError",
+    "LLMOutputError",
+    "LongTermConfig",
+    "MemoryConfig",
+    "MemoryOS",
+    "MemoryOSError",
+    "MemoryStats",
+    "MemoryStore",
+    "Memoryos",
+    "MidTermConfig",
+    "MissingDependencyError",
+    "NotFoundError",
+    "Page",
+    "ProfileTrait",
+    "Record",
+    "ResponseResult",
+    "RetrievalConfig",
+    "RetrievedContext",
+    "ScriptedLLM",
+    "ShortTermConfig",
+    "StorageError",
+    "UserProfile",
+    "__version__",
+]

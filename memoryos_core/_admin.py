@@ -1,0 +1,365 @@
+"""Whole-user operations: profile views, delete (with derived data), export and import."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from memoryos_core._config import MemoryConfig
+from memoryos_core._consolidation import UserState
+from memoryos_core._exceptions import InvalidInputError, NotFoundError
+from memoryos_core._policy import text as text_policy
+from memoryos_core._policy.long_term import KnowledgeItem, Trait, render_profile
+from memoryos_core._policy.mid_term import SegmentState
+from memoryos_core._promotion import load_profile
+from memoryos_core._records import (
+    knowledge_from_record,
+    knowledge_record,
+    page_from_record,
+    page_record,
+    segment_from_record,
+    segment_record,
+    source_ids,
+    traits_to_json,
+)
+from memoryos_core._types import KnowledgeEntry, Page, ProfileTrait, UserProfile
+from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.storage.base import KINDS, MemoryStore, Record
+
+EXPORT_VERSION = 1
+_TIERS = ("short_term", "mid_term", "archive")
+
+
+def users_with_pending_work(store: MemoryStore, capacity: int) -> list[str]:
+    """Users with an interrupted batch or more short-term pages than ``capacity``."""
+    journals = store.get("state", where={"key": "journal"})
+    short = Counter(str(r.metadata["user_id"]) for r in store.get("pages", where={"tier": "short_term"}))
+    return sorted(
+        {str(r.metadata["user_id"]) for r in journals} | {u for u, n in short.items() if n > capacity}
+    )
+
+
+def _entry(record: Record) -> KnowledgeEntry:
+    item = knowledge_from_record(record)
+    return KnowledgeEntry(item.id, item.kind, item.text, item.page_ids, source_ids(record), item.updated_s)  # type: ignore[arg-type]
+
+
+def user_profile(store: MemoryStore, user_id: str) -> UserProfile:
+    profile = load_profile(store, user_id)
+    knowledge = sorted(
+        store.get("knowledge", where={"user_id": user_id}), key=lambda r: r.metadata["updated_s"]
+    )
+    return UserProfile(
+        user_id=user_id,
+        summary=render_profile(profile),
+        traits=tuple(ProfileTrait(t.name, t.value, t.page_ids, t.updated_s) for t in profile.values()),
+        user_knowledge=tuple(_entry(r) for r in knowledge if r.metadata.get("kind") == "user"),
+        assistant_knowledge=tuple(_entry(r) for r in knowledge if r.metadata.get("kind") == "assistant"),
+    )
+
+
+def assistant_knowledge(store: MemoryStore, user_id: str, assistant_id: str) -> list[dict[str, Any]]:
+    records = store.get(
+        "knowledge", where={"user_id": user_id, "kind": "assistant", "assistant_id": assistant_id}
+    )
+    items = sorted((knowledge_from_record(r) for r in records), key=lambda i: i.updated_s)
+    return [
+        {
+            "knowledge": i.text,
+            "timestamp": datetime.fromtimestamp(i.updated_s).isoformat(timespec="seconds"),
+            "page_ids": list(i.page_ids),
+        }
+        for i in items
+    ]
+
+
+def delete_user(store: MemoryStore, user_id: str) -> int:
+    """Remove every record of ``user_id`` from every collection; returns pages removed."""
+    pages = len(store.get("pages", where={"user_id": user_id}))
+    for kind in KINDS:
+        store.delete(kind, where={"user_id": user_id})
+    return pages
+
+
+def delete_page(
+    store: MemoryStore, embedder: Embedder, config: MemoryConfig, user_id: str, page_id: str
+) -> int:
+    """Delete one page and what was derived from it: its segment is rebuilt from the pages
+    left (or deleted), and knowledge and profile traits citing it are deleted."""
+    found = store.get("pages", ids=[page_id])
+    if not found or found[0].metadata.get("user_id") != user_id:
+        raise NotFoundError(f"no page {page_id!r} for user {user_id!r}")
+    page = found[0]
+    store.delete("pages", ids=[page_id])
+    segment_id = str(page.metadata.get("segment_id") or "")
+    if segment_id:
+        _rebuild_segment(store, config, user_id, segment_id, page_id)
+    linked = store.get("pages", where={"user_id": user_id, "chain_prev": page_id}, with_embeddings=True)
+    store.upsert("pages", [replace(p, metadata=p.metadata | {"chain_prev": ""}) for p in linked])
+    cited = [
+        r.id
+        for r in store.get("knowledge", where={"user_id": user_id})
+        if page_id in json.loads(str(r.metadata.get("page_ids_json") or "[]"))
+    ]
+    store.delete("knowledge", ids=cited)
+    profile = load_profile(store, user_id)
+    kept = {key: t for key, t in profile.items() if page_id not in t.page_ids}
+    if len(kept) != len(profile):
+        store.upsert(
+            "state",
+            [Record(f"profile:{user_id}", traits_to_json(kept), {"user_id": user_id, "key": "profile"})],
+        )
+    state = UserState(store, user_id)
+    if state.data["cursor"] == page_id:
+        state.data["cursor"] = ""
+        store.upsert("state", [state.record()])
+    return 1
+
+
+def _rebuild_segment(
+    store: MemoryStore, config: MemoryConfig, user_id: str, segment_id: str, page_id: str
+) -> None:
+    records = store.get("segments", ids=[segment_id], with_embeddings=True)
+    rest = store.get("pages", where={"user_id": user_id, "segment_id": segment_id}, with_embeddings=True)
+    if not records:
+        return
+    if not rest:
+        store.delete("segments", ids=[segment_id])
+        return
+    # The old summary may quote the deleted page: rebuild it from the pages left, extractively.
+    segment = segment_from_record(records[0])
+    texts, vectors = [p.document for p in rest], [list(p.embedding or ()) for p in rest]
+    rebuilt = replace(
+        segment,
+        summary=text_policy.extractive_summary(texts, vectors, config.mid_term.summary_max_chars),
+        keywords=tuple(text_policy.keywords(texts, config.mid_term.max_keywords)),
+        embedding=tuple(text_policy.mean_vector(vectors)),
+        page_count=len(rest),
+        pending_page_ids=tuple(p for p in segment.pending_page_ids if p != page_id),
+    )
+    store.upsert(
+        "segments",
+        [
+            segment_record(
+                user_id, rebuilt, status=str(records[0].metadata.get("status")), source="extractive"
+            )
+        ],
+    )
+
+
+def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
+    pages = sorted(
+        store.get("pages", where={"user_id": user_id}), key=lambda r: int(r.metadata["created_ns"])
+    )
+    members: dict[str, list[str]] = {}
+    exported_pages = []
+    for record in pages:
+        page = page_from_record(record)
+        if page.segment_id:
+            members.setdefault(page.segment_id, []).append(page.id)
+        exported_pages.append(
+            {
+                "id": page.id,
+                "assistant_id": page.assistant_id,
+                "user_input": page.user_input,
+                "agent_response": page.agent_response,
+                "timestamp": page.timestamp,
+                "tier": page.tier,
+                "segment_id": page.segment_id,
+                "chain_overview": page.chain_overview,
+                "meta_data": page.meta_data,
+                "source_ids": list(source_ids(record)),
+                "created_ns": page.created_ns,
+            }
+        )
+    segments = []
+    for record in store.get("segments", where={"user_id": user_id}):
+        seg = segment_from_record(record)
+        segments.append(
+            {
+                "id": seg.id,
+                "summary": seg.summary,
+                "keywords": list(seg.keywords),
+                "page_ids": members.get(seg.id, []),
+                "n_visit": seg.n_visit,
+                "l_interaction": seg.l_interaction,
+                "last_access_s": seg.last_access_s,
+                "created_s": seg.created_s,
+                "pending_page_ids": list(seg.pending_page_ids),
+                "status": record.metadata.get("status", "active"),
+            }
+        )
+    profile = load_profile(store, user_id)
+    view = user_profile(store, user_id)
+
+    def knowledge(entries: tuple[KnowledgeEntry, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": e.id,
+                "text": e.text,
+                "page_ids": list(e.page_ids),
+                "source_ids": list(e.source_ids),
+                "updated_s": e.updated_s,
+            }
+            for e in entries
+        ]
+
+    assistants = {
+        str(r.id): str(r.metadata.get("assistant_id", ""))
+        for r in store.get("knowledge", where={"user_id": user_id, "kind": "assistant"})
+    }
+    assistant_items = knowledge(view.assistant_knowledge)
+    for item in assistant_items:
+        item["assistant_id"] = assistants.get(item["id"], "")
+    return {
+        "version": EXPORT_VERSION,
+        "user_id": user_id,
+        "pages": exported_pages,
+        "segments": segments,
+        "profile": [
+            {"name": t.name, "value": t.value, "page_ids": list(t.page_ids), "updated_s": t.updated_s}
+            for t in profile.values()
+        ],
+        "user_knowledge": knowledge(view.user_knowledge),
+        "assistant_knowledge": assistant_items,
+    }
+
+
+def import_user(
+    store: MemoryStore,
+    embedder: Embedder,
+    config: MemoryConfig,
+    user_id: str,
+    data: Mapping[str, Any],
+    now: datetime,
+) -> int:
+    """Validate the whole export, then write it. Ids are kept unless they belong to someone else."""
+    pages = [_import_page(item, user_id, config, now) for item in data.get("pages", [])]
+    taken = {
+        r.id
+        for r in store.get("pages", ids=[p.id for p, _, _ in pages])
+        if r.metadata.get("user_id") != user_id
+    }
+    remap = {p.id: f"pg_{uuid.uuid4().hex}" for p, _, _ in pages} if taken else {}
+    pages = [(replace(p, id=remap.get(p.id, p.id)), ts, src) for p, ts, src in pages]
+    segments = [s for s in data.get("segments", []) if isinstance(s, Mapping)]
+    seg_remap = {str(s.get("id")): f"seg_{uuid.uuid4().hex}" for s in segments} if taken else {}
+    pages = [
+        (replace(p, segment_id=seg_remap.get(p.segment_id or "", p.segment_id)), ts, src)
+        for p, ts, src in pages
+    ]
+    vectors = embedder.embed([p.text for p, _, _ in pages]) if pages else []
+    store.upsert(
+        "pages", [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
+    )
+    _import_segments(store, embedder, user_id, segments, seg_remap, remap)
+    _import_knowledge(store, embedder, user_id, data, remap)
+    traits = {
+        str(t["name"]).lower(): Trait(
+            str(t["name"]),
+            str(t["value"]),
+            tuple(remap.get(p, p) for p in t.get("page_ids", [])),
+            float(t.get("updated_s", 0.0)),
+        )
+        for t in data.get("profile", [])
+        if isinstance(t, Mapping) and t.get("name") and t.get("value")
+    }
+    if traits:
+        merged = load_profile(store, user_id) | traits
+        store.upsert(
+            "state",
+            [Record(f"profile:{user_id}", traits_to_json(merged), {"user_id": user_id, "key": "profile"})],
+        )
+    return len(pages)
+
+
+def _import_page(
+    item: Any, user_id: str, config: MemoryConfig, now: datetime
+) -> tuple[Page, float, tuple[str, ...]]:
+    if not isinstance(item, Mapping):
+        raise InvalidInputError("every exported page must be a mapping")
+    tier = item.get("tier", "short_term")
+    if tier not in _TIERS:
+        raise InvalidInputError(f"unknown tier {tier!r}")
+    limit = config.max_text_chars
+    meta_json, sources = check_meta(item.get("meta_data") or {}, config.max_meta_bytes)
+    stamp, ts_s = parse_timestamp(item.get("timestamp"), now)
+    page = Page(
+        id=check_id(item.get("id") or f"pg_{uuid.uuid4().hex}", "page id"),
+        user_id=user_id,
+        assistant_id=check_id(item.get("assistant_id") or "default_assistant", "assistant_id"),
+        user_input=check_text(item.get("user_input"), "user_input", limit),
+        agent_response=check_text(item.get("agent_response"), "agent_response", limit),
+        timestamp=stamp,
+        tier=tier,
+        segment_id=str(item.get("segment_id") or "") or None,
+        chain_overview=check_text(item.get("chain_overview"), "chain_overview", limit),
+        meta_data=json.loads(meta_json),
+        created_ns=int(item.get("created_ns") or 0),
+    )
+    extra = tuple(str(s) for s in item.get("source_ids", []) if str(s) not in sources)
+    return page, ts_s, sources + extra
+
+
+def _import_segments(
+    store: MemoryStore,
+    embedder: Embedder,
+    user_id: str,
+    segments: list[Mapping[str, Any]],
+    seg_remap: dict[str, str],
+    remap: dict[str, str],
+) -> None:
+    if not segments:
+        return
+    vectors = embedder.embed([str(s.get("summary", "")) for s in segments])
+    records = []
+    for item, vector in zip(segments, vectors):
+        state = SegmentState(
+            id=check_id(seg_remap.get(str(item.get("id")), str(item.get("id"))), "segment id"),
+            summary=str(item.get("summary", "")),
+            keywords=tuple(str(k) for k in item.get("keywords", [])),
+            embedding=tuple(vector),
+            page_count=len(item.get("page_ids", [])),
+            n_visit=int(item.get("n_visit", 0)),
+            l_interaction=int(item.get("l_interaction", 0)),
+            last_access_s=float(item.get("last_access_s", 0.0)),
+            created_s=float(item.get("created_s", 0.0)),
+            pending_page_ids=tuple(remap.get(p, p) for p in item.get("pending_page_ids", [])),
+        )
+        records.append(segment_record(user_id, state, status=str(item.get("status", "active"))))
+    store.upsert("segments", records)
+
+
+def _import_knowledge(
+    store: MemoryStore, embedder: Embedder, user_id: str, data: Mapping[str, Any], remap: dict[str, str]
+) -> None:
+    for kind in ("user", "assistant"):
+        items = [i for i in data.get(f"{kind}_knowledge", []) if isinstance(i, Mapping) and i.get("text")]
+        if not items:
+            continue
+        vectors = embedder.embed([str(i["text"]) for i in items])
+        store.upsert(
+            "knowledge",
+            [
+                knowledge_record(
+                    user_id,
+                    str(item.get("assistant_id") or "default_assistant"),
+                    KnowledgeItem(
+                        f"kn_{uuid.uuid4().hex}" if remap else check_id(str(item.get("id")), "knowledge id"),
+                        kind,
+                        str(item["text"]),
+                        tuple(remap.get(p, p) for p in item.get("page_ids", [])),
+                        float(item.get("updated_s", 0.0)),
+                        tuple(vector),
+                    ),
+                    tuple(str(s) for s in item.get("source_ids", [])),
+                )
+                for item, vector in zip(items, vectors)
+            ],
+        )

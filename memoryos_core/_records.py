@@ -1,0 +1,153 @@
+"""Conversion between the engine's values and store records (metadata is flat: JSON for lists)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from memoryos_core._policy.long_term import KnowledgeItem, Trait
+from memoryos_core._policy.mid_term import SegmentState
+from memoryos_core._types import Page, render_page
+from memoryos_core.storage.base import Record
+
+
+def page_record(
+    page: Page, embedding: Any, *, ts_s: float, source_ids: tuple[str, ...], chain_prev: str = ""
+) -> Record:
+    return Record(
+        id=page.id,
+        document=render_page(page.user_input, page.agent_response, page.timestamp),
+        embedding=embedding,
+        metadata={
+            "user_id": page.user_id,
+            "assistant_id": page.assistant_id,
+            "tier": page.tier,
+            "created_ns": page.created_ns,
+            "timestamp": page.timestamp,
+            "ts_s": ts_s,
+            "user_input": page.user_input,
+            "agent_response": page.agent_response,
+            "segment_id": page.segment_id or "",
+            "chain_prev": chain_prev,
+            "chain_overview": page.chain_overview,
+            "meta_json": json.dumps(page.meta_data, ensure_ascii=False, separators=(",", ":")),
+            "source_ids_json": json.dumps(list(source_ids)),
+        },
+    )
+
+
+def page_from_record(record: Record) -> Page:
+    m = record.metadata
+    return Page(
+        id=record.id,
+        user_id=str(m["user_id"]),
+        assistant_id=str(m.get("assistant_id", "")),
+        user_input=str(m.get("user_input", "")),
+        agent_response=str(m.get("agent_response", "")),
+        timestamp=str(m.get("timestamp", "")),
+        tier=m.get("tier", "short_term"),  # type: ignore[arg-type]
+        segment_id=str(m.get("segment_id") or "") or None,
+        chain_overview=str(m.get("chain_overview", "")),
+        meta_data=json.loads(str(m.get("meta_json") or "{}")),
+        created_ns=int(m.get("created_ns", 0)),
+    )
+
+
+def source_ids(record: Record) -> tuple[str, ...]:
+    return tuple(json.loads(str(record.metadata.get("source_ids_json") or "[]")))
+
+
+def segment_record(
+    user_id: str, segment: SegmentState, *, status: str = "active", source: str = ""
+) -> Record:
+    return Record(
+        id=segment.id,
+        document=segment.summary,
+        embedding=list(segment.embedding),
+        metadata={
+            "user_id": user_id,
+            "status": status,
+            "source": source,
+            "keywords_json": json.dumps(list(segment.keywords), ensure_ascii=False),
+            "page_count": segment.page_count,
+            "n_visit": segment.n_visit,
+            "l_interaction": segment.l_interaction,
+            "last_access_s": segment.last_access_s,
+            "created_s": segment.created_s,
+            "pending_json": json.dumps(list(segment.pending_page_ids)),
+        },
+    )
+
+
+def segment_from_record(record: Record) -> SegmentState:
+    m = record.metadata
+    return SegmentState(
+        id=record.id,
+        summary=record.document,
+        keywords=tuple(json.loads(str(m.get("keywords_json") or "[]"))),
+        embedding=tuple(record.embedding or ()),
+        page_count=int(m.get("page_count", 0)),
+        n_visit=int(m.get("n_visit", 0)),
+        l_interaction=int(m.get("l_interaction", 0)),
+        last_access_s=float(m.get("last_access_s", 0.0)),
+        created_s=float(m.get("created_s", 0.0)),
+        pending_page_ids=tuple(json.loads(str(m.get("pending_json") or "[]"))),
+    )
+
+
+def knowledge_record(
+    user_id: str, assistant_id: str, item: KnowledgeItem, source_ids: tuple[str, ...]
+) -> Record:
+    return Record(
+        id=item.id,
+        document=item.text,
+        embedding=list(item.embedding),
+        metadata={
+            "user_id": user_id,
+            "assistant_id": assistant_id,
+            "kind": item.kind,
+            "page_ids_json": json.dumps(list(item.page_ids)),
+            "source_ids_json": json.dumps(list(source_ids)),
+            "updated_s": item.updated_s,
+        },
+    )
+
+
+def knowledge_from_record(record: Record) -> KnowledgeItem:
+    m = record.metadata
+    return KnowledgeItem(
+        id=record.id,
+        kind=str(m.get("kind", "user")),
+        text=record.document,
+        page_ids=tuple(json.loads(str(m.get("page_ids_json") or "[]"))),
+        updated_s=float(m.get("updated_s", 0.0)),
+        embedding=tuple(record.embedding or ()),
+    )
+
+
+def traits_to_json(profile: dict[str, Trait]) -> str:
+    return json.dumps(
+        [
+            {"name": t.name, "value": t.value, "page_ids": list(t.page_ids), "updated_s": t.updated_s}
+            for t in profile.values()
+        ],
+        ensure_ascii=False,
+    )
+
+
+def traits_from_json(document: str) -> dict[str, Trait]:
+    items = json.loads(document or "[]")
+    return {
+        item["name"].lower(): Trait(
+            item["name"], item["value"], tuple(item.get("page_ids", ())), float(item.get("updated_s", 0.0))
+        )
+        for item in items
+    }
+
+
+def state_record(key: str, user_id: str, payload: dict[str, Any]) -> Record:
+    return Record(
+        id=f"{key}:{user_id}",
+        document=json.dumps(payload, ensure_ascii=False),
+        metadata={"user_id": user_id, "key": key},
+    )

@@ -1,0 +1,99 @@
+"""Checks applied at the public boundary, before anything is stored."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from memoryos_core._exceptions import InvalidInputError
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+SOURCE_KEYS = ("source_id", "source_ids", "message_id", "message_ids", "dia_id", "dia_ids")
+"""``meta_data`` keys whose values are kept as provenance on every unit derived from the page."""
+
+_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%I:%M %p on %d %B, %Y",
+    "%I:%M %p on %d %b, %Y",  # LoCoMo: "1:56 pm on 8 May, 2023"
+)
+
+
+def check_id(value: Any, what: str) -> str:
+    """Return ``value`` if it is a safe id: 1-128 of ``A-Z a-z 0-9 _ . @ : -``, not starting with a symbol."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
+        shown = repr(value)[:80]
+        raise InvalidInputError(
+            f"invalid {what} {shown}: use 1-128 characters from A-Z a-z 0-9 _ . @ : - (starting with a "
+            "letter or digit, no '..')"
+        )
+    return value
+
+
+def check_text(value: Any, what: str, max_chars: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a str, not {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidInputError(f"{what} is {len(value)} characters long; the limit is {max_chars}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid Unicode (lone surrogate at {exc.start})") from exc
+    if "\x00" in value:
+        raise InvalidInputError(f"{what} contains a NUL character")
+    return value
+
+
+def check_meta(value: Any, max_bytes: int) -> tuple[str, tuple[str, ...]]:
+    """``meta_data`` as compact JSON, plus the provenance ids found under SOURCE_KEYS."""
+    if value is None:
+        return "{}", ()
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidInputError("meta_data must be a dict with str keys")
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        encoded.encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
+        raise InvalidInputError(f"meta_data must be JSON-serialisable: {exc}") from exc
+    if len(encoded.encode("utf-8")) > max_bytes:
+        raise InvalidInputError(f"meta_data is larger than {max_bytes} bytes once serialised")
+    sources: list[str] = []
+    for key in SOURCE_KEYS:
+        item = value.get(key)
+        for source in item if isinstance(item, list) else [item]:
+            if isinstance(source, (str, int)) and str(source) and str(source) not in sources:
+                sources.append(str(source))
+    return encoded, tuple(sources)
+
+
+def parse_timestamp(value: Any, now: datetime) -> tuple[str, float]:
+    """(text as given, epoch seconds); text that cannot be parsed keeps ``now`` for recency."""
+    if value is None or value == "":
+        return now.strftime("%Y-%m-%d %H:%M:%S"), now.timestamp()
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S"), moment.timestamp()
+    if not isinstance(value, str) or len(value) > 200:
+        raise InvalidInputError("timestamp must be a datetime or a str of at most 200 characters")
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+        for fmt in _TIME_FORMATS:
+            try:
+                moment = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if moment is None:
+        return text, now.timestamp()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return text, moment.timestamp()

@@ -1,0 +1,1 @@
+"""``memoryos bench``: benchmarks that print figures and write JSON (they are not tests)."""

@@ -1,0 +1,146 @@
+"""``memoryos bench scale``: add and retrieve latency, memory and disk as a store grows."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memoryos_core._registry import make_embedder
+from memoryos_core._types import render_page
+from memoryos_core.storage.chroma import ChromaStore
+
+_WORDS = (
+    "hiking mountain trail coffee morning work meeting project deadline python code bug family sister dinner "
+    "pasta recipe garden tomato weekend movie music guitar concert travel lisbon train ticket doctor health "
+    "running marathon book novel author cat dog walk park rain weather birthday gift friend party holiday"
+).split()
+
+
+def _sentence(rng: random.Random, words: int = 14) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _disk_mb(path: str | None) -> float:
+    if not path:
+        return 0.0
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def run_scale(
+    *,
+    users: int,
+    pages: int,
+    embedder: str,
+    chroma_url: str | None,
+    samples: int = 200,
+    sizes: list[int] | None = None,
+    seed: int = 7,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fill ``users`` users to each size (bulk), then time ``samples`` single calls at each size."""
+    from memoryos_core import MemoryOS
+
+    rng = random.Random(seed)
+    checkpoints = sorted(s for s in (sizes or [1_000, 10_000, 100_000]) if s <= pages) or [pages]
+    folder = None if chroma_url else tempfile.mkdtemp(prefix="memoryos-scale-")
+    store = (
+        ChromaStore(url=chroma_url, prefix=f"scale{rng.randrange(10**6)}_")
+        if chroma_url
+        else ChromaStore(path=folder)
+    )
+    model = make_embedder("hash:384" if embedder == "hash" else None)
+    memory = MemoryOS(store=store, embedder=model, background=True)
+    user_ids = [f"user{u}" for u in range(users)]
+    points, filled = [], 0
+    for size in checkpoints:
+        progress(f"filling to {size} pages per user")
+        for user in user_ids:
+            _bulk_fill(memory, store, model, user, size - filled, rng)
+        filled = size
+        adds, retrieves = [], []
+        for i in range(samples):
+            user = user_ids[i % users]
+            started = time.perf_counter()
+            memory.add_memory(_sentence(rng), _sentence(rng), user_id=user)
+            adds.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            memory.retrieve_memory(_sentence(rng, 8), user_id=user)
+            retrieves.append((time.perf_counter() - started) * 1000)
+        memory.flush()
+        filled += samples // users
+        points.append(
+            {
+                "pages": size,
+                "add_ms_p50": statistics.median(adds),
+                "add_ms_p95": _percentile(adds, 0.95),
+                "retrieve_ms_p50": statistics.median(retrieves),
+                "retrieve_ms_p95": _percentile(retrieves, 0.95),
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "disk_mb": _disk_mb(folder),
+            }
+        )
+        progress(str(points[-1]))
+    memory.close()
+    return {
+        "backend": "chroma-http" if chroma_url else "chroma-embedded",
+        "embedder": model.name,
+        "users": users,
+        "samples": samples,
+        "points": points,
+    }
+
+
+def _bulk_fill(
+    memory: Any, store: ChromaStore, model: Any, user: str, count: int, rng: random.Random
+) -> None:
+    """Write ``count`` already-consolidated pages straight to the store, 1,000 at a time.
+
+    Bulk loading skips consolidation (the benchmark measures calls on a store of a given
+    size, not how it got there); pages go to a few hundred segments as mid-term pages.
+    """
+    from memoryos_core._policy.mid_term import SegmentState
+    from memoryos_core._records import page_record, segment_record
+    from memoryos_core._types import Page
+
+    memory.get_memory_stats(user)  # opens the store
+    segments = [f"seg_{user}_{i}" for i in range(200)]
+    vectors = model.embed([f"topic {i} {_sentence(rng, 4)}" for i in range(len(segments))])
+    store.upsert(
+        "segments",
+        [
+            segment_record(user, SegmentState(sid, f"topic {i}", (), tuple(v), 0, 0, 0, 0.0, 0.0))
+            for i, (sid, v) in enumerate(zip(segments, vectors))
+        ],
+    )
+    base = time.time_ns() - 10**12
+    for start in range(0, count, 1000):
+        batch = []
+        for i in range(start, min(count, start + 1000)):
+            page = Page(
+                id=f"bulk_{user}_{os.urandom(6).hex()}",
+                user_id=user,
+                assistant_id="default_assistant",
+                user_input=_sentence(rng),
+                agent_response=_sentence(rng),
+                timestamp="2025-01-01 00:00:00",
+                tier="mid_term",
+                segment_id=rng.choice(segments),
+                created_ns=base + i,
+            )
+            batch.append(page)
+        texts = [render_page(p.user_input, p.agent_response, p.timestamp) for p in batch]
+        store.upsert(
+            "pages", [page_record(p, v, ts_s=0.0, source_ids=()) for p, v in zip(batch, model.embed(texts))]
+        )

@@ -1,0 +1,56 @@
+"""The MemoryStore protocol: records of four kinds, filtered by metadata, searched by vector."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Kind = Literal["pages", "segments", "knowledge", "state"]
+KINDS: tuple[Kind, ...] = ("pages", "segments", "knowledge", "state")
+
+Where = dict[str, Any]
+"""Equality filters (``{"user_id": "u1", "tier": "short"}``); a list value means "one of"."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored item. ``state`` records carry no embedding."""
+
+    id: str
+    document: str
+    metadata: dict[str, str | int | float | bool]
+    embedding: Sequence[float] | None = field(default=None, repr=False)
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    """Where MemoryOS keeps everything. Every method is scoped by the caller's ``where``."""
+
+    def upsert(self, kind: Kind, records: Sequence[Record]) -> None: ...
+
+    def get(
+        self,
+        kind: Kind,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Where | None = None,
+        with_embeddings: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]: ...
+
+    def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None: ...
+
+    def query(
+        self,
+        kind: Kind,
+        embedding: Sequence[float],
+        *,
+        where: Where,
+        n_results: int,
+        with_embeddings: bool = False,
+    ) -> list[tuple[Record, float]]:
+        """Nearest records to ``embedding`` with their cosine similarity, best first."""
+        ...
+
+    def count(self, kind: Kind, *, where: Where) -> int: ...

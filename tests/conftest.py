@@ -1,0 +1,149 @@
+"""Shared fixtures: no network, real Chroma (embedded and a `chroma run` server), fixed clocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
+from memoryos_core.testing import block_network
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Iterator[None]:
+    undo = block_network()
+    yield
+    undo()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"chroma run exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"no Chroma server answered at {url} within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped."""
+    url = os.environ.get("MEMORYOS_TEST_CHROMA_URL")
+    if url:
+        _wait_for(url, 30)
+        yield url
+        return
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    port = _free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = open(path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url, 60, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ChromaStore]:
+    """Makes stores on one place: a folder (embedded) or a server with a prefix unique to the test."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    if request.param == "embedded":
+        return lambda: ChromaStore(path=str(tmp_path / "chroma"), prefix=prefix)
+    url = request.getfixturevalue("chroma_server_url")
+    return lambda: ChromaStore(url=url, prefix=prefix)
+
+
+class Clock:
+    """A settable clock for exact heat and recency tests."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_memory(store_factory: Callable[[], ChromaStore], clock: Clock) -> Iterator[Callable[..., MemoryOS]]:
+    """MemoryOS on the test's store, hashing embedder, inline consolidation unless asked otherwise."""
+    made: list[MemoryOS] = []
+
+    def make(**kwargs: Any) -> MemoryOS:
+        kwargs.setdefault("embedder", HashingEmbedder(64))
+        kwargs.setdefault("background", False)
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("user_id", "alice")
+        memory = MemoryOS(store=kwargs.pop("store", None) or store_factory(), **kwargs)
+        made.append(memory)
+        return memory
+
+    yield make
+    for memory in made:
+        memory.close()
+
+
+TOPICS = {
+    "hiking": "I went hiking in the mountains with my boots on the alpine trail",
+    "cooking": "I cooked pasta with tomato sauce and basil in my kitchen",
+    "coding": "I fixed python bugs in my code and wrote unit tests",
+}
+
+
+def topic_pages(topic: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+    """``count`` pages about one topic, each with a message id in meta_data."""
+    text = TOPICS[topic]
+    return [
+        {
+            "user_input": f"{text} (day {start + i})",
+            "agent_response": f"Sounds fun: {text.split()[2]} again.",
+            "meta_data": {"message_id": f"{topic}-{start + i}"},
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> Any:
+    """The real offline all-MiniLM-L6-v2 model (loaded once per test session)."""
+    from memoryos_core.embeddings.local import LocalEmbedder
+
+    return LocalEmbedder()

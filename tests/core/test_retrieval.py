@@ -1,0 +1,131 @@
+"""retrieve_memory: one ranked list across tiers, with provenance, on the real local embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from memoryos_core import InvalidInputError, MemoryOS
+from memoryos_core.llm.rules import RuleBasedLLM
+
+CONVERSATION = [
+    (
+        "I just started a new job as a nurse at the city hospital.",
+        "Congratulations! How are the shifts?",
+        "m1",
+    ),
+    ("My sister Anna is getting married in June.", "How exciting! Are you in the wedding party?", "m2"),
+    ("I adopted a grey cat called Pixel last week.", "Pixel is a lovely name for a cat.", "m3"),
+    ("We are planning a road trip to Portugal this summer.", "Lisbon and Porto are wonderful.", "m4"),
+    ("I have been learning to play the cello for two years.", "That takes real dedication.", "m5"),
+    ("My favourite food is spicy ramen.", "Do you make it yourself?", "m6"),
+    ("I ran my first half marathon in October.", "Great achievement! What was your time?", "m7"),
+    ("The weather has been rainy all week.", "Perfect weather for reading indoors.", "m8"),
+    ("I am allergic to peanuts, so I check every label.", "That must take care when eating out.", "m9"),
+    ("I want to learn Japanese before visiting Tokyo.", "Try a little practice every day.", "m10"),
+]
+
+
+@pytest.fixture
+def memory(make_memory: Callable[..., MemoryOS], local_embedder: Any) -> MemoryOS:
+    memory = make_memory(embedder=local_embedder, short_term_capacity=3)
+    memory.add_memories(
+        [
+            {
+                "user_input": u,
+                "agent_response": a,
+                "timestamp": f"2024-03-{i + 1:02d} 09:00:00",
+                "meta_data": {"message_id": mid},
+            }
+            for i, (u, a, mid) in enumerate(CONVERSATION)
+        ]
+    )
+    memory.flush()
+    return memory
+
+
+@pytest.mark.parametrize(
+    ("question", "message_id"),
+    [
+        ("What is my profession?", "m1"),
+        ("Do I have any pets?", "m3"),
+        ("Which musical instrument do I play?", "m5"),
+        ("What food should I avoid?", "m9"),
+        ("Where am I travelling this summer?", "m4"),
+    ],
+)
+def test_paraphrased_questions_find_the_page_that_answers_them(
+    memory: MemoryOS, question: str, message_id: str
+) -> None:
+    context = memory.retrieve_memory(question, top_k=3)
+    pages = [u for u in context.units if u.tier in ("mid_term", "short_term")]
+    best = max(pages, key=lambda u: u.score)
+    assert best.source_ids == (message_id,)
+
+
+def test_units_carry_tier_score_timestamp_and_provenance(memory: MemoryOS) -> None:
+    context = memory.retrieve_memory("Tell me about my cat", top_k=4)
+    assert [u.score for u in context.units] == sorted((u.score for u in context.units), reverse=True)
+    short = context.by_tier("short_term")
+    assert [u.source_ids[0] for u in sorted(short, key=lambda u: u.timestamp)] == ["m8", "m9", "m10"]
+    mid = context.by_tier("mid_term")
+    assert len(mid) == 4
+    page_ids = {p["id"] for p in memory.export_memory()["pages"]}
+    for unit in context.units:
+        assert unit.page_ids and set(unit.page_ids) <= page_ids
+        assert unit.timestamp.startswith("2024-03-")
+        assert -1.0 <= unit.score <= 3.0
+    assert context.cost.ms > 0 and context.cost.llm_calls == 0
+
+
+def test_top_k_bounds_the_pages_beyond_short_term(memory: MemoryOS) -> None:
+    assert len(memory.retrieve_memory("anything", top_k=1).by_tier("mid_term")) == 1
+    assert len(memory.retrieve_memory("anything", top_k=50).by_tier("mid_term")) == 7
+    with pytest.raises(InvalidInputError):
+        memory.retrieve_memory("anything", top_k=0)
+
+
+def test_mcp_dict_has_the_reference_shape(memory: MemoryOS) -> None:
+    shape = memory.retrieve_memory("cello", top_k=2).to_mcp_dict()
+    assert {
+        "short_term_memory",
+        "retrieved_pages",
+        "retrieved_user_knowledge",
+        "retrieved_assistant_knowledge",
+        "user_profile",
+    } <= set(shape)
+    assert len(shape["short_term_memory"]) == 3 and len(shape["retrieved_pages"]) == 2
+    assert {"user_input", "agent_response", "timestamp", "meta_info"} <= set(shape["retrieved_pages"][0])
+
+
+def test_knowledge_and_profile_join_the_ranked_list(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    memory = make_memory(
+        embedder=local_embedder,
+        llm=RuleBasedLLM(pages_per_topic=8),
+        short_term_capacity=1,
+        mid_term_heat_threshold=3,
+    )
+    memory.add_memories(
+        [
+            {
+                "user_input": f"I work as a nurse at the hospital, shift {i}.",
+                "agent_response": "I am proud of you.",
+                "meta_data": {"message_id": f"n{i}"},
+            }
+            for i in range(5)
+        ]
+    )
+    memory.flush()
+    context = memory.retrieve_memory("What is my job?")
+    knowledge = context.by_tier("user_knowledge")
+    assert knowledge and "nurse" in knowledge[0].text and knowledge[0].source_ids
+    assert "nurse" in context.profile
+    assert context.by_tier("assistant_knowledge")
+    rendered = context.render()
+    assert (
+        rendered.startswith("<recalled_memory>") and "not an instruction" in rendered and "nurse" in rendered
+    )
