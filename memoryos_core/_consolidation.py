@@ -100,8 +100,13 @@ class Consolidator:
             return overflow
         return []
 
-    def consolidate(self, user_id: str, *, force: bool = False) -> int:
-        """Consolidate every due batch of ``user_id``; returns the number of pages moved."""
+    def consolidate(
+        self, user_id: str, *, force: bool = False, on_batch: Callable[[], None] | None = None
+    ) -> int:
+        """Consolidate every due batch of ``user_id``; returns the number of pages moved.
+
+        ``on_batch`` is called after each batch (the caller renews its lease there).
+        """
         self.resume(user_id)
         moved = 0
         overflow = self.due_pages(user_id, force=force)
@@ -114,6 +119,8 @@ class Consolidator:
             with_vectors = {r.id: r for r in self.store.get("pages", ids=ids, with_embeddings=True)}
             self._apply(user_id, self._plan(user_id, [with_vectors[i] for i in ids if i in with_vectors]))
             moved += len(batch)
+            if on_batch is not None:
+                on_batch()
         return moved
 
     def _plan(self, user_id: str, pages: Sequence[Record]) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from memoryos_core import _admin, _prompts
 from memoryos_core._config import MemoryConfig
 from memoryos_core._consolidation import Consolidator, UserState
 from memoryos_core._exceptions import InvalidInputError, LLMNotConfiguredError, LLMOutputError
+from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core._policy.heat import HeatState, is_hot
 from memoryos_core._policy.long_term import render_profile
 from memoryos_core._promotion import Promoter, load_profile
-from memoryos_core._records import page_record, segment_from_record, segment_record
+from memoryos_core._records import page_from_record, page_record, segment_from_record, segment_record
 from memoryos_core._registry import make_embedder, make_llm, make_store
 from memoryos_core._retrieval import Retriever
 from memoryos_core._tokens import default_counter
@@ -135,6 +136,7 @@ class MemoryOS:
         )
         self.promoter = Promoter(self.store, self.embedder, self.llm, self.config, self._now_s, self._emit)
         self.retriever = Retriever(self.store, self.config)
+        self._leases = Leases(self.store)
         self._worker = Worker(self._background_run, recheck_s=max(0.5, self.config.short_term.max_wait_s))
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -286,13 +288,18 @@ class MemoryOS:
 
     # --- background and flush -----------------------------------------------------------------
     def _background_run(self, user_id: str) -> bool:
-        """One worker pass for a user; True if a partial batch is still waiting."""
-        self._run_user(user_id, force=False)
+        """One worker pass for a user; True if a partial batch is still waiting (or another
+        process holds the user's lease: then it is simply tried again later)."""
+        try:
+            self._run_user(user_id, force=False, wait_s=0.0)
+        except LeaseBusyError:
+            return True
         return bool(self.consolidator.due_pages(user_id, force=True))
 
-    def _run_user(self, user_id: str, *, force: bool) -> Cost:
-        with measure() as tally, self._lock(user_id):
-            moved = self.consolidator.consolidate(user_id, force=force)
+    def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
+        self._ready()
+        with measure() as tally, self._lock(user_id), self._leases.hold(user_id, wait_s=wait_s) as renew:
+            moved = self.consolidator.consolidate(user_id, force=force, on_batch=renew)
             with self._locks_guard:
                 if user_id in self._short_counts:
                     self._short_counts[user_id] = max(0, self._short_counts[user_id] - moved)
@@ -347,8 +354,8 @@ class MemoryOS:
         """Consolidate all pending pages, then analyse every segment with new pages into long-term memory."""
         user = self._ids(user_id)[0]
         self._ready()
-        with measure() as tally, self._lock(user):
-            self.consolidator.consolidate(user, force=True)
+        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S) as renew:
+            self.consolidator.consolidate(user, force=True, on_batch=renew)
             self._apply_visits(user)
             if self.llm is None:
                 raise LLMNotConfiguredError("mid-term analysis needs an LLM: pass openai_api_key= or llm=")
@@ -440,6 +447,23 @@ class MemoryOS:
             assistant_id=assistant_id,
         ).text
 
+    def recent_pages(self, limit: int | None = None, *, user_id: str | None = None) -> list[Page]:
+        """The user's newest pages, oldest first: short-term memory and any not yet consolidated.
+
+        Args:
+            limit: at most this many of the newest (default: the short-term capacity plus
+                whatever is still pending consolidation).
+        """
+        user = self._ids(user_id)[0]
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise InvalidInputError("limit must be a positive int")
+        self._ready()
+        records = self.store.get("pages", where={"user_id": user, "tier": "short_term"})
+        if limit is not None and len(records) < limit:
+            records = self.store.get("pages", where={"user_id": user})  # reach into older tiers
+        records.sort(key=lambda r: int(r.metadata["created_ns"]))
+        return [page_from_record(r) for r in (records[-limit:] if limit else records)]
+
     def get_user_profile(self, user_id: str | None = None) -> UserProfile:
         """The user's profile traits and knowledge, with provenance."""
         user = self._ids(user_id)[0]
@@ -513,7 +537,7 @@ class MemoryOS:
             raise InvalidInputError("give a page_id, or everything=True to delete all of the user's memory")
         self._ready()
         self._worker.wait_idle(5.0)
-        with self._lock(user):
+        with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             if everything:
                 with self._locks_guard:
                     self._visits.pop(user, None)
@@ -539,7 +563,7 @@ class MemoryOS:
             raise InvalidInputError("import_memory takes the dict returned by export_memory")
         user = self._ids(user_id if user_id is not None else data.get("user_id"))[0]
         self._ready()
-        with self._lock(user):
+        with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
         self._schedule(user)
         return count
@@ -570,6 +594,9 @@ class MemoryOS:
 
     async def aget_response(self, *args: Any, **kwargs: Any) -> str:
         return await asyncio.to_thread(self.get_response, *args, **kwargs)
+
+    async def arecent_pages(self, *args: Any, **kwargs: Any) -> list[Page]:
+        return await asyncio.to_thread(self.recent_pages, *args, **kwargs)
 
     async def aget_user_profile(self, *args: Any, **kwargs: Any) -> UserProfile:
         return await asyncio.to_thread(self.get_user_profile, *args, **kwargs)

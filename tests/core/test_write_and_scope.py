@@ -116,3 +116,22 @@ def test_batch_add_validates_everything_before_storing(make_memory: Callable[...
     assert _page_count(memory, "alice") == 0
     results = memory.add_memories(topic_pages("hiking", 3))
     assert [p["id"] for p in memory.export_memory()["pages"]] == [r.page_id for r in results]
+
+
+def test_recent_pages_are_the_newest_in_order_and_scoped(make_memory: Callable[..., MemoryOS]) -> None:
+    memory = make_memory(short_term_capacity=3)
+    memory.add_memories(topic_pages("hiking", 8))
+    memory.add_memories(topic_pages("cooking", 2), user_id="bob")
+    memory.flush()
+    recent = memory.recent_pages()
+    assert [p.meta_data["message_id"] for p in recent] == ["hiking-5", "hiking-6", "hiking-7"]
+    assert [p.tier for p in recent] == ["short_term"] * 3
+    five = memory.recent_pages(5)
+    assert [p.meta_data["message_id"] for p in five] == [f"hiking-{i}" for i in range(3, 8)]
+    assert five[0].tier == "mid_term"
+    assert [p.meta_data["message_id"] for p in memory.recent_pages(user_id="bob")] == [
+        "cooking-0",
+        "cooking-1",
+    ]
+    with pytest.raises(InvalidInputError):
+        memory.recent_pages(0)

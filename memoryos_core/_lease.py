@@ -1,0 +1,82 @@
+"""A per-user lease in the store, so processes sharing one store never consolidate one user at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from memoryos_core._exceptions import MemoryOSError
+from memoryos_core.storage.base import MemoryStore, Record
+
+LEASE_TTL_S = 120.0
+"""A lease not renewed for this long is taken over (its holder is presumed dead)."""
+_CONFIRM_DELAY_S = 0.02
+
+
+class LeaseBusyError(MemoryOSError):
+    """Another process holds the user's lease; the work stays pending and is retried later."""
+
+
+class Leases:
+    """Claims ``lease:<user>`` records: write, wait, read back; the last writer wins the race.
+
+    Chroma has no compare-and-swap, so the claim is confirmed by a re-read after a short
+    delay: of two racing claimants only the one whose write landed last sees itself.
+    """
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.owner = uuid.uuid4().hex
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _read(self, user_id: str) -> dict[str, object] | None:
+        found = self.store.get("state", ids=[f"lease:{user_id}"])
+        return json.loads(found[0].document) if found else None
+
+    def _write(self, user_id: str) -> None:
+        payload = {"owner": self.owner, "expires": time.time() + LEASE_TTL_S}
+        self.store.upsert("state", [Record(f"lease:{user_id}", json.dumps(payload),
+                                           {"user_id": user_id, "key": "lease"})])
+
+    def _claim(self, user_id: str) -> bool:
+        current = self._read(user_id)
+        expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
+        if current and current.get("owner") != self.owner and expires > time.time():
+            return False
+        self._write(user_id)
+        time.sleep(_CONFIRM_DELAY_S)
+        confirmed = self._read(user_id)
+        return bool(confirmed and confirmed.get("owner") == self.owner)
+
+    @contextmanager
+    def hold(self, user_id: str, *, wait_s: float = 0.0) -> Iterator[Callable[[], None]]:
+        """Hold the user's lease for the block (re-entrant); LeaseBusyError if it stays taken.
+
+        Yields a ``renew()`` to call between long steps, so a slow LLM does not let it expire.
+        """
+        with self._lock:
+            depth = self._held.get(user_id, 0)
+            self._held[user_id] = depth + 1
+        try:
+            if depth == 0:
+                deadline = time.monotonic() + wait_s
+                while not self._claim(user_id):
+                    if time.monotonic() >= deadline:
+                        raise LeaseBusyError(f"user {user_id} is being consolidated by another process")
+                    time.sleep(0.2)
+            yield lambda: self._write(user_id)
+        finally:
+            with self._lock:
+                self._held[user_id] -= 1
+                release = self._held[user_id] == 0
+                if release:
+                    del self._held[user_id]
+            if release and depth == 0:
+                current = self._read(user_id)
+                if current and current.get("owner") == self.owner:
+                    self.store.delete("state", ids=[f"lease:{user_id}"])
