@@ -35,6 +35,7 @@ from memoryos_core._types import (
     RetrievedContext,
     UserProfile,
 )
+from memoryos_core._validation import SOURCE_KEYS, validate_id
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.base import LLM
@@ -79,9 +80,11 @@ __all__ = [
     "ResponseResult",
     "RetrievalConfig",
     "RetrievedContext",
+    "SOURCE_KEYS",
     "ScriptedLLM",
     "ShortTermConfig",
     "StorageError",
     "UserProfile",
     "__version__",
+    "validate_id",
 ]

@@ -246,10 +246,12 @@ def import_user(
         for r in store.get("pages", ids=[p.id for p, _, _ in pages])
         if r.metadata.get("user_id") != user_id
     }
-    remap = {p.id: f"pg_{uuid.uuid4().hex}" for p, _, _ in pages} if taken else {}
+    # Ids taken by another user are remapped deterministically, so importing twice stores once.
+    remap = {p.id: _remapped("pg", user_id, p.id) for p, _, _ in pages} if taken else {}
     pages = [(replace(p, id=remap.get(p.id, p.id)), ts, src) for p, ts, src in pages]
     segments = [s for s in data.get("segments", []) if isinstance(s, Mapping)]
-    seg_remap = {str(s.get("id")): f"seg_{uuid.uuid4().hex}" for s in segments} if taken else {}
+    seg_remap = {str(s.get("id")): _remapped("seg", user_id, str(s.get("id"))) for s in segments}
+    seg_remap = seg_remap if taken else {}
     pages = [
         (replace(p, segment_id=seg_remap.get(p.segment_id or "", p.segment_id)), ts, src)
         for p, ts, src in pages
@@ -277,6 +279,10 @@ def import_user(
             [Record(f"profile:{user_id}", traits_to_json(merged), {"user_id": user_id, "key": "profile"})],
         )
     return len(pages)
+
+
+def _remapped(kind: str, user_id: str, old_id: str) -> str:
+    return f"{kind}_{uuid.uuid5(uuid.NAMESPACE_URL, f'memoryos:{user_id}:{old_id}').hex}"
 
 
 def _import_page(
@@ -351,7 +357,8 @@ def _import_knowledge(
                     user_id,
                     str(item.get("assistant_id") or "default_assistant"),
                     KnowledgeItem(
-                        f"kn_{uuid.uuid4().hex}" if remap else check_id(str(item.get("id")), "knowledge id"),
+                        _remapped("kn", user_id, str(item.get("id"))) if remap
+                        else check_id(str(item.get("id")), "knowledge id"),
                         kind,
                         str(item["text"]),
                         tuple(remap.get(p, p) for p in item.get("page_ids", [])),

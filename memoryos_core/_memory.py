@@ -18,12 +18,24 @@ from typing import Any
 from memoryos_core import _admin, _prompts
 from memoryos_core._config import MemoryConfig
 from memoryos_core._consolidation import Consolidator, UserState
-from memoryos_core._exceptions import InvalidInputError, LLMNotConfiguredError, LLMOutputError
+from memoryos_core._exceptions import (
+    InvalidInputError,
+    LLMNotConfiguredError,
+    LLMOutputError,
+    MemoryOSError,
+    NotFoundError,
+)
 from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core._policy.heat import HeatState, is_hot
 from memoryos_core._policy.long_term import render_profile
 from memoryos_core._promotion import Promoter, load_profile
-from memoryos_core._records import page_from_record, page_record, segment_from_record, segment_record
+from memoryos_core._records import (
+    page_from_record,
+    page_record,
+    segment_from_record,
+    segment_record,
+    source_ids,
+)
 from memoryos_core._registry import make_embedder, make_llm, make_store
 from memoryos_core._retrieval import Retriever
 from memoryos_core._tokens import default_counter
@@ -129,6 +141,7 @@ class MemoryOS:
         self._visits: dict[str, Counter[str]] = {}
         self._touched: set[str] = set()
         self._short_counts: dict[str, int] = {}
+        self._registered: set[str] = set()
         self._session_cost: dict[str, Cost] = {}
         self._last_ns = 0
         self.consolidator = Consolidator(
@@ -192,6 +205,19 @@ class MemoryOS:
             self._worker.notify(user_id)
         elif count > short.capacity:
             self._worker.notify(user_id, short.max_wait_s)
+
+    def _register(self, user_id: str) -> None:
+        """Make sure the user has a state record, so ``list_users`` finds them (once per process)."""
+        if user_id in self._registered:
+            return
+        if not self.store.get("state", ids=[f"user:{user_id}"]):
+            self.store.upsert("state", [UserState(self.store, user_id).record()])
+        self._registered.add(user_id)
+
+    def list_users(self) -> list[str]:
+        """Every user with memory in this store, sorted."""
+        self._ready()
+        return sorted({str(r.metadata["user_id"]) for r in self.store.get("state", where={"key": "user"})})
 
     def _account(self, user_id: str, cost: Cost) -> None:
         self._session_cost[user_id] = self._session_cost.get(user_id, Cost()) + cost
@@ -257,6 +283,7 @@ class MemoryOS:
             ]
             self.store.upsert("pages", records)
         self._account(user, tally.cost)
+        self._register(user)
         self._schedule(user, added=len(prepared))
         share = Cost(ms=tally.cost.ms / len(prepared))
         return [AddResult(page.id, user, assistant, share) for page, _, _ in prepared]
@@ -285,6 +312,64 @@ class MemoryOS:
             created_ns=self._next_ns(),
         )
         return page, ts_s, sources
+
+    def update_memory(
+        self,
+        page_id: str,
+        *,
+        user_input: str | None = None,
+        agent_response: str | None = None,
+        meta_data: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> AddResult:
+        """Change a stored page in place: same id, order and tier; it is embedded again.
+
+        Fields left as None keep their value. Summaries already derived from the page are
+        not rewritten (delete the page to remove what was derived from it).
+
+        Raises:
+            NotFoundError: no such page for this user.
+            InvalidInputError: bad texts or meta_data (nothing is changed).
+        """
+        user = self._ids(user_id)[0]
+        page_id = check_id(page_id, "page_id")
+        self._ready()
+        with measure() as tally, self._lock(user):
+            found = self.store.get("pages", ids=[page_id])
+            if not found or found[0].metadata.get("user_id") != user:
+                raise NotFoundError(f"no page {page_id!r} for user {user!r}")
+            old = found[0]
+            page = page_from_record(old)
+            limit = self.config.max_text_chars
+            new_input = page.user_input if user_input is None else check_text(user_input, "user_input", limit)
+            new_response = (
+                page.agent_response
+                if agent_response is None
+                else check_text(agent_response, "agent_response", limit)
+            )
+            if not new_input.strip() and not new_response.strip():
+                raise InvalidInputError("a page needs a non-empty user_input or agent_response")
+            sources = source_ids(old)
+            new_meta = page.meta_data
+            if meta_data is not None:
+                meta_json, sources = check_meta(meta_data, self.config.max_meta_bytes)
+                new_meta = json.loads(meta_json)
+            page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
+            vector = self.embedder.embed([page.text])[0]
+            self.store.upsert(
+                "pages",
+                [
+                    page_record(
+                        page,
+                        vector,
+                        ts_s=float(old.metadata.get("ts_s", 0.0)),
+                        source_ids=sources,
+                        chain_prev=str(old.metadata.get("chain_prev", "")),
+                    )
+                ],
+            )
+        self._account(user, tally.cost)
+        return AddResult(page.id, user, page.assistant_id, tally.cost)
 
     # --- background and flush -----------------------------------------------------------------
     def _background_run(self, user_id: str) -> bool:
@@ -371,12 +456,15 @@ class MemoryOS:
         user_id: str | None = None,
         assistant_id: str | None = None,
         top_k: int | None = None,
+        update_heat: bool = True,
     ) -> RetrievedContext:
         """Recall the user's memory for ``query``: one ranked list of units across tiers.
 
         Args:
             query: what to recall for.
             top_k: how many pages beyond the short-term ones (default ``retrieval.top_pages``).
+            update_heat: count this recall as a visit of the segments it drew on (the paper's
+                N_visit). Pass False for repeated recalls within one turn (e.g. a tool loop).
         """
         user, assistant = self._ids(user_id, assistant_id)
         query = check_text(query, "query", self.config.max_text_chars)
@@ -388,7 +476,7 @@ class MemoryOS:
         with measure() as tally:
             vector = self.embedder.embed([query])[0]
             recall = self.retriever.recall(user, assistant, query, vector, top_k)
-        if recall.visited_segments:
+        if update_heat and recall.visited_segments:
             with self._locks_guard:
                 self._visits.setdefault(user, Counter()).update(recall.visited_segments)
             self._schedule(user)
@@ -536,11 +624,12 @@ class MemoryOS:
         if page_id is None and not everything:
             raise InvalidInputError("give a page_id, or everything=True to delete all of the user's memory")
         self._ready()
-        self._worker.wait_idle(5.0)
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             if everything:
                 with self._locks_guard:
                     self._visits.pop(user, None)
+                    self._short_counts.pop(user, None)
+                self._registered.discard(user)
                 return _admin.delete_user(self.store, user)
             return _admin.delete_page(
                 self.store, self.embedder, self.config, user, check_id(page_id, "page_id")
@@ -565,13 +654,22 @@ class MemoryOS:
         self._ready()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
+        self._register(user)
         self._schedule(user)
         return count
 
     # --- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the background worker; pending work stays on disk and resumes at the next start."""
+        """Stop the background worker and write pending heat visits; pending pages stay on disk
+        and are consolidated at the next start."""
         self._worker.stop()
+        if self._opened:
+            for user in list(self._visits):
+                try:
+                    with self._lock(user):
+                        self._apply_visits(user)
+                except MemoryOSError as exc:  # counters only: the pages themselves are safe
+                    logger.warning("could not save heat visits of user %s at close: %s", user, exc)
 
     def __enter__(self) -> MemoryOS:
         return self
@@ -597,6 +695,12 @@ class MemoryOS:
 
     async def arecent_pages(self, *args: Any, **kwargs: Any) -> list[Page]:
         return await asyncio.to_thread(self.recent_pages, *args, **kwargs)
+
+    async def aupdate_memory(self, *args: Any, **kwargs: Any) -> AddResult:
+        return await asyncio.to_thread(self.update_memory, *args, **kwargs)
+
+    async def alist_users(self) -> list[str]:
+        return await asyncio.to_thread(self.list_users)
 
     async def aget_user_profile(self, *args: Any, **kwargs: Any) -> UserProfile:
         return await asyncio.to_thread(self.get_user_profile, *args, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -40,6 +41,7 @@ def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
             "agent_response": m.get("agent_response", ""),
             "chain_overview": m.get("chain_overview", ""),
             "segment_id": m.get("segment_id", ""),
+            "created_ns": int(m.get("created_ns", 0)),
             "meta_data": json.loads(str(m.get("meta_json") or "{}")),
         },
     )
@@ -105,12 +107,17 @@ class Retriever:
                         tier=tier,
                         text=item.text,
                         score=similarity,  # type: ignore[arg-type]
+                        timestamp=_iso(item.updated_s),
                         page_ids=item.page_ids,
                         source_ids=source_ids(record),
                     )
                 )
         units.sort(key=lambda u: u.score, reverse=True)
         return Recall(tuple(units), render_profile(load_profile(self.store, user_id)), visited)
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if epoch_s else ""
 
 
 def _cosine(query: np.ndarray, vector: Sequence[float] | None) -> float:

@@ -85,7 +85,11 @@ class ContextUnit:
     """One ranked item of recalled memory, from any tier.
 
     ``page_ids`` are the pages it came from (its provenance); ``source_ids`` are any ids
-    the caller passed in ``meta_data`` of those pages (for example a message id).
+    the caller passed in ``meta_data`` of those pages (for example a message id). For page
+    units, ``meta_data`` holds ``user_input``, ``agent_response``, ``chain_overview``,
+    ``segment_id``, ``created_ns`` (the page's place in the conversation) and, under
+    ``"meta_data"``, the caller's own meta_data of the page.
+    Knowledge units carry the time they were last updated as ``timestamp``.
     """
 
     id: str

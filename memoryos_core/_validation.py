@@ -23,7 +23,7 @@ _TIME_FORMATS = (
 )
 
 
-def check_id(value: Any, what: str) -> str:
+def check_id(value: Any, what: str = "id") -> str:
     """Return ``value`` if it is a safe id: 1-128 of ``A-Z a-z 0-9 _ . @ : -``, not starting with a symbol."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
         shown = repr(value)[:80]
@@ -32,6 +32,10 @@ def check_id(value: Any, what: str) -> str:
             "letter or digit, no '..')"
         )
     return value
+
+
+validate_id = check_id
+"""Public name of :func:`check_id`, for adapters that validate ids before calling the core."""
 
 
 def check_text(value: Any, what: str, max_chars: int) -> str:

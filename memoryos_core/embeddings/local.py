@@ -206,14 +206,6 @@ def _model_source(spec: _ModelSpec) -> str | bytes:
     return data
 
 
-def _open_session(onnxruntime: Any, source: str | bytes, threads: int) -> Any:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
     """Return the process-wide runtime for this model folder and thread count, loading it once."""
     key = (spec.folder, threads)
@@ -231,10 +223,13 @@ def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
             raise ConfigError(f"cannot read {spec.folder / 'tokenizer.json'}: {exc}") from exc
         tokenizer.enable_truncation(max_length=spec.max_seq_length)
         tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         for attempt in (1, 2):
             source = _model_source(spec)
             try:
-                session = _open_session(onnxruntime, source, threads)
+                session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
                 break
             except Exception as exc:
                 if attempt == 2 or isinstance(source, bytes):

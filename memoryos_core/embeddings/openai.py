@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Sequence
@@ -12,19 +11,7 @@ import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError
 from memoryos_core.embeddings.local import _check_texts
-
-
-def _check_network_allowed(url: str) -> None:
-    """Call ``memoryos_core.testing.check_network_allowed`` if that guard exists (tests block the network)."""
-    try:
-        testing = importlib.import_module("memoryos_core.testing")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("memoryos_core.testing", "memoryos_core"):
-            raise
-        return
-    check = getattr(testing, "check_network_allowed", None)
-    if check is not None:
-        check(url)
+from memoryos_core.testing.network import check_network_allowed
 
 
 class OpenAIEmbedder:
@@ -113,7 +100,7 @@ class OpenAIEmbedder:
         if not items:
             return []
         client = self._get_client()
-        _check_network_allowed(str(client.base_url))
+        check_network_allowed(str(client.base_url))  # the client's URL also honours OPENAI_BASE_URL
         vectors: list[list[float]] = []
         for start in range(0, len(items), self.batch_size):
             vectors.extend(self._embed_batch(client, items[start : start + self.batch_size]))
@@ -136,7 +123,15 @@ class OpenAIEmbedder:
         rows = sorted(reply.data, key=lambda row: row.index)
         if len(rows) != len(batch):
             raise EmbeddingError(f"asked for {len(batch)} vectors, got {len(rows)}", backend="openai")
-        matrix = np.asarray([row.embedding for row in rows], dtype=np.float64)
+        try:
+            matrix = np.asarray([row.embedding for row in rows], dtype=np.float64)
+        except (
+            TypeError,
+            ValueError,
+        ) as exc:  # ragged rows, or base64 strings from a server ignoring the format
+            raise EmbeddingError(
+                f"the reply's vectors are not lists of numbers: {exc}", backend="openai"
+            ) from exc
         if matrix.ndim != 2 or (self._dim is not None and matrix.shape[1] != self._dim):
             raise EmbeddingError(
                 f"expected vectors of length {self._dim}, got shape {matrix.shape}", backend="openai"

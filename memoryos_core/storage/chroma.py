@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
 from memoryos_core.storage.base import KINDS, Kind, Record, Where
 
 _STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
 _BATCH = 4000  # below Chroma's max batch size
+_RETRY_DELAYS_S = (0.05, 0.2, 0.5)
+T = TypeVar("T")
+logger = logging.getLogger("memoryos")
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Chroma's internal errors under concurrent read/write and dropped connections pass."""
+    name = type(exc).__name__
+    return name in (
+        "InternalError",
+        "ConnectError",
+        "ReadError",
+        "RemoteProtocolError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ConnectionError",
+    )
 
 
 def _where(where: Where | None) -> dict[str, Any] | None:
@@ -47,6 +68,8 @@ class ChromaStore:
         self._path, self._url, self.prefix = path, url, prefix
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._lock_guard = threading.RLock()
+        self._lock_file: Any = None
         self._dim: int | None = None
         self._embedder_name = ""
         self.backend = "chroma-http" if url else "chroma"
@@ -113,6 +136,39 @@ class ChromaStore:
                 f"Chroma {operation} failed: {type(exc).__name__}: {exc}", backend=self.backend
             ) from exc
 
+    def _run(self, operation: str, call: Callable[[], T], *, write: bool = False) -> T:
+        """``call()`` with Chroma's transient errors retried, as a StorageError when it still fails.
+
+        Every write is an idempotent upsert or delete, so retrying one is safe. Writes to an
+        embedded store also hold a file lock: Chroma's embedded HNSW writer is not safe for
+        several processes at once, and processes sharing one folder must take turns.
+        """
+        with self._errors(operation):
+            for attempt, delay in enumerate((*_RETRY_DELAYS_S, None)):
+                try:
+                    if write and self._path:
+                        with self._write_lock():
+                            return call()
+                    return call()
+                except Exception as exc:
+                    if delay is None or not _is_transient(exc):
+                        raise
+                    logger.debug("Chroma %s failed (attempt %d), retrying: %s", operation, attempt + 1, exc)
+                    time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with self._lock_guard:
+            if self._lock_file is None:
+                os.makedirs(str(self._path), exist_ok=True)
+                self._lock_file = open(os.path.join(str(self._path), ".memoryos-write.lock"), "a+b")  # noqa: SIM115
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+
     def _collection(self, kind: Kind) -> Any:
         if not self._collections:
             raise StorageError("store is not open: call open() first", backend=self.backend)
@@ -129,15 +185,18 @@ class ChromaStore:
                     backend=self.backend,
                 )
         collection = self._collection(kind)
-        with self._errors(f"upsert into {kind}"):
-            for start in range(0, len(records), _BATCH):
-                chunk = records[start : start + _BATCH]
-                collection.upsert(
+        for start in range(0, len(records), _BATCH):
+            chunk = records[start : start + _BATCH]
+            self._run(
+                f"upsert into {kind}",
+                lambda chunk=chunk: collection.upsert(  # type: ignore[misc]
                     ids=[r.id for r in chunk],
                     documents=[r.document for r in chunk],
                     metadatas=[r.metadata for r in chunk],
                     embeddings=[_STATE_VECTOR if kind == "state" else list(r.embedding or ()) for r in chunk],
-                )
+                ),
+                write=True,
+            )
 
     def get(
         self,
@@ -151,10 +210,13 @@ class ChromaStore:
         if ids is not None and not ids:
             return []
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
-        with self._errors(f"get from {kind}"):
-            result = self._collection(kind).get(
+        collection = self._collection(kind)
+        result = self._run(
+            f"get from {kind}",
+            lambda: collection.get(
                 ids=list(ids) if ids is not None else None, where=_where(where), include=include, limit=limit
-            )
+            ),
+        )
         return self._records(result["ids"], result, with_embeddings)
 
     def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None:
@@ -162,8 +224,12 @@ class ChromaStore:
             raise StorageError("refusing to delete without ids or a filter", backend=self.backend)
         if ids is not None and not ids:
             return
-        with self._errors(f"delete from {kind}"):
-            self._collection(kind).delete(ids=list(ids) if ids is not None else None, where=_where(where))
+        collection = self._collection(kind)
+        self._run(
+            f"delete from {kind}",
+            lambda: collection.delete(ids=list(ids) if ids is not None else None, where=_where(where)),
+            write=True,
+        )
 
     def query(
         self,
@@ -177,17 +243,20 @@ class ChromaStore:
         if n_results <= 0:
             return []
         include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
-        with self._errors(f"query {kind}"):
-            result = self._collection(kind).query(
+        collection = self._collection(kind)
+        result = self._run(
+            f"query {kind}",
+            lambda: collection.query(
                 query_embeddings=[list(embedding)], n_results=n_results, where=_where(where), include=include
-            )
+            ),
+        )
         flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
         records = self._records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
     def count(self, kind: Kind, *, where: Where) -> int:
-        with self._errors(f"count {kind}"):
-            return len(self._collection(kind).get(where=_where(where), include=[])["ids"])
+        collection = self._collection(kind)
+        return len(self._run(f"count {kind}", lambda: collection.get(where=_where(where), include=[]))["ids"])
 
     @staticmethod
     def _records(ids: list[str], result: dict[str, Any], with_embeddings: bool) -> list[Record]:

@@ -45,4 +45,4 @@ def test_errors_are_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     exe = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
     done = subprocess.run([exe, "demo", "--user", "../bad"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    assert "error:" in done.stdout and "invalid user_id" in done.stdout
+    assert "error:" in done.stderr and "invalid user_id" in done.stderr

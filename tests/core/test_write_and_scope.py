@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from memoryos_core import InvalidInputError, MemoryOS
+from memoryos_core import InvalidInputError, MemoryOS, NotFoundError
 from tests.conftest import topic_pages
 
 
@@ -135,3 +135,38 @@ def test_recent_pages_are_the_newest_in_order_and_scoped(make_memory: Callable[.
     ]
     with pytest.raises(InvalidInputError):
         memory.recent_pages(0)
+
+
+def test_update_memory_changes_a_page_in_place(make_memory: Callable[..., MemoryOS]) -> None:
+    memory = make_memory()
+    first = memory.add_memory("What should I cook tonight?", "", meta_data={"message_id": "h1"})
+    memory.add_memory("Thanks!", "You're welcome.")
+    memory.update_memory(
+        first.page_id, agent_response="Try a mushroom risotto.", meta_data={"message_ids": ["h1", "a1"]}
+    )
+    pages = memory.export_memory()["pages"]
+    assert pages[0]["id"] == first.page_id and len(pages) == 2  # same id, same place
+    assert pages[0]["agent_response"] == "Try a mushroom risotto." and pages[0]["source_ids"] == ["h1", "a1"]
+    best = memory.retrieve_memory("risotto mushroom").units[0]
+    assert best.id == first.page_id
+    with pytest.raises(InvalidInputError):
+        memory.update_memory(first.page_id, user_input="", agent_response=" ")
+    with pytest.raises(NotFoundError):
+        memory.update_memory(first.page_id, agent_response="x", user_id="bob")
+    assert memory.export_memory()["pages"][0]["agent_response"] == "Try a mushroom risotto."
+
+
+def test_list_users_and_skipping_heat_updates(make_memory: Callable[..., MemoryOS]) -> None:
+    memory = make_memory(short_term_capacity=1)
+    memory.add_memories(topic_pages("hiking", 4), user_id="ann")
+    memory.add_memory("hi", "hello", user_id="ben")
+    assert memory.list_users() == ["ann", "ben"]
+    memory.flush()
+    memory.retrieve_memory("hiking trail", user_id="ann", update_heat=False)
+    memory.flush()
+    assert {s["n_visit"] for s in memory.export_memory("ann")["segments"]} == {0}
+    memory.retrieve_memory("hiking trail", user_id="ann")
+    memory.flush()
+    assert max(s["n_visit"] for s in memory.export_memory("ann")["segments"]) == 1
+    memory.delete_memory(everything=True, user_id="ben")
+    assert memory.list_users() == ["ann"]

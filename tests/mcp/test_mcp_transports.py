@@ -1,0 +1,93 @@
+"""`memoryos mcp` as a subprocess, reached with the SDK's clients over stdio and over streamable HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+
+EXE = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
+
+
+async def test_stdio_server_serves_many_users_from_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "memoryos.json"
+    config.write_text(json.dumps({"data_storage_path": "data", "embedding_model_name": "hash"}))
+    params = StdioServerParameters(command=EXE, args=["mcp", "--config", str(config)])
+    with open(tmp_path / "server.log", "w") as log:
+        async with stdio_client(params, errlog=log) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            names = {tool.name for tool in (await session.list_tools()).tools}
+            assert {"add_memory", "retrieve_memory", "get_user_profile"} <= names
+            for user, text in (("alice", "I adopted a cat called Pixel."), ("bob", "I collect stamps.")):
+                added = await session.call_tool(
+                    "add_memory", {"user_input": text, "agent_response": "Nice!", "user_id": user}
+                )
+                assert not added.is_error and added.structured_content is not None
+            recalled = await session.call_tool("retrieve_memory", {"query": "pets", "user_id": "alice"})
+            assert recalled.structured_content is not None
+            pages = recalled.structured_content["short_term_memory"]
+            assert [page["user_input"] for page in pages] == ["I adopted a cat called Pixel."]
+            bad = await session.call_tool(
+                "add_memory", {"user_input": "", "agent_response": "", "user_id": "alice"}
+            )
+            assert bad.is_error and "non-empty" in bad.content[0].text  # type: ignore[union-attr]
+    assert (tmp_path / "data").is_dir()  # the relative path from the config file, not the cwd
+    assert "embedder: hash" in (tmp_path / "server.log").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_for_port(port: int, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"memoryos mcp exited with {server.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port} after {timeout_s}s")
+
+
+async def test_http_server_keeps_memory_across_client_connections(tmp_path: Path) -> None:
+    port = _free_port()
+    command = [EXE, "mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--data", str(tmp_path / "data"), "--embedding", "hash"]
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await _wait_for_port(port, server)
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with Client(url) as client:
+                added = await client.call_tool(
+                    "add_memory",
+                    {
+                        "user_input": "My sister Ana visits in May.",
+                        "agent_response": "Fun!",
+                        "user_id": "carol",
+                    },
+                )
+                assert not added.is_error, added.content
+            async with Client(url) as client:
+                recalled = await client.call_tool("retrieve_memory", {"query": "sister", "user_id": "carol"})
+                stats = await client.call_tool("get_memory_stats", {"user_id": "carol"})
+                missing = await client.call_tool("delete_memory", {"user_id": "carol", "page_id": "pg_nope"})
+        finally:
+            server.terminate()
+            server.wait(15)
+    assert recalled.structured_content is not None and stats.structured_content is not None
+    pages = recalled.structured_content["short_term_memory"]
+    assert [page["user_input"] for page in pages] == ["My sister Ana visits in May."]
+    assert stats.structured_content["short_term_pages"] == 1
+    assert missing.is_error and "no page 'pg_nope'" in missing.content[0].text  # type: ignore[union-attr]
