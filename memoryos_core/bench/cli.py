@@ -67,3 +67,84 @@ def scale(
     console.print(table)
     if out:
         out.write_text(json.dumps(result, indent=2))
+
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError as exc:
+        message = "a comma-separated list of integers, e.g. 5,10,25,50"
+        raise typer.BadParameter(message, param_hint="--k") from exc
+    if not ks or ks[0] < 1 or ks[-1] > 1000:
+        raise typer.BadParameter("integers from 1 to 1000", param_hint="--k")
+    return ks
+
+
+@bench_app.command()
+def locomo(
+    data: Annotated[
+        Path, typer.Option(help="A LoCoMo-format JSON file (locomo10.json).", exists=True, dir_okay=False)
+    ],
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    k: Annotated[str, typer.Option("--k", help="Turn budgets, comma-separated.")] = "5,10,25,50",
+    limit_conversations: Annotated[
+        int | None, typer.Option(help="Only the first N conversations.", min=1)
+    ] = None,
+    llm: Annotated[
+        str, typer.Option(help="Consolidation LLM: none (offline), fake (counting RuleBasedLLM), openai.")
+    ] = "none",
+    answer: Annotated[
+        bool, typer.Option("--answer", help="Also generate answers, score F1 / BLEU-1 (needs an endpoint).")
+    ] = False,
+    embedder: Annotated[
+        str, typer.Option(help="local (all-MiniLM-L6-v2) or hash (fast, for smoke runs).")
+    ] = "local",
+    answer_k: Annotated[
+        int, typer.Option(help="Turns of recalled context given to the answer LLM.", min=1)
+    ] = 10,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Key for --llm openai / --answer."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint URL.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Chat model for --llm openai / --answer.")] = "gpt-4o-mini",
+    details: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per question (retrieved turns, units, answer).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+) -> None:
+    """Turn-level recall of MemoryOS on LoCoMo, against BM25 and dense baselines (docs/BENCHMARK.md)."""
+    from memoryos_core._exceptions import MemoryOSError
+    from memoryos_core.bench.locomo import EMBEDDER_CHOICES, LLM_CHOICES, LocomoOptions, run_locomo
+    from memoryos_core.bench.report import print_report
+
+    if llm not in LLM_CHOICES:
+        raise typer.BadParameter(f"use one of {', '.join(LLM_CHOICES)}", param_hint="--llm")
+    if embedder not in EMBEDDER_CHOICES:
+        raise typer.BadParameter(f"use one of {', '.join(EMBEDDER_CHOICES)}", param_hint="--embedder")
+    if (answer or llm == "openai") and not api_key:
+        raise typer.BadParameter("needs --api-key or OPENAI_API_KEY", param_hint="--answer / --llm openai")
+    options = LocomoOptions(
+        data=data,
+        ks=_parse_ks(k),
+        limit_conversations=limit_conversations,
+        llm=llm,
+        embedder=embedder,
+        answer=answer,
+        answer_k=answer_k,
+        api_key=api_key,
+        base_url=base_url,
+        model=model,
+        details=details,
+        show_progress=progress,
+    )
+    try:
+        result, diagnostics = run_locomo(options)
+    except (MemoryOSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    print_report(console, result, diagnostics.summary())
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,108 @@
+"""Rich tables for ``memoryos bench locomo``: recall per category and k, costs, answers, diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from memoryos_core.bench.locomo_data import CATEGORY_NAMES
+
+SYSTEMS = ("memoryos", "bm25", "dense")
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _legend(keys: list[str]) -> str:
+    named = [
+        f"{key} {CATEGORY_NAMES[int(key)]}" for key in keys if key.isdigit() and int(key) in CATEGORY_NAMES
+    ]
+    return "categories: " + ", ".join(named) + "; 1-4 and all pooled; recall and hit in %"
+
+
+def recall_table(result: dict[str, Any]) -> Table:
+    """Recall (%) per category for every k and system, with hit@k over all questions."""
+    systems = result["systems"]
+    first_k = str(result["k"][0])
+    keys = list(systems["memoryos"]["recall"][first_k])
+    table = Table(
+        title=(
+            f"bench locomo: {result['dataset']}, {result['conversations']} conversations, "
+            f"{result['questions']} questions ({result['skipped']} skipped), "
+            f"embedder {result['embedder']}, llm {result['llm']}"
+        ),
+        caption=_legend(keys),
+    )
+    table.add_column("R@k", justify="right")
+    table.add_column("system", no_wrap=True, min_width=8)
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("hit", justify="right")
+    for k in result["k"]:
+        for position, name in enumerate(SYSTEMS):
+            summary = systems[name]
+            row = [str(k) if position == 0 else "", name]
+            row += [_cell(summary["recall"][str(k)].get(key)) for key in keys]
+            row.append(_cell(summary["hit"][str(k)]["all"]))
+            table.add_row(*row, end_section=position == len(SYSTEMS) - 1)
+    return table
+
+
+def cost_table(result: dict[str, Any]) -> Table:
+    """What the system cost to ingest and query, next to the baselines' query time."""
+    system, systems = result["systems"]["memoryos"], result["systems"]
+    table = Table(title="costs")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("memoryos ingest s (wall, whole file)", f"{system['ingest_s']:.1f}"),
+        ("memoryos query ms p50 / p95", f"{system['query_ms_p50']:.1f} / {system['query_ms_p95']:.1f}"),
+        ("memoryos LLM calls", str(system["llm_calls"])),
+        (
+            "memoryos LLM tokens in / out",
+            f"{system['llm_prompt_tokens']} / {system['llm_completion_tokens']}",
+        ),
+        ("memoryos LLM calls per 100 pages", f"{system['llm_calls_per_100_pages']:.2f}"),
+        ("bm25 query ms p50", f"{systems['bm25']['query_ms_p50']:.2f}"),
+        ("dense query ms p50", f"{systems['dense']['query_ms_p50']:.2f}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def answer_table(answer: dict[str, Any]) -> Table:
+    """F1 and BLEU-1 (%) per category of the generated answers."""
+    keys = list(answer["f1"])
+    table = Table(
+        title=f"answers ({answer['model']}, context {answer['answer_k']} turns, {answer['llm_calls']} calls)",
+        caption=_legend(keys).replace("recall and hit", "F1 and BLEU-1"),
+    )
+    table.add_column("metric")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row("F1", *(_cell(answer["f1"][key]) for key in keys))
+    table.add_row("BLEU-1", *(_cell(answer["bleu1"][key]) for key in keys))
+    return table
+
+
+def print_report(console: Console, result: dict[str, Any], diagnostics: dict[str, Any]) -> None:
+    """Everything a run prints on stdout."""
+    console.print(recall_table(result))
+    console.print(cost_table(result))
+    answer = result["systems"]["memoryos"].get("answer")
+    if answer:
+        console.print(answer_table(answer))
+    timings = ", ".join(f"{name} {value:.1f}s" for name, value in diagnostics["timings_s"].items())
+    console.print(
+        f"[dim]pages {diagnostics['pages']}, turns {diagnostics['turns']}, evidence ids dropped "
+        f"{diagnostics['dropped_evidence_ids']}; per query the engine returned "
+        f"{diagnostics['units_per_query']} units / {diagnostics['turns_per_query']} turns "
+        f"(recall over all of them {_cell(diagnostics['recall_all_returned'])}%); "
+        f"units by tier {diagnostics['units_by_tier']}; evidence in the first 10 turns by tier "
+        f"{diagnostics['evidence_at_10_by_tier']}; LLM calls while querying "
+        f"{diagnostics['query_phase_llm_calls']}; timings: {timings}[/dim]"
+    )
