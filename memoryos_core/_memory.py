@@ -26,6 +26,7 @@ from memoryos_core._exceptions import (
     NotFoundError,
 )
 from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError, Leases
+from memoryos_core._lexical import PageIndexes
 from memoryos_core._policy.heat import HeatState, is_hot
 from memoryos_core._policy.long_term import render_profile
 from memoryos_core._promotion import Promoter, load_profile
@@ -148,7 +149,8 @@ class MemoryOS:
             self.store, self.embedder, self.llm, self.config, self._now_s, self._emit
         )
         self.promoter = Promoter(self.store, self.embedder, self.llm, self.config, self._now_s, self._emit)
-        self.retriever = Retriever(self.store, self.config)
+        self._indexes = PageIndexes()
+        self.retriever = Retriever(self.store, self.config, self._indexes)
         self._leases = Leases(self.store)
         self._worker = Worker(self._background_run, recheck_s=max(0.5, self.config.short_term.max_wait_s))
 
@@ -282,6 +284,7 @@ class MemoryOS:
                 for (page, ts_s, sources), vector in zip(prepared, vectors)
             ]
             self.store.upsert("pages", records)
+            self._indexes.add(user, records)
         self._account(user, tally.cost)
         self._register(user)
         self._schedule(user, added=len(prepared))
@@ -356,6 +359,7 @@ class MemoryOS:
                 new_meta = json.loads(meta_json)
             page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
             vector = self.embedder.embed([page.text])[0]
+            self._indexes.forget(user)
             self.store.upsert(
                 "pages",
                 [
@@ -479,7 +483,8 @@ class MemoryOS:
         if update_heat and recall.visited_segments:
             with self._locks_guard:
                 self._visits.setdefault(user, Counter()).update(recall.visited_segments)
-            self._schedule(user)
+            if self._background:  # heat counters need not be written at once: batch them
+                self._worker.notify(user, self.config.short_term.max_wait_s)
         self._account(user, tally.cost)
         return RetrievedContext(query, user, recall.units, recall.profile, tally.cost)
 
@@ -630,7 +635,9 @@ class MemoryOS:
                     self._visits.pop(user, None)
                     self._short_counts.pop(user, None)
                 self._registered.discard(user)
+                self._indexes.forget(user)
                 return _admin.delete_user(self.store, user)
+            self._indexes.forget(user)
             return _admin.delete_page(
                 self.store, self.embedder, self.config, user, check_id(page_id, "page_id")
             )
@@ -654,6 +661,7 @@ class MemoryOS:
         self._ready()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
+            self._indexes.forget(user)
         self._register(user)
         self._schedule(user)
         return count

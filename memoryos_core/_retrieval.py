@@ -1,8 +1,10 @@
-"""Retrieval across tiers: short-term pages, segments then their pages, knowledge, profile."""
+"""Retrieval across tiers: every page scored on one scale (BM25 + dense, shared along the
+conversation), short-term pages among them, then user and assistant knowledge and the profile."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -10,9 +12,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from memoryos_core._config import MemoryConfig
+from memoryos_core._lexical import REFRESH_S, PageIndex, PageIndexes, tokens
 from memoryos_core._policy import retrieval as ranking
+from memoryos_core._policy.dates import query_window
 from memoryos_core._policy.long_term import render_profile
-from memoryos_core._policy.text import content_words
 from memoryos_core._promotion import load_profile
 from memoryos_core._records import knowledge_from_record, source_ids
 from memoryos_core._types import ContextUnit
@@ -30,9 +33,9 @@ def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
     m = record.metadata
     return ContextUnit(
         id=record.id,
-        tier=tier,
+        tier=tier,  # type: ignore[arg-type]
         text=record.document,
-        score=score,  # type: ignore[arg-type]
+        score=score,
         timestamp=str(m.get("timestamp", "")),
         page_ids=(record.id,),
         source_ids=source_ids(record),
@@ -50,79 +53,112 @@ def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
 class Retriever:
     """Reads a user's memory for a query; never writes (visits are returned to the caller)."""
 
-    def __init__(self, store: MemoryStore, config: MemoryConfig) -> None:
-        self.store, self.config = store, config
+    def __init__(self, store: MemoryStore, config: MemoryConfig, indexes: PageIndexes) -> None:
+        self.store, self.config, self.indexes = store, config, indexes
+
+    def index(self, user_id: str) -> PageIndex:
+        """The user's page index, built from the store when missing or when another writer changed it."""
+        index = self.indexes.get(user_id)
+        if index is not None and time.monotonic() - index.checked_at < REFRESH_S:
+            return index
+        if index is not None and self.store.count("pages", where={"user_id": user_id}) == len(index):
+            index.checked_at = time.monotonic()
+            return index
+        return self.indexes.build(user_id, self.store.get("pages", where={"user_id": user_id}))
 
     def recall(
         self, user_id: str, assistant_id: str, query: str, query_vector: Sequence[float], top_k: int | None
     ) -> Recall:
         config = self.config.retrieval
         k = top_k or config.top_pages
-        query_words = content_words(query)
-        qv = np.asarray(query_vector, dtype=np.float32)
-
-        short = self.store.get(
-            "pages", where={"user_id": user_id, "tier": "short_term"}, with_embeddings=True
-        )
-        short.sort(key=lambda r: int(r.metadata["created_ns"]))
-        recent = short[-self.config.short_term.capacity :]
-        recent_ids = {r.id for r in recent}
-
-        segments = self.store.query(
-            "segments",
-            query_vector,
-            where={"user_id": user_id, "status": "active"},
-            n_results=config.top_segments,
-        )
-        segment_scores = {
-            record.id: ranking.segment_relevance(similarity, query_words, record)
-            for record, similarity in segments
-        }
-        found = self.store.query(
+        capacity = self.config.short_term.capacity
+        index = self.index(user_id)
+        records: dict[str, Record] = {}
+        known: dict[int, float] = {}
+        for record, similarity in self.store.query(
             "pages", query_vector, where={"user_id": user_id}, n_results=max(config.candidate_pages, k)
+        ):
+            if record.id not in index.position:  # written by another process since the index was built
+                index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
+            known[index.position[record.id]] = similarity
+            records[record.id] = record
+        if not len(index):
+            return self._finish(user_id, assistant_id, query_vector, [], known, ())
+        scores = ranking.fuse(
+            index.bm25(tokens(query)),
+            ranking.dense_z(len(index), known),
+            index.time_array(),
+            query_window(query),
         )
-        candidates = [(r, s) for r, s in found if r.id not in recent_ids]
-        scored = ranking.rank_pages(candidates, segment_scores)[:k]
-        units = [page_unit(r, "short_term", _cosine(qv, r.embedding)) for r in recent]
-        units += [page_unit(r, str(r.metadata.get("tier", "mid_term")), score) for r, score in scored]
+        # The newest pages hold short-term memory (and pages waiting for consolidation).
+        newest = list(range(max(0, len(index) - capacity - self.config.short_term.batch_pages), len(index)))
+        best = ranking.top_positions(scores, k + capacity)
+        missing = [index.ids[p] for p in dict.fromkeys([*best, *newest]) if index.ids[p] not in records]
+        records.update((r.id, r) for r in self.store.get("pages", ids=missing))
+        short = [
+            p
+            for p in newest
+            if index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
+        ][-capacity:]
+        units = [page_unit(records[index.ids[p]], "short_term", float(scores[p])) for p in short]
+        chosen = [p for p in best if p not in set(short) and index.ids[p] in records][:k]
+        units += [
+            page_unit(
+                records[index.ids[p]],
+                str(records[index.ids[p]].metadata.get("tier", "mid_term")),
+                float(scores[p]),
+            )
+            for p in chosen
+        ]
         visited = tuple(
             dict.fromkeys(
-                str(r.metadata["segment_id"])
-                for r, _ in scored
-                if r.metadata.get("segment_id") in segment_scores
+                str(records[index.ids[p]].metadata["segment_id"])
+                for p in chosen
+                if records[index.ids[p]].metadata.get("segment_id")
             )
         )
+        return self._finish(user_id, assistant_id, query_vector, units, known, visited)
 
-        for kind, tier in (("user", "user_knowledge"), ("assistant", "assistant_knowledge")):
-            where = {"user_id": user_id, "kind": kind} | (
-                {"assistant_id": assistant_id} if kind == "assistant" else {}
-            )
-            for record, similarity in self.store.query(
-                "knowledge", query_vector, where=where, n_results=config.top_knowledge
-            ):
-                item = knowledge_from_record(record)
-                units.append(
-                    ContextUnit(
-                        id=item.id,
-                        tier=tier,
-                        text=item.text,
-                        score=similarity,  # type: ignore[arg-type]
-                        timestamp=_iso(item.updated_s),
-                        page_ids=item.page_ids,
-                        source_ids=source_ids(record),
-                    )
+    def _finish(
+        self,
+        user_id: str,
+        assistant_id: str,
+        query_vector: Sequence[float],
+        units: list[ContextUnit],
+        known: dict[int, float],
+        visited: tuple[str, ...],
+    ) -> Recall:
+        """Add knowledge (scored on the pages' dense scale) and the profile; sort everything."""
+        sims = np.fromiter(known.values(), dtype=np.float32) if known else np.zeros(1, dtype=np.float32)
+        mean, std = float(sims.mean()), float(sims.std()) or 1.0
+        found = self.store.query(
+            "knowledge",
+            query_vector,
+            where={"user_id": user_id},
+            n_results=2 * self.config.retrieval.top_knowledge,
+        )
+        per_kind = {"user": 0, "assistant": 0}
+        for record, similarity in found:
+            item = knowledge_from_record(record)
+            if item.kind == "assistant" and record.metadata.get("assistant_id") != assistant_id:
+                continue
+            if per_kind.get(item.kind, 99) >= self.config.retrieval.top_knowledge:
+                continue
+            per_kind[item.kind] += 1
+            units.append(
+                ContextUnit(
+                    id=item.id,
+                    tier=f"{item.kind}_knowledge",
+                    text=item.text,  # type: ignore[arg-type]
+                    score=(similarity - mean) / std,
+                    timestamp=_iso(item.updated_s),
+                    page_ids=item.page_ids,
+                    source_ids=source_ids(record),
                 )
+            )
         units.sort(key=lambda u: u.score, reverse=True)
         return Recall(tuple(units), render_profile(load_profile(self.store, user_id)), visited)
 
 
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if epoch_s else ""
-
-
-def _cosine(query: np.ndarray, vector: Sequence[float] | None) -> float:
-    if vector is None or len(vector) == 0:
-        return 0.0
-    v = np.asarray(vector, dtype=np.float32)
-    denominator = float(np.linalg.norm(query) * np.linalg.norm(v))
-    return float(query @ v) / denominator if denominator else 0.0

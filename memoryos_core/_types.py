@@ -89,7 +89,9 @@ class ContextUnit:
     units, ``meta_data`` holds ``user_input``, ``agent_response``, ``chain_overview``,
     ``segment_id``, ``created_ns`` (the page's place in the conversation) and, under
     ``"meta_data"``, the caller's own meta_data of the page.
-    Knowledge units carry the time they were last updated as ``timestamp``.
+    Knowledge units carry the time they were last updated as ``timestamp``. ``score`` is a
+    relevance on one scale across tiers (z-units of the fused lexical and dense scores; higher
+    is better, not a probability).
     """
 
     id: str

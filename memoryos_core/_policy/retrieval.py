@@ -1,32 +1,69 @@
-"""Ranking of retrieved units: segment relevance and its fusion into page scores."""
+"""Ranking: lexical and dense scores fused on one scale, relevance shared along the conversation.
+
+Measured on LoCoMo (see the README): BM25 over pages beats dense, their z-score fusion beats
+both, and a page next to a strong match often holds the answer (the match asks, the next page
+replies), so each page also takes a share of its neighbours' scores.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
-from memoryos_core._policy.text import jaccard
+import numpy as np
 
-SEGMENT_WEIGHT = 0.25
-"""How much a page's segment relevance adds to its own similarity."""
+PREVIOUS_SHARE = 0.3
+"""Share of the previous page's score a page receives (the answer follows the question)."""
+NEXT_SHARE = 0.3
+"""Share of the next page's score a page receives."""
+DATE_BOOST = 0.5
+"""Added (in z units) to pages whose time falls in the period the query names."""
+DATE_GRACE_S = 14 * 86_400.0
+"""Events are often told up to two weeks after they happen ("last week")."""
 
 
-def segment_relevance(similarity: float, query_words: Sequence[str], record: Any) -> float:
-    """The paper's segment score against the query: cosine + keyword Jaccard."""
-    keywords = json.loads(str(record.metadata.get("keywords_json") or "[]"))
-    return similarity + jaccard(query_words, keywords)
+def zscore(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - float(values.mean())) / std if std > 0 else np.zeros_like(values)
 
 
-def rank_pages(
-    candidates: Sequence[tuple[Any, float]], segment_scores: dict[str, float]
-) -> list[tuple[Any, float]]:
-    """Pages by their similarity plus a share of their segment's relevance, best first."""
-    scored = [
-        (
-            record,
-            similarity + SEGMENT_WEIGHT * segment_scores.get(str(record.metadata.get("segment_id", "")), 0.0),
-        )
-        for record, similarity in candidates
-    ]
-    return sorted(scored, key=lambda item: item[1], reverse=True)
+def dense_z(count: int, known: dict[int, float]) -> np.ndarray:
+    """Dense scores of all pages when only the nearest candidates are known.
+
+    Pages outside the candidates get the lowest candidate similarity; the scale is the
+    candidates' own mean and spread (measured within 0.2 points of exact statistics).
+    """
+    if not known:
+        return np.zeros(count, dtype=np.float32)
+    sims = np.fromiter(known.values(), dtype=np.float32)
+    mean, std = float(sims.mean()), float(sims.std()) or 1.0
+    scores = np.full(count, float(sims.min()), dtype=np.float32)
+    scores[np.fromiter(known.keys(), dtype=np.int64)] = sims
+    return (scores - mean) / std
+
+
+def fuse(
+    lexical: np.ndarray, dense: np.ndarray, page_times: np.ndarray, window: tuple[float, float] | None
+) -> np.ndarray:
+    """One score per page, in conversation order: z(BM25) + dense z, shared with neighbours."""
+    score = zscore(lexical) + dense
+    if len(score) > 1:
+        floor = float(score.min())
+        previous = np.concatenate(([floor], score[:-1]))
+        following = np.concatenate((score[1:], [floor]))
+        score = score + PREVIOUS_SHARE * previous + NEXT_SHARE * following
+    if window is not None:
+        inside = (page_times >= window[0]) & (page_times < window[1] + DATE_GRACE_S)
+        score = score + DATE_BOOST * inside
+    return score
+
+
+def top_positions(scores: np.ndarray, count: int, exclude: Sequence[int] = ()) -> list[int]:
+    """Positions of the ``count`` best scores, best first, leaving out ``exclude``."""
+    masked = scores.copy()
+    if len(exclude):
+        masked[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    count = min(count, int(np.isfinite(masked).sum()))
+    if count <= 0:
+        return []
+    best = np.argpartition(-masked, count - 1)[:count]
+    return [int(i) for i in best[np.argsort(-masked[best], kind="stable")]]

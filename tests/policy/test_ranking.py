@@ -1,0 +1,82 @@
+"""Fusion of lexical and dense scores, sharing along the conversation, date windows, tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from memoryos_core._lexical import PageIndex, tokens
+from memoryos_core._policy import retrieval as ranking
+from memoryos_core._policy.dates import query_window
+
+
+def _day(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("question", "start", "end"),
+    [
+        ("What did I do in July 2022?", "2022-07-01", "2022-08-01"),
+        ("What movie did Joanna watch on 1 May, 2022?", "2022-05-01", "2022-05-02"),
+        ("Where was I on December 3rd 2021?", "2021-12-03", "2021-12-04"),
+        ("What happened in 2020?", "2020-01-01", "2021-01-01"),
+        ("Plans for Sept 2024?", "2024-09-01", "2024-10-01"),
+    ],
+)
+def test_query_windows(question: str, start: str, end: str) -> None:
+    assert query_window(question) == (_day(start), _day(end))
+
+
+@pytest.mark.parametrize("question", ["May I ask what you like?", "What is my name?", "On 31 February 2023?"])
+def test_no_window_without_a_dated_period(question: str) -> None:
+    window = query_window(question)
+    assert window is None or window == (_day("2023-01-01"), _day("2024-01-01"))
+
+
+def test_tokens_stem_keep_numbers_and_drop_stop_words() -> None:
+    assert tokens("The turtles were painting 3 sunrises in 2022!") == [
+        "turtl",
+        "paint",
+        "3",
+        "sunris",
+        "2022",
+    ]
+
+
+def test_bm25_prefers_rare_terms_and_short_pages() -> None:
+    index = PageIndex()
+    texts = [
+        "cats and dogs",
+        "cats",
+        "dogs dogs dogs",
+        "a long page about cats, birds, fish, horses and goats",
+    ]
+    for i, text in enumerate(texts):
+        index.add(f"p{i}", text, float(i))
+    scores = index.bm25(tokens("cats"))
+    assert scores[2] == 0.0 and scores[1] > scores[3] > 0
+    assert index.bm25(tokens("unknown")).tolist() == [0.0] * 4
+    index.add("p1", "ignored: already indexed", 9.0)
+    assert len(index) == 4
+
+
+def test_dense_scores_of_unseen_pages_sit_at_the_candidates_floor() -> None:
+    z = ranking.dense_z(5, {1: 0.8, 3: 0.4})
+    assert z[1] > z[3] and z[0] == z[2] == z[4] == z[3]
+    assert ranking.dense_z(3, {}).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_fusion_shares_relevance_with_neighbours_and_boosts_the_named_period() -> None:
+    lexical = np.array([0, 0, 5, 0, 0, 0], dtype=np.float32)
+    dense = np.zeros(6, dtype=np.float32)
+    times = np.array([0, 10, 20, 30, 40, 50], dtype=np.float64)
+    fused = ranking.fuse(lexical, dense, times, None)
+    assert int(np.argmax(fused)) == 2
+    assert fused[1] > fused[0] and fused[3] > fused[4]  # the neighbours gain
+    dated = ranking.fuse(lexical, dense, times, (40.0, 41.0))
+    assert dated[4] - fused[4] == pytest.approx(ranking.DATE_BOOST)
+    assert ranking.top_positions(fused, 2) == [2, 3] or ranking.top_positions(fused, 2) == [2, 1]
+    assert ranking.top_positions(fused, 2, exclude=[2])[0] in (1, 3)
