@@ -40,6 +40,7 @@ from memoryos_core.embeddings.base import Embedder
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.base import LLM
 from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
+from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage.base import MemoryStore, Record
 from memoryos_core.storage.chroma import ChromaStore
 
@@ -80,6 +81,7 @@ __all__ = [
     "ResponseResult",
     "RetrievalConfig",
     "RetrievedContext",
+    "RuleBasedLLM",
     "SOURCE_KEYS",
     "ScriptedLLM",
     "ShortTermConfig",

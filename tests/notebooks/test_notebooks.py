@@ -1,0 +1,156 @@
+"""The notebooks in notebooks/ run top to bottom, offline, and show what they claim to show."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+# In CI the LoCoMo file sits next to the repository (../shared/data); MEMORYOS_LOCOMO names another one.
+LOCOMO = Path(os.environ.get("MEMORYOS_LOCOMO") or ROOT.parent / "shared/data/locomo10.json").resolve()
+CELL_TIMEOUT_S = 240
+# Runs before the notebook's first cell: the notebooks must not need the network.
+GUARD = "from memoryos_core.testing import block_network\n\nundo_network_guard = block_network()"
+
+
+def _kernel(tmp_path: Path) -> KernelManager:
+    """A kernel on this interpreter (the .venv's), whatever kernelspecs the machine has."""
+    spec_dir = tmp_path / "kernels" / "memoryos-venv"
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "MemoryOS (.venv)", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
+    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
+
+
+def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
+    """Execute a notebook in notebooks/ (its working directory) and return it with its outputs."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(GUARD))
+    kernel_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    kernel_env["MPLBACKEND"] = "Agg"
+    kernel_env["MEMORYOS_DATA"] = str(tmp_path / "memoryos_data")  # never the caller's store
+    kernel_env.pop("MEMORYOS_LOCOMO", None)
+    for key, value in env.items():
+        if value is not None:
+            kernel_env[key] = value
+    client = nbclient.NotebookClient(
+        nb,
+        km=_kernel(tmp_path),
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute(env=kernel_env)  # raises CellExecutionError on the first failing cell
+    return nb
+
+
+def text_of(nb: nbformat.NotebookNode, cell_id: str) -> str:
+    """Everything a cell printed or displayed as text."""
+    cell = next(c for c in nb.cells if c.get("id") == cell_id)
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(output.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def images_of(nb: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in nb.cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "display_data"
+    )
+
+
+def test_notebooks_are_committed_without_outputs() -> None:
+    names = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
+    assert names == [
+        "01_quickstart.ipynb",
+        "02_langchain_agent.ipynb",
+        "03_llamaindex_agent.ipynb",
+        "04_inside_memoryos.ipynb",
+    ]
+    for name in names:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        nbformat.validate(nb)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+
+
+def test_quickstart(tmp_path: Path) -> None:
+    nb = run_notebook("01_quickstart.ipynb", tmp_path)
+
+    assert "best match: mid_term ('msg-01',)" in text_of(nb, "recall")  # the cat page, with provenance
+    assert "cat called Pixel" in text_of(nb, "render")
+    assert "<recalled_memory>" in text_of(nb, "render")
+    stats = text_of(nb, "stats")
+    assert "short_term_pages     3" in stats and "mid_term_pages       3" in stats
+    assert "pages per tier: {'short_term': 3, 'mid_term': 3}" in text_of(nb, "export")
+
+
+def test_langchain_agent(tmp_path: Path) -> None:
+    nb = run_notebook("02_langchain_agent.ipynb", tmp_path)
+
+    assert "messages in this thread: 2" in text_of(nb, "session-2")  # nothing from session 1 in the thread
+    prompt = text_of(nb, "session-2-prompt")
+    assert prompt.startswith("You are a friendly assistant.")
+    assert "<recalled_memory>" in prompt and "I adopted a cat called Pixel last week." in prompt
+    assert "'What is my cat called?' -> 'Your cat is called Pixel.'" in text_of(nb, "stored")
+    assert "My sister Clara lives in Berlin." in text_of(nb, "retriever")
+    rag = text_of(nb, "rag")
+    assert "Answer from these memories" in rag and "Clara lives in Berlin" in rag.split("system message")[1]
+
+
+def test_llamaindex_agent(tmp_path: Path) -> None:
+    nb = run_notebook("03_llamaindex_agent.ipynb", tmp_path)
+
+    session_2 = text_of(nb, "session-2")
+    recalled = session_2.split("--- system")[-1]
+    assert "<recalled_memory>" in recalled and "I adopted a cat called Pixel." in recalled
+    assert session_2.rstrip().endswith("What is my cat called?")
+    assert "alice-2  'What is my cat called?'" in text_of(nb, "pages")
+    block = text_of(nb, "block")
+    assert "<memoryos>" in block and "My sister Clara lives in Berlin." in block
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param("sample", id="built-in-sample"),
+        pytest.param(
+            "locomo",
+            id="locomo",
+            marks=pytest.mark.skipif(not LOCOMO.is_file(), reason=f"no LoCoMo file at {LOCOMO}"),
+        ),
+    ],
+)
+def test_inside_memoryos(tmp_path: Path, data: str) -> None:
+    locomo = str(LOCOMO) if data == "locomo" else None
+    nb = run_notebook("04_inside_memoryos.ipynb", tmp_path, MEMORYOS_LOCOMO=locomo)
+
+    source = text_of(nb, "data")
+    assert source.startswith(f"{LOCOMO.name}: " if locomo else "locomo_sample.json: sample-ann")
+    ingest = text_of(nb, "ingest")
+    assert "'promoted': " in ingest  # promotion ran offline, counted by the on_event hook
+    assert "profile_traits=0" not in ingest
+    assert "trait " in text_of(nb, "profile")
+    heat = text_of(nb, "heat")
+    hot = heat.split("hot segments with new pages: ")[1].split()
+    assert hot[0] == hot[4]  # the notebook's heat formula agrees with get_memory_stats()
+    bench = text_of(nb, "bench")
+    assert all(system in bench for system in ("memoryos", "bm25", "dense"))
+    assert images_of(nb) == 3  # tiers, heat, recall
