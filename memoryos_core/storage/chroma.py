@@ -17,6 +17,7 @@ from memoryos_core.storage.base import KINDS, Kind, Record, Where
 _STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
 _BATCH = 4000  # below Chroma's max batch size
 _RETRY_DELAYS_S = (0.05, 0.2, 0.5)
+_PAGE = 5000  # records per get: Chroma's SQLite query fails with too many variables beyond ~30k
 T = TypeVar("T")
 logger = logging.getLogger("memoryos")
 
@@ -211,13 +212,30 @@ class ChromaStore:
             return []
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
         collection = self._collection(kind)
-        result = self._run(
-            f"get from {kind}",
-            lambda: collection.get(
-                ids=list(ids) if ids is not None else None, where=_where(where), include=include, limit=limit
-            ),
-        )
-        return self._records(result["ids"], result, with_embeddings)
+        records: list[Record] = []
+        if ids is not None:  # long id lists overflow SQLite's variable limit inside Chroma: chunk them
+            for start in range(0, len(ids), _PAGE):
+                chunk = list(ids[start : start + _PAGE])
+                result = self._run(
+                    f"get from {kind}",
+                    lambda chunk=chunk: collection.get(ids=chunk, where=_where(where), include=include),
+                )
+                records += self._records(result["ids"], result, with_embeddings)
+            return records[:limit] if limit is not None else records
+        offset = 0
+        while limit is None or len(records) < limit:  # large results are read page by page, likewise
+            size = _PAGE if limit is None else min(_PAGE, limit - len(records))
+            result = self._run(
+                f"get from {kind}",
+                lambda offset=offset, size=size: collection.get(
+                    where=_where(where), include=include, limit=size, offset=offset
+                ),
+            )
+            records += self._records(result["ids"], result, with_embeddings)
+            if len(result["ids"]) < size:
+                break
+            offset += size
+        return records
 
     def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None:
         if ids is None and not where:
@@ -256,7 +274,18 @@ class ChromaStore:
 
     def count(self, kind: Kind, *, where: Where) -> int:
         collection = self._collection(kind)
-        return len(self._run(f"count {kind}", lambda: collection.get(where=_where(where), include=[]))["ids"])
+        total, offset = 0, 0
+        while True:
+            result = self._run(
+                f"count {kind}",
+                lambda offset=offset: collection.get(
+                    where=_where(where), include=[], limit=_PAGE, offset=offset
+                ),
+            )
+            total += len(result["ids"])
+            if len(result["ids"]) < _PAGE:
+                return total
+            offset += _PAGE
 
     @staticmethod
     def _records(ids: list[str], result: dict[str, Any], with_embeddings: bool) -> list[Record]:
