@@ -148,3 +148,30 @@ def locomo(
     print_report(console, result, diagnostics.summary())
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench_app.command()
+def reliability(
+    kills: Annotated[int, typer.Option(help="Writer processes to SIGKILL at random moments.", min=0)] = 100,
+    users: Annotated[int, typer.Option(help="Users for the isolation and deletion checks.", min=2)] = 50,
+    queries: Annotated[int, typer.Option(help="Random cross-user queries.", min=0)] = 10_000,
+    chroma_url: Annotated[str | None, typer.Option(help="A `chroma run` server instead of embedded.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Kill writers mid-ingestion and mid-consolidation, then count lost and duplicated pages and
+    cross-user leaks; exits 1 if any figure is not zero."""
+    from memoryos_core.bench.reliability import failed_figures, print_report, run_reliability
+
+    result = run_reliability(
+        kills=kills,
+        users=users,
+        queries=queries,
+        chroma_url=chroma_url,
+        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+    )
+    print_report(console, result)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if failed_figures(result):
+        console.print(f"[red]failed:[/red] {', '.join(failed_figures(result))}")
+        raise typer.Exit(code=1)
