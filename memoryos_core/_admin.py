@@ -37,12 +37,17 @@ _TIERS = ("short_term", "mid_term", "archive")
 
 
 def users_with_pending_work(store: MemoryStore, capacity: int) -> list[str]:
-    """Users with an interrupted batch or more short-term pages than ``capacity``."""
+    """Users with an interrupted batch, more short-term pages than ``capacity``, or segments whose
+    pages were never analysed (a promotion may have been interrupted)."""
     journals = store.get("state", where={"key": "journal"})
     short = Counter(str(r.metadata["user_id"]) for r in store.get("pages", where={"tier": "short_term"}))
-    return sorted(
-        {str(r.metadata["user_id"]) for r in journals} | {u for u, n in short.items() if n > capacity}
-    )
+    unanalysed = {
+        str(r.metadata["user_id"])
+        for r in store.get("segments", where={"status": "active"})
+        if str(r.metadata.get("pending_json") or "[]") != "[]"
+    }
+    pending = {str(r.metadata["user_id"]) for r in journals} | {u for u, n in short.items() if n > capacity}
+    return sorted(pending | unanalysed)
 
 
 def _entry(record: Record) -> KnowledgeEntry:
@@ -357,7 +362,8 @@ def _import_knowledge(
                     user_id,
                     str(item.get("assistant_id") or "default_assistant"),
                     KnowledgeItem(
-                        _remapped("kn", user_id, str(item.get("id"))) if remap
+                        _remapped("kn", user_id, str(item.get("id")))
+                        if remap
                         else check_id(str(item.get("id")), "knowledge id"),
                         kind,
                         str(item["text"]),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -19,6 +21,19 @@ _CONFIRM_DELAY_S = 0.02
 
 class LeaseBusyError(MemoryOSError):
     """Another process holds the user's lease; the work stays pending and is retried later."""
+
+
+def _alive(lease: dict[str, object]) -> bool:
+    """False only when the holder is known dead: a process of this host that no longer exists."""
+    if lease.get("host") != socket.gethostname() or not isinstance(lease.get("pid"), int):
+        return True
+    try:
+        os.kill(int(lease["pid"]), 0)  # type: ignore[call-overload]
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
 
 
 class Leases:
@@ -39,14 +54,20 @@ class Leases:
         return json.loads(found[0].document) if found else None
 
     def _write(self, user_id: str) -> None:
-        payload = {"owner": self.owner, "expires": time.time() + LEASE_TTL_S}
-        self.store.upsert("state", [Record(f"lease:{user_id}", json.dumps(payload),
-                                           {"user_id": user_id, "key": "lease"})])
+        payload = {
+            "owner": self.owner,
+            "expires": time.time() + LEASE_TTL_S,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        self.store.upsert(
+            "state", [Record(f"lease:{user_id}", json.dumps(payload), {"user_id": user_id, "key": "lease"})]
+        )
 
     def _claim(self, user_id: str) -> bool:
         current = self._read(user_id)
         expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
-        if current and current.get("owner") != self.owner and expires > time.time():
+        if current and current.get("owner") != self.owner and expires > time.time() and _alive(current):
             return False
         self._write(user_id)
         time.sleep(_CONFIRM_DELAY_S)

@@ -52,44 +52,60 @@ class PageIndex:
         self.lengths = array("f")
         self.postings: dict[str, tuple[array, array]] = {}
         self.checked_at = time.monotonic()
+        # Writers append while readers score: every access holds the lock, and reads copy out of
+        # the arrays (a live numpy view of an array.array makes a concurrent append fail).
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, page_id: str, text: str, time_s: float) -> None:
+        terms = Counter(tokens(text))
+        with self._lock:
+            self._add(page_id, terms, time_s)
+
+    def _add(self, page_id: str, counts: Counter[str], time_s: float) -> None:
         if page_id in self.position:
             return
         position = len(self.ids)
         self.ids.append(page_id)
         self.position[page_id] = position
         self.times.append(time_s)
-        counts = Counter(tokens(text))
         self.lengths.append(float(sum(counts.values())))
         for term, frequency in counts.items():
             where, freqs = self.postings.setdefault(term, (array("i"), array("f")))
             where.append(position)
             freqs.append(float(frequency))
 
+    def snapshot(self, query_terms: Iterable[str]) -> tuple[int, np.ndarray, np.ndarray]:
+        """(page count, BM25 score of every page, page times), consistent with each other."""
+        with self._lock:
+            count = len(self.ids)
+            return count, self._bm25(query_terms, count), np.array(self.times, dtype=np.float64)
+
     def bm25(self, query_terms: Iterable[str]) -> np.ndarray:
         """BM25 score of every page for the query terms (zeros when none matches)."""
-        count = len(self.ids)
+        return self.snapshot(query_terms)[1]
+
+    def _bm25(self, query_terms: Iterable[str], count: int) -> np.ndarray:
         scores = np.zeros(count, dtype=np.float32)
         if not count:
             return scores
-        lengths = np.frombuffer(self.lengths, dtype=np.float32)
+        lengths = np.array(self.lengths, dtype=np.float32)
         norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
         for term in set(query_terms):
             posting = self.postings.get(term)
             if posting is None:
                 continue
-            where = np.frombuffer(posting[0], dtype=np.int32)
-            freqs = np.frombuffer(posting[1], dtype=np.float32)
+            where = np.array(posting[0], dtype=np.int64)
+            freqs = np.array(posting[1], dtype=np.float32)
             idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
             scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
         return scores
 
     def time_array(self) -> np.ndarray:
-        return np.frombuffer(self.times, dtype=np.float64)
+        with self._lock:
+            return np.array(self.times, dtype=np.float64)
 
 
 class PageIndexes:

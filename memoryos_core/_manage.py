@@ -71,7 +71,7 @@ class ManageMixin:
         user = self._ids(user_id)[0]
         page_id = check_id(page_id, "page_id")
         self._ready()
-        with measure() as tally, self._lock(user):
+        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             found = self.store.get("pages", ids=[page_id])
             if not found or found[0].metadata.get("user_id") != user:
                 raise NotFoundError(f"no page {page_id!r} for user {user!r}")

@@ -478,9 +478,9 @@ class MemoryOS(ManageMixin, AsyncTwins):
         if self._opened:
             for user in list(self._visits):
                 try:
-                    with self._lock(user):
+                    with self._lock(user), self._leases.hold(user, wait_s=5.0):
                         self._apply_visits(user)
-                except MemoryOSError as exc:  # counters only: the pages themselves are safe
+                except MemoryOSError as exc:  # counters only (a busy lease included): pages are safe
                     logger.warning("could not save heat visits of user %s at close: %s", user, exc)
 
     def __enter__(self) -> MemoryOS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -141,11 +142,19 @@ def answer_messages(
     return [ChatMessage("system", f"{system}\n\n{render_context(context)}"), ChatMessage("user", query)]
 
 
+_FENCE = re.compile(r"<\s*/?\s*recalled_memory\s*>", re.IGNORECASE)
+
+
+def _defused(text: str) -> str:
+    """Recalled text with the fence tags taken out, so no page can close the fence early."""
+    return _FENCE.sub("[recalled_memory tag removed]", text)
+
+
 def render_context(context: RetrievedContext, max_units: int | None = None) -> str:
     """Recalled memory as prompt text, fenced and marked as untrusted data."""
     sections: list[str] = []
     if context.profile:
-        sections.append(f"User profile:\n{context.profile}")
+        sections.append(f"User profile:\n{_defused(context.profile)}")
     labels = {
         "user_knowledge": "Known about the user",
         "assistant_knowledge": "Known about the assistant",
@@ -156,7 +165,7 @@ def render_context(context: RetrievedContext, max_units: int | None = None) -> s
     units = list(context.units)[: max_units if max_units is not None else None]
     for tier, label in labels.items():
         lines = [
-            f"- {f'[{u.timestamp}] ' if u.timestamp and tier.endswith('knowledge') else ''}{u.text}"
+            f"- {f'[{u.timestamp}] ' if u.timestamp and tier.endswith('knowledge') else ''}{_defused(u.text)}"
             for u in units
             if u.tier == tier
         ]

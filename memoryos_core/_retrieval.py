@@ -82,16 +82,12 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
             known[index.position[record.id]] = similarity
             records[record.id] = record
-        if not len(index):
+        count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
+        if not count:
             return self._finish(user_id, assistant_id, query_vector, [], known, ())
-        scores = ranking.fuse(
-            index.bm25(tokens(query)),
-            ranking.dense_z(len(index), known),
-            index.time_array(),
-            query_window(query),
-        )
+        scores = ranking.fuse(lexical, ranking.dense_z(count, known), times, query_window(query))
         # The newest pages hold short-term memory (and pages waiting for consolidation).
-        newest = list(range(max(0, len(index) - capacity - self.config.short_term.batch_pages), len(index)))
+        newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
         missing = [index.ids[p] for p in dict.fromkeys([*best, *newest]) if index.ids[p] not in records]
         records.update((r.id, r) for r in self.store.get("pages", ids=missing))

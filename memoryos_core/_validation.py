@@ -65,6 +65,10 @@ def check_meta(value: Any, max_bytes: int) -> tuple[str, tuple[str, ...]]:
         encoded.encode("utf-8")
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise InvalidInputError(f"meta_data must be JSON-serialisable: {exc}") from exc
+    if json.loads(encoded) != value:
+        raise InvalidInputError(
+            "meta_data must survive a JSON round trip unchanged: str keys at every level, lists not tuples"
+        )
     if len(encoded.encode("utf-8")) > max_bytes:
         raise InvalidInputError(f"meta_data is larger than {max_bytes} bytes once serialised")
     sources: list[str] = []
@@ -85,7 +89,7 @@ def parse_timestamp(value: Any, now: datetime) -> tuple[str, float]:
         return value.strftime("%Y-%m-%d %H:%M:%S"), moment.timestamp()
     if not isinstance(value, str) or len(value) > 200:
         raise InvalidInputError("timestamp must be a datetime or a str of at most 200 characters")
-    text = value.strip()
+    text = check_text(value, "timestamp", 200).strip()
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, Record, RetrievedContext
+from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, Record, RetrievedContext, StorageError
 from memoryos_core._config import MemoryConfig, MidTermConfig, RetrievalConfig, ShortTermConfig
 from memoryos_core.bench.reliability import (
     TOPICS,
@@ -141,14 +141,6 @@ def _owner_problems(memory: MemoryOS, user: str, context: RetrievedContext) -> l
     return problems
 
 
-INDEX_RACE = pytest.mark.xfail(
-    strict=False,
-    raises=(BufferError, IndexError, ValueError),
-    reason="the PageIndex race pinned by test_recall_and_add_from_many_threads_never_raise; any other "
-    "failure (a lost page, a broken invariant) still fails this test",
-)
-
-
 def _run_threads(*targets: Callable[[], object]) -> list[BaseException]:
     """Run each target in a thread; return what they raised (the test re-raises it)."""
     errors: list[BaseException] = []
@@ -172,8 +164,20 @@ def _reraise(errors: list[BaseException]) -> None:
         raise errors[0]
 
 
-@INDEX_RACE
-def test_eight_threads_and_two_processes_on_one_store_lose_nothing(store_spec: StoreSpec) -> None:
+def test_eight_threads_and_two_processes_on_one_store_lose_nothing(
+    store_spec: StoreSpec, request: pytest.FixtureRequest
+) -> None:
+    if store_spec.path:
+        # Embedded Chroma keeps each collection's HNSW index in the writing process's memory and
+        # persists it only every 1,000 adds: another process's reads then fail with "Error creating
+        # hnsw segment reader: Nothing found on disk". Several processes need a `chroma run` server
+        # (the server variant of this test). Only that StorageError is tolerated here: a lost page
+        # or a broken invariant still fails the test.
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=False, raises=StorageError, reason="embedded Chroma is not multi-process safe"
+            )
+        )
     memory = MemoryOS(store=store_spec.make(), embedder=HashingEmbedder(64), llm=slow_rules_llm(0.02),
                       config=CONFIG, background=True)  # fmt: skip
     memory.get_memory_stats(user_id=USERS[0])  # open the store before the other processes do
@@ -234,13 +238,6 @@ def test_eight_threads_and_two_processes_on_one_store_lose_nothing(store_spec: S
         memory.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug (_lexical.py, _retrieval.py): a user's PageIndex is appended to by add_memories and "
-    "by recall() while bm25() reads it, with no lock: add_memory raises BufferError after the page "
-    "is stored (a retrying caller duplicates it), recall raises ValueError/IndexError, and the index is "
-    "left with columns of different lengths",
-)
 def test_recall_and_add_from_many_threads_never_raise(tmp_path: Path) -> None:
     memory = MemoryOS(store=ChromaStore(path=str(tmp_path / "chroma")), embedder=HashingEmbedder(64),
                       background=False)  # fmt: skip
@@ -356,12 +353,6 @@ def _consolidate_now(memory: MemoryOS) -> Callable[[], object]:
     return lambda: memory._background_run("alice")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: MemoryOS.close() (_memory.py) writes pending heat visits without the user's lease, "
-    "so a segment another process consolidated in between is overwritten with stale page_count and "
-    "pending pages",
-)
 def test_heat_written_at_close_never_overwrites_another_process_consolidation(tmp_path: Path) -> None:
     first, second, interleaving = _two_processes(tmp_path)
     context = first.retrieve_memory("hiking boots trail")  # a visit, pending in the first process
@@ -376,11 +367,6 @@ def test_heat_written_at_close_never_overwrites_another_process_consolidation(tm
     assert {s["id"]: s["n_visit"] for s in segments} == {s["id"]: int(s["id"] in visited) for s in segments}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: MemoryOS.update_memory() (_manage.py) rewrites a page without the user's lease, so "
-    "a page another process consolidated meanwhile is put back in short-term memory and counted twice",
-)
 def test_update_memory_never_undoes_another_process_consolidation(tmp_path: Path) -> None:
     first, second, interleaving = _two_processes(tmp_path)
     newest = second.recent_pages()[-1]

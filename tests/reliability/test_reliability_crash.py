@@ -199,12 +199,6 @@ def _markers(memory: MemoryOS, accepted: list[str]) -> dict[str, str]:
     return {pid: pages[pid]["meta_data"]["message_id"] if pid in pages else "<lost>" for pid in accepted}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _admin.users_with_pending_work ignores hot segments whose analysis was interrupted, "
-    "so after reopening flush() does not finish a promotion killed midway: the profile has the new traits, "
-    "the knowledge derived with them is missing until the user happens to write or recall again",
-)
 def test_flush_after_reopening_finishes_a_promotion_killed_midway(
     tmp_path: Path, reference: tuple[list[str], list[str], list[tuple[str, str]]]
 ) -> None:
@@ -219,11 +213,6 @@ def test_flush_after_reopening_finishes_a_promotion_killed_midway(
         memory.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a lease left by a SIGKILLed process blocks every other process for LEASE_TTL_S "
-    "(120 s): consolidation of that user stalls and flush() waits up to 2 minutes after a crash",
-)
 def test_a_lease_left_by_a_killed_process_is_taken_over_promptly(tmp_path: Path) -> None:
     spec = StoreSpec(path=str(tmp_path / "chroma"), prefix="ls_")
     _run_to("journal", spec, lease_ttl_s=LEASE_TTL_S)  # dies mid-batch, holding the user's lease
