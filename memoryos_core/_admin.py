@@ -156,6 +156,10 @@ def _rebuild_segment(
             )
         ],
     )
+    # The pages' chain overviews may quote the deleted page too: they take the rebuilt one.
+    overview = text_policy.clip(rebuilt.summary, 240)
+    store.upsert("pages", [replace(p, metadata=p.metadata | {"chain_overview": overview}) for p in rest])
+
 
 
 def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
@@ -244,39 +248,37 @@ def import_user(
     data: Mapping[str, Any],
     now: datetime,
 ) -> int:
-    """Validate the whole export, then write it. Ids are kept unless they belong to someone else."""
-    pages = [_import_page(item, user_id, config, now) for item in data.get("pages", [])]
-    taken = {
-        r.id
-        for r in store.get("pages", ids=[p.id for p, _, _ in pages])
-        if r.metadata.get("user_id") != user_id
-    }
-    # Ids taken by another user are remapped deterministically, so importing twice stores once.
-    remap = {p.id: _remapped("pg", user_id, p.id) for p, _, _ in pages} if taken else {}
-    pages = [(replace(p, id=remap.get(p.id, p.id)), ts, src) for p, ts, src in pages]
-    segments = [s for s in data.get("segments", []) if isinstance(s, Mapping)]
-    seg_remap = {str(s.get("id")): _remapped("seg", user_id, str(s.get("id"))) for s in segments}
-    seg_remap = seg_remap if taken else {}
-    pages = [
-        (replace(p, segment_id=seg_remap.get(p.segment_id or "", p.segment_id)), ts, src)
-        for p, ts, src in pages
-    ]
+    """Validate and build the whole export, then write it (nothing is written if any part is bad).
+
+    Ids are kept unless another user owns them; those are remapped deterministically (per
+    collection), so importing the same export twice stores everything once.
+    """
+    try:
+        pages, segments, knowledge, traits = _parse_export(store, config, user_id, data, now)
+    except InvalidInputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InvalidInputError(f"malformed export: {type(exc).__name__}: {exc}") from exc
     vectors = embedder.embed([p.text for p, _, _ in pages]) if pages else []
+    segment_vectors = embedder.embed([seg.summary for seg, _ in segments]) if segments else []
+    knowledge_vectors = embedder.embed([item.text for item, _, _ in knowledge]) if knowledge else []
     store.upsert(
         "pages", [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
     )
-    _import_segments(store, embedder, user_id, segments, seg_remap, remap)
-    _import_knowledge(store, embedder, user_id, data, remap)
-    traits = {
-        str(t["name"]).lower(): Trait(
-            str(t["name"]),
-            str(t["value"]),
-            tuple(remap.get(p, p) for p in t.get("page_ids", [])),
-            float(t.get("updated_s", 0.0)),
-        )
-        for t in data.get("profile", [])
-        if isinstance(t, Mapping) and t.get("name") and t.get("value")
-    }
+    store.upsert(
+        "segments",
+        [
+            segment_record(user_id, replace(seg, embedding=tuple(v)), status=status)
+            for (seg, status), v in zip(segments, segment_vectors)
+        ],
+    )
+    store.upsert(
+        "knowledge",
+        [
+            knowledge_record(user_id, assistant, replace(item, embedding=tuple(v)), sources)
+            for (item, assistant, sources), v in zip(knowledge, knowledge_vectors)
+        ],
+    )
     if traits:
         merged = load_profile(store, user_id) | traits
         store.upsert(
@@ -284,6 +286,82 @@ def import_user(
             [Record(f"profile:{user_id}", traits_to_json(merged), {"user_id": user_id, "key": "profile"})],
         )
     return len(pages)
+
+
+def _owned_by_others(store: MemoryStore, kind: str, ids: list[str], user_id: str) -> set[str]:
+    return {r.id for r in store.get(kind, ids=ids) if r.metadata.get("user_id") != user_id}  # type: ignore[arg-type]
+
+
+def _listed(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{key} must be a list")
+    return value
+
+
+def _parse_export(
+    store: MemoryStore, config: MemoryConfig, user_id: str, data: Mapping[str, Any], now: datetime
+) -> tuple[list[Any], list[tuple[SegmentState, str]], list[tuple[KnowledgeItem, str, tuple[str, ...]]], dict]:
+    pages = [_import_page(item, user_id, config, now) for item in _listed(data, "pages")]
+    copied = bool(_owned_by_others(store, "pages", [p.id for p, _, _ in pages], user_id))
+    remap = {p.id: _remapped("pg", user_id, p.id) for p, _, _ in pages} if copied else {}
+    raw_segments = [s for s in _listed(data, "segments") if isinstance(s, Mapping)]
+    segment_ids = [check_id(str(s.get("id")), "segment id") for s in raw_segments]
+    foreign = _owned_by_others(store, "segments", segment_ids, user_id)
+    seg_remap = {sid: _remapped("seg", user_id, sid) for sid in segment_ids if copied or sid in foreign}
+    pages = [
+        (
+            replace(p, id=remap.get(p.id, p.id), segment_id=seg_remap.get(p.segment_id or "", p.segment_id)),
+            ts,
+            src,
+        )
+        for p, ts, src in pages
+    ]
+    segments = []
+    for item, sid in zip(raw_segments, segment_ids):
+        state = SegmentState(
+            id=seg_remap.get(sid, sid),
+            summary=str(item.get("summary", "")),
+            keywords=tuple(str(k) for k in _listed(item, "keywords")),
+            embedding=(),
+            page_count=len(_listed(item, "page_ids")),
+            n_visit=int(item.get("n_visit", 0)),
+            l_interaction=int(item.get("l_interaction", 0)),
+            last_access_s=float(item.get("last_access_s", 0.0)),
+            created_s=float(item.get("created_s", 0.0)),
+            pending_page_ids=tuple(remap.get(str(p), str(p)) for p in _listed(item, "pending_page_ids")),
+        )
+        segments.append((state, str(item.get("status", "active"))))
+    knowledge = []
+    for kind in ("user", "assistant"):
+        items = [i for i in _listed(data, f"{kind}_knowledge") if isinstance(i, Mapping) and i.get("text")]
+        given = [check_id(str(i["id"]), "knowledge id") if i.get("id") else "" for i in items]
+        foreign = _owned_by_others(store, "knowledge", [g for g in given if g], user_id)
+        for item, known in zip(items, given):
+            text = str(item["text"])
+            if not known:  # no id: one derived from the text, so a second import finds the same item
+                new_id = _remapped("kn", user_id, f"{kind}:{text}")
+            elif copied or known in foreign:
+                new_id = _remapped("kn", user_id, known)
+            else:
+                new_id = known
+            entry = KnowledgeItem(
+                new_id,
+                kind,
+                text,
+                tuple(remap.get(str(p), str(p)) for p in _listed(item, "page_ids")),
+                float(item.get("updated_s", 0.0)),
+            )
+            sources = tuple(str(s) for s in _listed(item, "source_ids"))
+            knowledge.append((entry, str(item.get("assistant_id") or "default_assistant"), sources))
+    traits = {}
+    for t in _listed(data, "profile"):
+        if isinstance(t, Mapping) and t.get("name") and t.get("value"):
+            pages_of = tuple(remap.get(str(p), str(p)) for p in _listed(t, "page_ids"))
+            traits[str(t["name"]).lower()] = Trait(
+                str(t["name"]), str(t["value"]), pages_of, float(t.get("updated_s", 0.0))
+            )
+    return pages, segments, knowledge, traits
 
 
 def _remapped(kind: str, user_id: str, old_id: str) -> str:
@@ -316,63 +394,3 @@ def _import_page(
     )
     extra = tuple(str(s) for s in item.get("source_ids", []) if str(s) not in sources)
     return page, ts_s, sources + extra
-
-
-def _import_segments(
-    store: MemoryStore,
-    embedder: Embedder,
-    user_id: str,
-    segments: list[Mapping[str, Any]],
-    seg_remap: dict[str, str],
-    remap: dict[str, str],
-) -> None:
-    if not segments:
-        return
-    vectors = embedder.embed([str(s.get("summary", "")) for s in segments])
-    records = []
-    for item, vector in zip(segments, vectors):
-        state = SegmentState(
-            id=check_id(seg_remap.get(str(item.get("id")), str(item.get("id"))), "segment id"),
-            summary=str(item.get("summary", "")),
-            keywords=tuple(str(k) for k in item.get("keywords", [])),
-            embedding=tuple(vector),
-            page_count=len(item.get("page_ids", [])),
-            n_visit=int(item.get("n_visit", 0)),
-            l_interaction=int(item.get("l_interaction", 0)),
-            last_access_s=float(item.get("last_access_s", 0.0)),
-            created_s=float(item.get("created_s", 0.0)),
-            pending_page_ids=tuple(remap.get(p, p) for p in item.get("pending_page_ids", [])),
-        )
-        records.append(segment_record(user_id, state, status=str(item.get("status", "active"))))
-    store.upsert("segments", records)
-
-
-def _import_knowledge(
-    store: MemoryStore, embedder: Embedder, user_id: str, data: Mapping[str, Any], remap: dict[str, str]
-) -> None:
-    for kind in ("user", "assistant"):
-        items = [i for i in data.get(f"{kind}_knowledge", []) if isinstance(i, Mapping) and i.get("text")]
-        if not items:
-            continue
-        vectors = embedder.embed([str(i["text"]) for i in items])
-        store.upsert(
-            "knowledge",
-            [
-                knowledge_record(
-                    user_id,
-                    str(item.get("assistant_id") or "default_assistant"),
-                    KnowledgeItem(
-                        _remapped("kn", user_id, str(item.get("id")))
-                        if remap
-                        else check_id(str(item.get("id")), "knowledge id"),
-                        kind,
-                        str(item["text"]),
-                        tuple(remap.get(p, p) for p in item.get("page_ids", [])),
-                        float(item.get("updated_s", 0.0)),
-                        tuple(vector),
-                    ),
-                    tuple(str(s) for s in item.get("source_ids", [])),
-                )
-                for item, vector in zip(items, vectors)
-            ],
-        )

@@ -277,11 +277,6 @@ def test_a_timestamp_that_is_not_valid_text_is_an_invalid_input_error(memory: Me
         memory.add_memory("hello", "there", timestamp="2024-01-01 \ud800", user_id=_user())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _admin.import_user validates segments, knowledge and profile only while writing them "
-    "(after the pages): malformed fields raise bare ValueError/TypeError and leave a partial import",
-)
 @pytest.mark.parametrize(
     "data",
     [

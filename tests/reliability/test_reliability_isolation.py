@@ -126,11 +126,6 @@ def test_a_deleted_page_leaves_no_trace_in_summaries_knowledge_or_profile(local_
     ] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _admin.delete_page rebuilds the segment but not the chain_overview of the pages that "
-    "shared the deleted page's topic, which quote it: the deleted text stays in their export and records",
-)
 def test_a_deleted_page_is_not_quoted_by_its_neighbours(local_memory: MemoryOS) -> None:
     pages = [{"user_input": "I love zxsecretq gardens.", "agent_response": "I will remember it."}]
     pages += [
@@ -142,11 +137,6 @@ def test_a_deleted_page_is_not_quoted_by_its_neighbours(local_memory: MemoryOS) 
     assert _everything_of(local_memory, "nobody", "zxsecretq") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _admin._import_knowledge stores a knowledge item without an id under the id 'None' "
-    "(str(None)): a second user's import overwrites the first user's item, which is lost",
-)
 def test_importing_knowledge_without_ids_never_takes_another_users_item(local_memory: MemoryOS) -> None:
     local_memory.import_memory(
         {"pages": [], "user_knowledge": [{"text": "Alice is allergic to peanuts"}]}, user_id="alice"
@@ -157,11 +147,6 @@ def test_importing_knowledge_without_ids_never_takes_another_users_item(local_me
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _admin.import_user remaps segment and knowledge ids only when a page id is taken: an "
-    "import naming another user's segment id moves that segment to the importer (its owner loses it)",
-)
 def test_importing_a_segment_id_of_another_user_never_takes_it(local_memory: MemoryOS) -> None:
     pages = [{"user_input": f"I went hiking, day {i}.", "agent_response": "ok"} for i in range(10)]
     local_memory.add_memories(pages, user_id="carol")
