@@ -34,7 +34,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_chroma(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a Chroma server answers its heartbeat; fail loudly if it exits or stays silent."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -52,7 +53,7 @@ def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped."""
     url = os.environ.get("MEMORYOS_TEST_CHROMA_URL")
     if url:
-        _wait_for(url, 30)
+        wait_for_chroma(url, 30)
         yield url
         return
     exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
@@ -66,7 +67,7 @@ def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url, 60, proc)
+        wait_for_chroma(url, 60, proc)
         yield url
     finally:
         proc.terminate()

@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from memoryos_core.bench.reliability import StoreSpec
+from tests.conftest import wait_for_chroma
 
 
 @pytest.fixture(params=["embedded", "server"])
@@ -53,16 +52,7 @@ class ChromaServer:
         ]
         with open(self.path / "server.log", "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"chroma run did not answer within {timeout_s}s")
+        wait_for_chroma(self.url, timeout_s, self.proc)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush."""
