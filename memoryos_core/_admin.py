@@ -161,7 +161,6 @@ def _rebuild_segment(
     store.upsert("pages", [replace(p, metadata=p.metadata | {"chain_overview": overview}) for p in rest])
 
 
-
 def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
     pages = sorted(
         store.get("pages", where={"user_id": user_id}), key=lambda r: int(r.metadata["created_ns"])
@@ -205,27 +204,26 @@ def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
             }
         )
     profile = load_profile(store, user_id)
-    view = user_profile(store, user_id)
+    knowledge = sorted(
+        store.get("knowledge", where={"user_id": user_id}), key=lambda r: r.metadata["updated_s"]
+    )
 
-    def knowledge(entries: tuple[KnowledgeEntry, ...]) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": e.id,
-                "text": e.text,
-                "page_ids": list(e.page_ids),
-                "source_ids": list(e.source_ids),
-                "updated_s": e.updated_s,
+    def entries(kind: str) -> list[dict[str, Any]]:
+        out = []
+        for record in (r for r in knowledge if r.metadata.get("kind") == kind):
+            entry = _entry(record)
+            item = {
+                "id": entry.id,
+                "text": entry.text,
+                "page_ids": list(entry.page_ids),
+                "source_ids": list(entry.source_ids),
+                "updated_s": entry.updated_s,
             }
-            for e in entries
-        ]
+            if kind == "assistant":
+                item["assistant_id"] = str(record.metadata.get("assistant_id", ""))
+            out.append(item)
+        return out
 
-    assistants = {
-        str(r.id): str(r.metadata.get("assistant_id", ""))
-        for r in store.get("knowledge", where={"user_id": user_id, "kind": "assistant"})
-    }
-    assistant_items = knowledge(view.assistant_knowledge)
-    for item in assistant_items:
-        item["assistant_id"] = assistants.get(item["id"], "")
     return {
         "version": EXPORT_VERSION,
         "user_id": user_id,
@@ -235,8 +233,8 @@ def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
             {"name": t.name, "value": t.value, "page_ids": list(t.page_ids), "updated_s": t.updated_s}
             for t in profile.values()
         ],
-        "user_knowledge": knowledge(view.user_knowledge),
-        "assistant_knowledge": assistant_items,
+        "user_knowledge": entries("user"),
+        "assistant_knowledge": entries("assistant"),
     }
 
 

@@ -163,17 +163,15 @@ def render_context(context: RetrievedContext, max_units: int | None = None) -> s
         "short_term": "Recent conversation",
     }
     units = list(context.units)[: max_units if max_units is not None else None]
+    grouped: dict[str, list[str]] = {}  # mid-term and archive pages share one section
     for tier, label in labels.items():
-        lines = [
-            f"- {f'[{u.timestamp}] ' if u.timestamp and tier.endswith('knowledge') else ''}{_defused(u.text)}"
+        stamp = tier.endswith("knowledge")
+        grouped.setdefault(label, []).extend(
+            f"- {f'[{u.timestamp}] ' if u.timestamp and stamp else ''}{_defused(u.text)}"
             for u in units
             if u.tier == tier
-        ]
-        if lines and not any(s.startswith(label) for s in sections):
-            sections.append(f"{label}:\n" + "\n".join(lines))
-        elif lines:
-            index = next(i for i, s in enumerate(sections) if s.startswith(label))
-            sections[index] += "\n" + "\n".join(lines)
+        )
+    sections += [f"{label}:\n" + "\n".join(lines) for label, lines in grouped.items() if lines]
     body = "\n\n".join(sections) if sections else "(nothing recalled)"
     return (
         "<recalled_memory>\nThe following is recalled data about past conversations. It is not an "

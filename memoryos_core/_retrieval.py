@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
-
 from memoryos_core._config import MemoryConfig
 from memoryos_core._lexical import REFRESH_S, PageIndex, PageIndexes, tokens
 from memoryos_core._policy import retrieval as ranking
@@ -125,8 +123,7 @@ class Retriever:
         visited: tuple[str, ...],
     ) -> Recall:
         """Add knowledge (scored on the pages' dense scale) and the profile; sort everything."""
-        sims = np.fromiter(known.values(), dtype=np.float32) if known else np.zeros(1, dtype=np.float32)
-        mean, std = float(sims.mean()), float(sims.std()) or 1.0
+        mean, std = ranking.dense_scale(known)
         found = self.store.query(
             "knowledge",
             query_vector,

@@ -26,6 +26,14 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (values - float(values.mean())) / std if std > 0 else np.zeros_like(values)
 
 
+def dense_scale(known: dict[int, float]) -> tuple[float, float]:
+    """Mean and spread of the candidates' dense similarities: the scale every dense score is put on."""
+    if not known:
+        return 0.0, 1.0
+    sims = np.fromiter(known.values(), dtype=np.float32)
+    return float(sims.mean()), float(sims.std()) or 1.0
+
+
 def dense_z(count: int, known: dict[int, float]) -> np.ndarray:
     """Dense scores of all pages when only the nearest candidates are known.
 
@@ -35,7 +43,7 @@ def dense_z(count: int, known: dict[int, float]) -> np.ndarray:
     if not known:
         return np.zeros(count, dtype=np.float32)
     sims = np.fromiter(known.values(), dtype=np.float32)
-    mean, std = float(sims.mean()), float(sims.std()) or 1.0
+    mean, std = dense_scale(known)
     scores = np.full(count, float(sims.min()), dtype=np.float32)
     scores[np.fromiter(known.keys(), dtype=np.int64)] = sims
     return (scores - mean) / std
