@@ -97,11 +97,11 @@ def delete_page(
 ) -> int:
     """Delete one page and what was derived from it: its segment is rebuilt from the pages
     left (or deleted), and knowledge and profile traits citing it are deleted."""
-    found = store.get("pages", ids=[page_id])
+    found = store.get("pages", ids=[page_id], where={"user_id": user_id})
     if not found or found[0].metadata.get("user_id") != user_id:
         raise NotFoundError(f"no page {page_id!r} for user {user_id!r}")
     page = found[0]
-    store.delete("pages", ids=[page_id])
+    store.delete("pages", ids=[page_id], where={"user_id": user_id})
     segment_id = str(page.metadata.get("segment_id") or "")
     if segment_id:
         _rebuild_segment(store, config, user_id, segment_id, page_id)
@@ -112,7 +112,7 @@ def delete_page(
         for r in store.get("knowledge", where={"user_id": user_id})
         if page_id in json.loads(str(r.metadata.get("page_ids_json") or "[]"))
     ]
-    store.delete("knowledge", ids=cited)
+    store.delete("knowledge", ids=cited, where={"user_id": user_id})
     profile = load_profile(store, user_id)
     kept = {key: t for key, t in profile.items() if page_id not in t.page_ids}
     if len(kept) != len(profile):
@@ -130,12 +130,12 @@ def delete_page(
 def _rebuild_segment(
     store: MemoryStore, config: MemoryConfig, user_id: str, segment_id: str, page_id: str
 ) -> None:
-    records = store.get("segments", ids=[segment_id], with_embeddings=True)
+    records = store.get("segments", ids=[segment_id], where={"user_id": user_id}, with_embeddings=True)
     rest = store.get("pages", where={"user_id": user_id, "segment_id": segment_id}, with_embeddings=True)
     if not records:
         return
     if not rest:
-        store.delete("segments", ids=[segment_id])
+        store.delete("segments", ids=[segment_id], where={"user_id": user_id})
         return
     # The old summary may quote the deleted page: rebuild it from the pages left, extractively.
     segment = segment_from_record(records[0])

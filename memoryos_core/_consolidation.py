@@ -116,7 +116,10 @@ class Consolidator:
             if len(batch) < size and not force and start > 0:
                 break  # a partial tail batch waits for more pages unless forced
             ids = [r.id for r in batch]
-            with_vectors = {r.id: r for r in self.store.get("pages", ids=ids, with_embeddings=True)}
+            with_vectors = {
+                r.id: r
+                for r in self.store.get("pages", ids=ids, where={"user_id": user_id}, with_embeddings=True)
+            }
             self._apply(user_id, self._plan(user_id, [with_vectors[i] for i in ids if i in with_vectors]))
             moved += len(batch)
             if on_batch is not None:
@@ -126,7 +129,9 @@ class Consolidator:
     def _plan(self, user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
         state = UserState(self.store, user_id)
         previous = (
-            self.store.get("pages", ids=[state.data["cursor"]], with_embeddings=True)
+            self.store.get(
+                "pages", ids=[state.data["cursor"]], where={"user_id": user_id}, with_embeddings=True
+            )
             if state.data["cursor"]
             else []
         )
@@ -264,7 +269,7 @@ class Consolidator:
         """Apply a journal; every write is an absolute upsert, so replaying twice is harmless."""
         self.store.upsert("segments", [record_from_json(s) for s in plan["segments"]])
         changes = {p["id"]: p for p in plan["pages"]}
-        pages = self.store.get("pages", ids=list(changes), with_embeddings=True)
+        pages = self.store.get("pages", ids=list(changes), where={"user_id": user_id}, with_embeddings=True)
         updated = []
         for page in pages:
             change = changes[page.id]

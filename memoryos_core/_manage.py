@@ -72,7 +72,7 @@ class ManageMixin:
         page_id = check_id(page_id, "page_id")
         self._ready()
         with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
-            found = self.store.get("pages", ids=[page_id])
+            found = self.store.get("pages", ids=[page_id], where={"user_id": user})
             if not found or found[0].metadata.get("user_id") != user:
                 raise NotFoundError(f"no page {page_id!r} for user {user!r}")
             old = found[0]

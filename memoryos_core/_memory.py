@@ -333,7 +333,9 @@ class MemoryOS(ManageMixin, AsyncTwins):
         if not visits:
             return
         now = self._now_s()
-        records = self.store.get("segments", ids=list(visits), with_embeddings=True)
+        records = self.store.get(
+            "segments", ids=list(visits), where={"user_id": user_id}, with_embeddings=True
+        )
         updated = []
         for record in records:
             segment = segment_from_record(record)

@@ -92,7 +92,7 @@ class Promoter:
 
     def _analyse(self, user_id: str, segments: Sequence[SegmentState]) -> None:
         page_ids = [pid for s in segments for pid in s.pending_page_ids][-MAX_PAGES_PER_ANALYSIS:]
-        pages = {r.id: r for r in self.store.get("pages", ids=page_ids)}
+        pages = {r.id: r for r in self.store.get("pages", ids=page_ids, where={"user_id": user_id})}
         page_ids = [pid for pid in page_ids if pid in pages]
         if not page_ids:
             return
@@ -148,7 +148,9 @@ class Promoter:
 
     def _after_failure(self, user_id: str, segments: Sequence[SegmentState]) -> None:
         """Count a failed analysis; after MAX_ANALYSIS_FAILURES the pending pages are given up."""
-        records = self.store.get("segments", ids=[s.id for s in segments], with_embeddings=True)
+        records = self.store.get(
+            "segments", ids=[s.id for s in segments], where={"user_id": user_id}, with_embeddings=True
+        )
         updated = []
         for record in records:
             failures = int(record.metadata.get("analysis_failures", 0)) + 1
@@ -210,7 +212,7 @@ class Promoter:
             "knowledge", [knowledge_record(user_id, assistant_id, item, sources(item)) for item in keep]
         )
         if dropped:
-            self.store.delete("knowledge", ids=[item.id for item in dropped])
+            self.store.delete("knowledge", ids=[item.id for item in dropped], where={"user_id": user_id})
 
     def evict(self, user_id: str) -> int:
         """Archive the coldest segments beyond capacity; their pages stay, in the archive tier."""

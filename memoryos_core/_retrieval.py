@@ -88,7 +88,7 @@ class Retriever:
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
         missing = [index.ids[p] for p in dict.fromkeys([*best, *newest]) if index.ids[p] not in records]
-        records.update((r.id, r) for r in self.store.get("pages", ids=missing))
+        records.update((r.id, r) for r in self.store.get("pages", ids=missing, where={"user_id": user_id}))
         short = [
             p
             for p in newest

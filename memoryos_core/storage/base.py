@@ -25,7 +25,13 @@ class Record:
 
 @runtime_checkable
 class MemoryStore(Protocol):
-    """Where MemoryOS keeps everything. Every method is scoped by the caller's ``where``."""
+    """Where MemoryOS keeps everything. Every method is scoped by the caller's ``where``.
+
+    Records of ``pages``, ``segments`` and ``knowledge`` belong to the ``user_id`` in their
+    metadata; the engine names that ``user_id`` in every ``where`` it passes (by ids too), so
+    a store may keep each user apart. A ``where`` without ``user_id`` is an administrative scan
+    of every user; ``query`` always names one user.
+    """
 
     def upsert(self, kind: Kind, records: Sequence[Record]) -> None: ...
 

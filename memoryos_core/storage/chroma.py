@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import threading
@@ -12,9 +13,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
-from memoryos_core.storage.base import KINDS, Kind, Record, Where
+from memoryos_core.storage.base import Kind, Record, Where
 
 _STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
+_USER_KINDS: tuple[Kind, ...] = ("pages", "segments", "knowledge")
 _BATCH = 4000  # below Chroma's max batch size
 _RETRY_DELAYS_S = (0.05, 0.2, 0.5)
 _PAGE = 5000  # records per get: Chroma's SQLite query fails with too many variables beyond ~30k
@@ -36,6 +38,11 @@ def _is_transient(exc: Exception) -> bool:
     )
 
 
+def _is_missing(exc: BaseException | None) -> bool:
+    """A collection that does not exist (never created, or dropped by another process)."""
+    return exc is not None and (type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc))
+
+
 def _where(where: Where | None) -> dict[str, Any] | None:
     if not where:
         return None
@@ -47,7 +54,14 @@ def _where(where: Where | None) -> dict[str, Any] | None:
 
 
 class ChromaStore:
-    """Stores MemoryOS records in four Chroma collections, one per kind.
+    """Stores MemoryOS records in Chroma: one collection per user for each of pages, segments
+    and knowledge, and one shared ``state`` collection of small records fetched by id.
+
+    A user's records live in that user's own collections, so every search runs on the user's
+    data alone (no metadata filter on a shared index, whose cost grows with all users' data),
+    one user can never see another's records, and deleting a user drops their collections.
+    An operation whose ``where`` names no ``user_id`` reads every user's collections: that is an
+    administrative scan (``store.scans`` counts them); the engine itself always names the user.
 
     Args:
         client: any Chroma client (``EphemeralClient``, ``PersistentClient``, ``HttpClient``);
@@ -67,35 +81,37 @@ class ChromaStore:
     ) -> None:
         self._client = client
         self._path, self._url, self.prefix = path, url, prefix
-        self._collections: dict[str, Any] = {}
+        self._state: Any = None
+        self._user_collections: dict[tuple[Kind, str], Any] = {}
+        self._registered: set[str] = set()
         self._lock = threading.Lock()
         self._lock_guard = threading.RLock()
         self._lock_file: Any = None
         self._dim: int | None = None
         self._embedder_name = ""
+        self.scans = 0
         self.backend = "chroma-http" if url else "chroma"
 
+    # --- connection -------------------------------------------------------------------------
     def open(self, *, dim: int, embedder_name: str) -> None:
-        """Connect and create or check the collections for vectors of ``dim`` from ``embedder_name``."""
+        """Connect, and create or check the store for vectors of ``dim`` from ``embedder_name``."""
         with self._lock:
-            if self._collections:
+            if self._state is not None:
                 return
             with self._errors("open"):
-                client = self._client or self._make_client()
-                self._client = client
-                collections = {}
-                for kind in KINDS:
-                    metadata = {"hnsw:space": "cosine"}
-                    if kind != "state":
-                        metadata |= {"memoryos_dim": dim, "memoryos_embedder": embedder_name}
-                    collection = client.get_or_create_collection(
-                        f"{self.prefix}{kind}", embedding_function=None, metadata=metadata
-                    )
-                    if kind != "state":
-                        self._check(collection, dim, embedder_name)
-                    collections[kind] = collection
+                self._client = self._client or self._make_client()
+                state = self._client.get_or_create_collection(
+                    f"{self.prefix}state",
+                    embedding_function=None,
+                    metadata={
+                        "hnsw:space": "cosine",
+                        "memoryos_dim": dim,
+                        "memoryos_embedder": embedder_name,
+                    },
+                )
+                self._check(state, dim, embedder_name)
             self._dim, self._embedder_name = dim, embedder_name
-            self._collections = collections
+            self._state = state
 
     def _check(self, collection: Any, dim: int, embedder_name: str) -> None:
         stored = collection.metadata or {}
@@ -170,22 +186,122 @@ class ChromaStore:
             finally:
                 fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
 
-    def _collection(self, kind: Kind) -> Any:
-        if not self._collections:
+    # --- collections ------------------------------------------------------------------------
+    def _ready(self) -> Any:
+        if self._state is None:
             raise StorageError("store is not open: call open() first", backend=self.backend)
-        return self._collections[kind]
+        return self._client
 
+    def collection_name(self, kind: Kind, user_id: str) -> str:
+        """The collection of ``user_id``'s records of ``kind`` (a digest: ids may hold any text)."""
+        return f"{self.prefix}{kind}-{hashlib.sha256(user_id.encode()).hexdigest()[:40]}"
+
+    def _user_collection(self, kind: Kind, user_id: str, *, create: bool) -> Any | None:
+        """The user's collection of ``kind``; None when it does not exist and ``create`` is false."""
+        found = self._user_collections.get((kind, user_id))
+        if found is not None:
+            return found
+        client, name = self._ready(), self.collection_name(kind, user_id)
+        if create:
+            self._register(user_id)
+            metadata = {
+                "hnsw:space": "cosine",
+                "memoryos_dim": self._dim,
+                "memoryos_embedder": self._embedder_name,
+                "memoryos_user": user_id,
+            }
+            with self._lock:
+                collection = self._run(
+                    f"create {kind} of {user_id}",
+                    lambda: client.get_or_create_collection(name, embedding_function=None, metadata=metadata),
+                    write=True,
+                )
+        else:
+            try:
+                collection = self._run(
+                    f"open {kind} of {user_id}", lambda: client.get_collection(name, embedding_function=None)
+                )
+            except StorageError as exc:
+                if _is_missing(exc.__cause__):
+                    return None
+                raise
+        self._check(collection, self._dim or 0, self._embedder_name)
+        self._user_collections[(kind, user_id)] = collection
+        return collection
+
+    def _register(self, user_id: str) -> None:
+        """Note the user in ``state`` (once per process), so scans can find their collections."""
+        if user_id in self._registered:
+            return
+        record = Record(f"store_user:{user_id}", "", {"key": "store_user", "user_id": user_id})
+        self.upsert("state", [record])
+        self._registered.add(user_id)
+
+    def users(self) -> list[str]:
+        """Every user with collections in this store."""
+        return sorted({str(r.metadata["user_id"]) for r in self.get("state", where={"key": "store_user"})})
+
+    def _scope(self, kind: Kind, where: Where | None) -> tuple[list[str], Where | None]:
+        """The users an operation touches and the rest of its filter."""
+        rest = dict(where or {})
+        user = rest.pop("user_id", None)
+        if user is None:
+            self.scans += 1
+            users = self.users()
+        else:
+            users = [str(u) for u in user] if isinstance(user, (list, tuple)) else [str(user)]
+        return users, rest or None
+
+    def _per_user(
+        self, kind: Kind, user_id: str, operation: str, call: Callable[[Any], T], *, write: bool = False
+    ) -> T | None:
+        """``call(collection)`` on the user's collection (None when it does not exist and this is a
+        read; the collection is created for a write); a collection dropped by another process since
+        it was cached is looked up again. ``call`` goes through ``_run`` itself."""
+        for attempt in (0, 1):
+            collection = self._user_collection(kind, user_id, create=write)
+            if collection is None:
+                return None
+            try:
+                with self._errors(operation):
+                    return call(collection)
+            except StorageError as exc:
+                if attempt or not _is_missing(exc.__cause__):
+                    raise
+                self._user_collections.pop((kind, user_id), None)
+                self._registered.discard(user_id)
+        return None  # pragma: no cover
+
+    # --- MemoryStore --------------------------------------------------------------------------
     def upsert(self, kind: Kind, records: Sequence[Record]) -> None:
         if not records:
             return
+        self._ready()
+        if kind == "state":
+            self._write_chunks(self._state, kind, records)
+            return
+        by_user: dict[str, list[Record]] = {}
         for record in records:
-            if kind != "state" and (record.embedding is None or len(record.embedding) != self._dim):
+            if record.embedding is None or len(record.embedding) != self._dim:
                 got = None if record.embedding is None else len(record.embedding)
                 raise DimensionMismatchError(
                     f"{kind} record {record.id} has a {got}-d vector, expected {self._dim}",
                     backend=self.backend,
                 )
-        collection = self._collection(kind)
+            user = record.metadata.get("user_id")
+            if not isinstance(user, str) or not user:
+                raise StorageError(f"{kind} record {record.id} has no user_id", backend=self.backend)
+            by_user.setdefault(user, []).append(record)
+        for user, group in by_user.items():
+            self._per_user(
+                kind,
+                user,
+                f"upsert into {kind}",
+                lambda c, g=group: self._write_chunks(c, kind, g),
+                write=True,
+            )
+
+    def _write_chunks(self, collection: Any, kind: Kind, records: Sequence[Record]) -> None:
         for start in range(0, len(records), _BATCH):
             chunk = records[start : start + _BATCH]
             self._run(
@@ -210,8 +326,38 @@ class ChromaStore:
     ) -> list[Record]:
         if ids is not None and not ids:
             return []
+        self._ready()
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
-        collection = self._collection(kind)
+        if kind == "state":
+            records = self._read(self._state, kind, ids, where, include, with_embeddings, limit)
+            return records
+        users, rest = self._scope(kind, where)
+        records = []
+        for user in users:
+            left = None if limit is None else limit - len(records)
+            if left is not None and left <= 0:
+                break
+            records += (
+                self._per_user(
+                    kind,
+                    user,
+                    f"get from {kind}",
+                    lambda c, left=left: self._read(c, kind, ids, rest, include, with_embeddings, left),
+                )
+                or []
+            )
+        return records
+
+    def _read(
+        self,
+        collection: Any,
+        kind: Kind,
+        ids: Sequence[str] | None,
+        where: Where | None,
+        include: list[str],
+        with_embeddings: bool,
+        limit: int | None,
+    ) -> list[Record]:
         records: list[Record] = []
         if ids is not None:  # long id lists overflow SQLite's variable limit inside Chroma: chunk them
             for start in range(0, len(ids), _PAGE):
@@ -242,12 +388,40 @@ class ChromaStore:
             raise StorageError("refusing to delete without ids or a filter", backend=self.backend)
         if ids is not None and not ids:
             return
-        collection = self._collection(kind)
-        self._run(
-            f"delete from {kind}",
-            lambda: collection.delete(ids=list(ids) if ids is not None else None, where=_where(where)),
-            write=True,
-        )
+        client = self._ready()
+        if kind == "state":
+            self._run(
+                "delete from state",
+                lambda: self._state.delete(ids=list(ids) if ids is not None else None, where=_where(where)),
+                write=True,
+            )
+            return
+        users, rest = self._scope(kind, where)
+        for user in users:
+            if ids is None and rest is None:  # the whole user: drop the collection
+                name = self.collection_name(kind, user)
+                self._user_collections.pop((kind, user), None)
+                try:
+                    self._run(
+                        f"drop {kind} of {user}", lambda name=name: client.delete_collection(name), write=True
+                    )
+                except StorageError as exc:
+                    if not _is_missing(exc.__cause__):
+                        raise
+                continue
+            if self._user_collection(kind, user, create=False) is None:
+                continue  # nothing to delete: do not create the collection
+            self._per_user(
+                kind,
+                user,
+                f"delete from {kind}",
+                lambda c: self._run(
+                    f"delete from {kind}",
+                    lambda: c.delete(ids=list(ids) if ids is not None else None, where=_where(rest)),
+                    write=True,
+                ),
+                write=True,
+            )
 
     def query(
         self,
@@ -260,20 +434,45 @@ class ChromaStore:
     ) -> list[tuple[Record, float]]:
         if n_results <= 0:
             return []
+        self._ready()
+        rest = dict(where or {})
+        user = rest.pop("user_id", None)
+        if kind == "state" or not isinstance(user, str):
+            raise StorageError(f"a {kind} query must name one user_id", backend=self.backend)
         include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
-        collection = self._collection(kind)
-        result = self._run(
+        result = self._per_user(
+            kind,
+            user,
             f"query {kind}",
-            lambda: collection.query(
-                query_embeddings=[list(embedding)], n_results=n_results, where=_where(where), include=include
+            lambda c: self._run(
+                f"query {kind}",
+                lambda: c.query(
+                    query_embeddings=[list(embedding)],
+                    n_results=n_results,
+                    where=_where(rest),
+                    include=include,
+                ),
             ),
         )
+        if result is None:
+            return []
         flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
         records = self._records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
     def count(self, kind: Kind, *, where: Where) -> int:
-        collection = self._collection(kind)
+        self._ready()
+        if kind == "state":
+            return self._count(self._state, kind, where)
+        users, rest = self._scope(kind, where)
+        return sum(
+            self._per_user(kind, user, f"count {kind}", lambda c: self._count(c, kind, rest)) or 0
+            for user in users
+        )
+
+    def _count(self, collection: Any, kind: Kind, where: Where | None) -> int:
+        if not where:
+            return int(self._run(f"count {kind}", collection.count))
         total, offset = 0, 0
         while True:
             result = self._run(
