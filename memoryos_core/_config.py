@@ -78,6 +78,10 @@ class MemoryConfig:
     """Longest accepted user input or agent response (characters)."""
     max_meta_bytes: int = 64_000
     """Largest accepted ``meta_data`` once serialised to JSON (bytes)."""
+    write_behind_s: float = 0.05
+    """With an embedded store and background consolidation: how long a new page may wait,
+    journaled on local disk, to be written to Chroma in one batch with others (0: each
+    ``add_memory`` writes to Chroma itself)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -88,6 +92,7 @@ class MemoryConfig:
             (self.long_term.knowledge_capacity >= 1, "long_term.knowledge_capacity must be >= 1"),
             (self.retrieval.top_pages >= 1, "retrieval.top_pages must be >= 1"),
             (self.retrieval.top_segments >= 1, "retrieval.top_segments must be >= 1"),
+            (0 <= self.write_behind_s <= 60, "write_behind_s must be from 0 to 60"),
         ]
         for ok, message in checks:
             if not ok:

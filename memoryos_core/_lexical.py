@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 import snowballstemmer
 
+from memoryos_core._policy.dates import places_in_time
 from memoryos_core._policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
 
@@ -50,6 +51,7 @@ class PageIndex:
         self.position: dict[str, int] = {}
         self.times = array("d")
         self.lengths = array("f")
+        self.timed = array("b")  # the page's words place something in time
         self.postings: dict[str, tuple[array, array]] = {}
         self.checked_at = time.monotonic()
         # Writers append while readers score: every access holds the lock, and reads copy out of
@@ -61,16 +63,18 @@ class PageIndex:
 
     def add(self, page_id: str, text: str, time_s: float) -> None:
         terms = Counter(tokens(text))
+        timed = places_in_time(text)
         with self._lock:
-            self._add(page_id, terms, time_s)
+            self._add(page_id, terms, time_s, timed)
 
-    def _add(self, page_id: str, counts: Counter[str], time_s: float) -> None:
+    def _add(self, page_id: str, counts: Counter[str], time_s: float, timed: bool) -> None:
         if page_id in self.position:
             return
         position = len(self.ids)
         self.ids.append(page_id)
         self.position[page_id] = position
         self.times.append(time_s)
+        self.timed.append(timed)
         self.lengths.append(float(sum(counts.values())))
         for term, frequency in counts.items():
             where, freqs = self.postings.setdefault(term, (array("i"), array("f")))
@@ -82,6 +86,11 @@ class PageIndex:
         with self._lock:
             count = len(self.ids)
             return count, self._bm25(query_terms, count), np.array(self.times, dtype=np.float64)
+
+    def timed_pages(self, count: int) -> np.ndarray:
+        """Whether each of the first ``count`` pages places something in time ("last week")."""
+        with self._lock:
+            return np.array(self.timed[:count], dtype=bool)
 
     def bm25(self, query_terms: Iterable[str]) -> np.ndarray:
         """BM25 score of every page for the query terms (zeros when none matches)."""

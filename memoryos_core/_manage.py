@@ -47,7 +47,7 @@ class ManageMixin:
 
     def list_users(self) -> list[str]:
         """Every user with memory in this store, sorted."""
-        self._ready()
+        self._settled()
         return sorted({str(r.metadata["user_id"]) for r in self.store.get("state", where={"key": "user"})})
 
     def update_memory(
@@ -70,7 +70,7 @@ class ManageMixin:
         """
         user = self._ids(user_id)[0]
         page_id = check_id(page_id, "page_id")
-        self._ready()
+        self._settled()
         with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             found = self.store.get("pages", ids=[page_id], where={"user_id": user})
             if not found or found[0].metadata.get("user_id") != user:
@@ -119,7 +119,7 @@ class ManageMixin:
         user = self._ids(user_id)[0]
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise InvalidInputError("limit must be a positive int")
-        self._ready()
+        self._settled()
         records = self.store.get("pages", where={"user_id": user, "tier": "short_term"})
         if limit is not None and len(records) < limit:
             records = self.store.get("pages", where={"user_id": user})  # reach into older tiers
@@ -129,13 +129,13 @@ class ManageMixin:
     def get_user_profile(self, user_id: str | None = None) -> UserProfile:
         """The user's profile traits and knowledge, with provenance."""
         user = self._ids(user_id)[0]
-        self._ready()
+        self._settled()
         return _admin.user_profile(self.store, user)
 
     def get_user_profile_summary(self, user_id: str | None = None) -> str:
         """The profile as text (the reference's call)."""
         user = self._ids(user_id)[0]
-        self._ready()
+        self._settled()
         return render_profile(load_profile(self.store, user))
 
     def get_assistant_knowledge_summary(
@@ -143,13 +143,13 @@ class ManageMixin:
     ) -> list[dict[str, Any]]:
         """Assistant knowledge as ``{"knowledge", "timestamp", "page_ids"}`` dicts (the reference's call)."""
         user, assistant = self._ids(user_id, assistant_id)
-        self._ready()
+        self._settled()
         return _admin.assistant_knowledge(self.store, user, assistant)
 
     def get_memory_stats(self, user_id: str | None = None) -> MemoryStats:
         """Counts per tier, pending work and cumulative cost for one user."""
         user = self._ids(user_id)[0]
-        self._ready()
+        self._settled()
         pages = self.store.get("pages", where={"user_id": user})
         tiers = Counter(str(p.metadata.get("tier")) for p in pages)
         segments = self.promoter.active_segments(user)
@@ -196,7 +196,7 @@ class ManageMixin:
         user = self._ids(user_id)[0]
         if page_id is None and not everything:
             raise InvalidInputError("give a page_id, or everything=True to delete all of the user's memory")
-        self._ready()
+        self._settled()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             if everything:
                 with self._locks_guard:
@@ -214,7 +214,7 @@ class ManageMixin:
         """Everything of one user as JSON-ready data: pages (each exactly once, with its tier),
         segments, profile, user_knowledge, assistant_knowledge."""
         user = self._ids(user_id)[0]
-        self._ready()
+        self._settled()
         with self._lock(user):
             return _admin.export_user(self.store, user)
 
@@ -226,7 +226,7 @@ class ManageMixin:
         if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):
             raise InvalidInputError("import_memory takes the dict returned by export_memory")
         user = self._ids(user_id if user_id is not None else data.get("user_id"))[0]
-        self._ready()
+        self._settled()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
             count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
             self._indexes.forget(user)

@@ -27,6 +27,7 @@ from memoryos_core._exceptions import (
 from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core._lexical import PageIndexes
 from memoryos_core._manage import ManageMixin
+from memoryos_core._pending import PendingPages, journal_folder, replay_journals
 from memoryos_core._promotion import Promoter
 from memoryos_core._records import (
     page_record,
@@ -48,7 +49,7 @@ from memoryos_core._validation import check_id, check_meta, check_text, parse_ti
 from memoryos_core._worker import Worker
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.llm.base import LLM
-from memoryos_core.storage.base import MemoryStore
+from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")
 
@@ -144,7 +145,8 @@ class MemoryOS(ManageMixin, AsyncTwins):
         )
         self.promoter = Promoter(self.store, self.embedder, self.llm, self.config, self._now_s, self._emit)
         self._indexes = PageIndexes()
-        self.retriever = Retriever(self.store, self.config, self._indexes)
+        self._pending: PendingPages | None = None
+        self.retriever = Retriever(self.store, self.config, self._indexes, self._pending_of)
         self._leases = Leases(self.store)
         self._worker = Worker(self._background_run, recheck_s=max(0.5, self.config.short_term.max_wait_s))
 
@@ -167,9 +169,25 @@ class MemoryOS(ManageMixin, AsyncTwins):
             if self._opened:
                 return
             self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)
+            folder = journal_folder(self.store)
+            if self._background and self.config.write_behind_s > 0 and folder is not None:
+                pending = PendingPages(self.store, folder, self.config.write_behind_s)
+                pending.start()
+                self._pending = pending
+            elif folder is not None:  # pages journaled by a process that died, with write-behind on
+                replay_journals(self.store, folder)
             self._opened = True
         for user in _admin.users_with_pending_work(self.store, self.config.short_term.capacity):
             self._schedule(user)
+
+    def _settled(self) -> None:
+        """Open the store and write any pages still waiting in the journal (before reading pages)."""
+        self._ready()
+        if self._pending is not None:
+            self._pending.flush()
+
+    def _pending_of(self, user_id: str) -> list[Record]:
+        return self._pending.of(user_id) if self._pending is not None else []
 
     def _lock(self, user_id: str) -> threading.RLock:
         with self._locks_guard:
@@ -192,7 +210,8 @@ class MemoryOS(ManageMixin, AsyncTwins):
         with self._locks_guard:
             known = self._short_counts.get(user_id)
         if known is None:
-            known = self.store.count("pages", where={"user_id": user_id, "tier": "short_term"}) - added
+            stored = self.store.count("pages", where={"user_id": user_id, "tier": "short_term"})
+            known = stored + len(self._pending_of(user_id)) - added
         count = known + added
         with self._locks_guard:
             self._short_counts[user_id] = count
@@ -272,7 +291,10 @@ class MemoryOS(ManageMixin, AsyncTwins):
                 page_record(page, vector, ts_s=ts_s, source_ids=sources)
                 for (page, ts_s, sources), vector in zip(prepared, vectors)
             ]
-            self.store.upsert("pages", records)
+            if self._pending is not None:  # journaled now, written to Chroma in a batch shortly
+                self._pending.add(user, records)
+            else:
+                self.store.upsert("pages", records)
             self._indexes.add(user, records)
         self._account(user, tally.cost)
         self._register(user)
@@ -316,7 +338,7 @@ class MemoryOS(ManageMixin, AsyncTwins):
         return bool(self.consolidator.due_pages(user_id, force=True))
 
     def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
-        self._ready()
+        self._settled()
         with measure() as tally, self._lock(user_id), self._leases.hold(user_id, wait_s=wait_s) as renew:
             moved = self.consolidator.consolidate(user_id, force=force, on_batch=renew)
             with self._locks_guard:
@@ -361,7 +383,7 @@ class MemoryOS(ManageMixin, AsyncTwins):
         Raises:
             LLMError: the LLM failed after its retries; the work stays pending.
         """
-        self._ready()
+        self._settled()
         self._worker.wait_idle(timeout_s)
         users = [self._ids(user_id)[0]] if user_id is not None else sorted(self._touched)
         total = Cost()
@@ -374,7 +396,7 @@ class MemoryOS(ManageMixin, AsyncTwins):
     def force_mid_term_analysis(self, user_id: str | None = None) -> Cost:
         """Consolidate all pending pages, then analyse every segment with new pages into long-term memory."""
         user = self._ids(user_id)[0]
-        self._ready()
+        self._settled()
         with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S) as renew:
             self.consolidator.consolidate(user, force=True, on_batch=renew)
             self._apply_visits(user)
@@ -477,6 +499,8 @@ class MemoryOS(ManageMixin, AsyncTwins):
         """Stop the background worker and write pending heat visits; pending pages stay on disk
         and are consolidated at the next start."""
         self._worker.stop()
+        if self._pending is not None:
+            self._pending.close()
         if self._opened:
             for user in list(self._visits):
                 try:

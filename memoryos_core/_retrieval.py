@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+import numpy as np
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._lexical import REFRESH_S, PageIndex, PageIndexes, tokens
 from memoryos_core._policy import retrieval as ranking
-from memoryos_core._policy.dates import query_window
+from memoryos_core._policy.dates import asks_when, query_window
 from memoryos_core._policy.long_term import render_profile
 from memoryos_core._promotion import load_profile
 from memoryos_core._records import knowledge_from_record, source_ids
@@ -51,15 +53,23 @@ def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
 class Retriever:
     """Reads a user's memory for a query; never writes (visits are returned to the caller)."""
 
-    def __init__(self, store: MemoryStore, config: MemoryConfig, indexes: PageIndexes) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        config: MemoryConfig,
+        indexes: PageIndexes,
+        pending: Callable[[str], list[Record]] = lambda user_id: [],
+    ) -> None:
         self.store, self.config, self.indexes = store, config, indexes
+        self.pending = pending  # the user's new pages not yet written to the store
 
     def index(self, user_id: str) -> PageIndex:
         """The user's page index, built from the store when missing or when another writer changed it."""
         index = self.indexes.get(user_id)
         if index is not None and time.monotonic() - index.checked_at < REFRESH_S:
             return index
-        if index is not None and self.store.count("pages", where={"user_id": user_id}) == len(index):
+        stored = self.store.count("pages", where={"user_id": user_id}) if index is not None else -1
+        if index is not None and stored + len(self.pending(user_id)) == len(index):
             index.checked_at = time.monotonic()
             return index
         return self.indexes.build(user_id, self.store.get("pages", where={"user_id": user_id}))
@@ -73,9 +83,16 @@ class Retriever:
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
-        for record, similarity in self.store.query(
+        found = self.store.query(
             "pages", query_vector, where={"user_id": user_id}, n_results=max(config.candidate_pages, k)
-        ):
+        )
+        pending = self.pending(user_id)
+        if pending:  # a handful of pages waiting to be written: compare with them here
+            vectors = np.asarray([r.embedding for r in pending], dtype=np.float32)
+            norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(query_vector)), 1e-12)
+            similarities = vectors @ np.asarray(query_vector, dtype=np.float32) / np.maximum(norms, 1e-12)
+            found += [(r, float(s)) for r, s in zip(pending, similarities)]
+        for record, similarity in found:
             if record.id not in index.position:  # written by another process since the index was built
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
             known[index.position[record.id]] = similarity
@@ -83,7 +100,14 @@ class Retriever:
         count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
         if not count:
             return self._finish(user_id, assistant_id, query_vector, [], known, ())
-        scores = ranking.fuse(lexical, ranking.dense_z(count, known), times, query_window(query))
+        scores = ranking.fuse(
+            lexical,
+            ranking.dense_z(count, known),
+            times,
+            query_window(query),
+            timed=index.timed_pages(count),
+            when=asks_when(query),
+        )
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)

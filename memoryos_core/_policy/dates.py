@@ -45,3 +45,27 @@ def query_window(text: str) -> tuple[float, float] | None:
         year = int(year_match.group(1))
         return _epoch(year, 1), _epoch(year + 1, 1)
     return None
+
+
+_WHEN = re.compile(r"\bwhen\b|^\s*(?:what|which)\s+(?:year|month|date|day)\b|\bhow long ago\b", re.IGNORECASE)
+_TIMED = re.compile(
+    r"\b(?:yesterday|today|tonight|tomorrow|ago|recently|just|weekend|the other day"
+    r"|(?:last|this|next)\s+(?:night|week|weekend|month|year|summer|winter|spring|fall|morning)"
+    r"|(?:mon|tues|wednes|thurs|fri|satur|sun)day|january|february|march|april|june|july|august"
+    r"|september|october|november|december|\d{4})\b",
+    re.IGNORECASE,
+)
+_HEAD = re.compile(r"^\[[^\]]*\]\s*")
+
+
+def asks_when(text: str) -> bool:
+    """Whether a question asks when something happened ("When did...", "What year...")."""
+    return _WHEN.search(text) is not None
+
+
+def places_in_time(page_text: str) -> bool:
+    """Whether a page's own words place something in time ("yesterday", "last week", "in July").
+
+    The page's leading ``[timestamp]`` is left out: every page has one.
+    """
+    return _TIMED.search(_HEAD.sub("", page_text, count=1)) is not None

@@ -11,10 +11,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+DENSE_WEIGHT = 0.85
+"""Weight of the dense z-score against the lexical one."""
 PREVIOUS_SHARE = 0.3
 """Share of the previous page's score a page receives (the answer follows the question)."""
 NEXT_SHARE = 0.3
 """Share of the next page's score a page receives."""
+SESSION_SHARE = 0.3
+"""Weight of the session's best page score (z-scaled across sessions) added to each of its pages."""
+SESSION_GAP_S = 3_600.0
+"""Pages more than an hour apart belong to different sessions."""
+WHEN_BOOST = 0.5
+"""Added to pages that place something in time ("yesterday", "last week") for a "when" question."""
 DATE_BOOST = 0.5
 """Added (in z units) to pages whose time falls in the period the query names."""
 DATE_GRACE_S = 14 * 86_400.0
@@ -49,11 +57,40 @@ def dense_z(count: int, known: dict[int, float]) -> np.ndarray:
     return (scores - mean) / std
 
 
+def sessions(page_times: np.ndarray) -> np.ndarray:
+    """Session number of every page: a new session starts after a gap of SESSION_GAP_S."""
+    if not len(page_times):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.abs(np.diff(page_times)) > SESSION_GAP_S
+    return np.concatenate(([0], np.cumsum(starts))).astype(np.int64)
+
+
+def session_prior(score: np.ndarray, session: np.ndarray) -> np.ndarray:
+    """Each page's session's best score, z-scaled across sessions (zeros for a single session)."""
+    best = np.full(int(session[-1]) + 1, -np.inf)
+    np.maximum.at(best, session, score)
+    return zscore(best)[session]
+
+
 def fuse(
-    lexical: np.ndarray, dense: np.ndarray, page_times: np.ndarray, window: tuple[float, float] | None
+    lexical: np.ndarray,
+    dense: np.ndarray,
+    page_times: np.ndarray,
+    window: tuple[float, float] | None,
+    *,
+    timed: np.ndarray | None = None,
+    when: bool = False,
 ) -> np.ndarray:
-    """One score per page, in conversation order: z(BM25) + dense z, shared with neighbours."""
-    score = zscore(lexical) + dense
+    """One score per page, in conversation order: z(BM25) + dense z, with its session's best
+    score, shared with neighbours.
+
+    ``timed`` marks pages that place something in time, boosted when the query asks ``when``.
+    """
+    score = zscore(lexical) + DENSE_WEIGHT * dense
+    if len(score) > 1:
+        score = score + SESSION_SHARE * session_prior(score, sessions(page_times))
+    if when and timed is not None:
+        score = score + WHEN_BOOST * timed
     if len(score) > 1:
         floor = float(score.min())
         previous = np.concatenate(([floor], score[:-1]))

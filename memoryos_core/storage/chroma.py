@@ -92,6 +92,11 @@ class ChromaStore:
         self.scans = 0
         self.backend = "chroma-http" if url else "chroma"
 
+    @property
+    def local_path(self) -> str | None:
+        """The folder of an embedded store; None for a server or an in-memory client."""
+        return None if self._url else self._path
+
     # --- connection -------------------------------------------------------------------------
     def open(self, *, dim: int, embedder_name: str) -> None:
         """Connect, and create or check the store for vectors of ``dim`` from ``embedder_name``."""

@@ -1,4 +1,4 @@
-"""ChromaStore keeps each user's records in the user's own collections, and the engine always names the user."""
+"""ChromaStore keeps each user's records in their own collections; the engine always names the user."""
 
 from __future__ import annotations
 
@@ -114,6 +114,6 @@ def test_a_collection_dropped_elsewhere_is_recreated_on_write(
         second.delete(kind, where={"user_id": "alice"})  # drops alice's collections under first's cache
     first.upsert("pages", [page("a2")])
     assert [r.id for r in first.get("pages", where={"user_id": "alice"})] == ["a2"]
-    assert [r.id for r, _ in first.query("pages", [1.0, 0, 0, 0], where={"user_id": "alice"}, n_results=3)] == [
-        "a2"
-    ]
+    assert [
+        r.id for r, _ in first.query("pages", [1.0, 0, 0, 0], where={"user_id": "alice"}, n_results=3)
+    ] == ["a2"]

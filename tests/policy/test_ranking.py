@@ -9,7 +9,7 @@ import pytest
 
 from memoryos_core._lexical import PageIndex, tokens
 from memoryos_core._policy import retrieval as ranking
-from memoryos_core._policy.dates import query_window
+from memoryos_core._policy.dates import asks_when, places_in_time, query_window
 
 
 def _day(text: str) -> float:
@@ -80,3 +80,39 @@ def test_fusion_shares_relevance_with_neighbours_and_boosts_the_named_period() -
     assert dated[4] - fused[4] == pytest.approx(ranking.DATE_BOOST)
     assert ranking.top_positions(fused, 2) == [2, 3] or ranking.top_positions(fused, 2) == [2, 1]
     assert ranking.top_positions(fused, 2, exclude=[2])[0] in (1, 3)
+
+
+def test_sessions_split_at_gaps_longer_than_an_hour() -> None:
+    hour = ranking.SESSION_GAP_S
+    times = np.array([0, 60, 120, hour + 500, hour + 560, 5 * hour], dtype=np.float64)
+    assert ranking.sessions(times).tolist() == [0, 0, 0, 1, 1, 2]
+    assert ranking.sessions(np.zeros(0)).tolist() == []
+
+
+def test_a_page_in_a_relevant_session_outranks_an_equal_page_elsewhere() -> None:
+    hour = ranking.SESSION_GAP_S
+    lexical = np.array([0, 0, 0, 6, 0, 0, 2, 2, 2, 0, 0, 0], dtype=np.float32)
+    times = np.array([i * 60 + (i // 6) * 2 * hour for i in range(12)], dtype=np.float64)
+    lexical[1] = 2  # the same lexical score as pages 6..8, but in the session of the best page
+    fused = ranking.fuse(lexical, np.zeros(12, dtype=np.float32), times, None)
+    assert fused[1] > fused[7]
+
+
+def test_when_questions_favour_pages_that_place_things_in_time() -> None:
+    assert asks_when("When did Caroline go to the LGBTQ support group?")
+    assert asks_when("What year did she move?") and not asks_when("What did she eat?")
+    assert places_in_time("[2023-05-08 13:56:00] User: I went there yesterday.")
+    assert not places_in_time("[2023-05-08 13:56:00] User: I like pottery.")
+    timed = np.array([False, True, False])
+    flat = np.zeros(3, dtype=np.float32)
+    times = np.arange(3, dtype=np.float64)
+    when = ranking.fuse(flat, flat, times, None, timed=timed, when=True)
+    assert int(np.argmax(when)) == 1
+    assert ranking.fuse(flat, flat, times, None, timed=timed, when=False).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_pages_that_place_things_in_time_are_flagged_in_the_index() -> None:
+    index = PageIndex()
+    index.add("p0", "[2023-01-01 10:00:00] User: How are you?", 0.0)
+    index.add("p1", "User: Fine.\nAssistant: I went there last week.", 1.0)
+    assert index.timed_pages(2).tolist() == [False, True]

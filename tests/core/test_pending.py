@@ -1,0 +1,211 @@
+"""New pages are journaled, merged into reads, written to Chroma in batches, and replayed after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, StorageError
+from memoryos_core._pending import PendingPages
+from memoryos_core.storage.base import Kind, Record
+from memoryos_core.storage.chroma import ChromaStore
+
+SLOW = MemoryConfig(write_behind_s=30.0)  # the writer thread waits: pages stay pending until a flush
+
+
+def _memory(path: Path, config: MemoryConfig = SLOW, store: ChromaStore | None = None) -> MemoryOS:
+    return MemoryOS(
+        user_id="alice",
+        store=store or ChromaStore(path=str(path)),
+        embedder=HashingEmbedder(64),
+        config=config,
+        background=True,
+    )
+
+
+def _stored(memory: MemoryOS) -> list[Record]:
+    return memory.store.get("pages", where={"user_id": "alice"})
+
+
+def _journals(path: Path) -> list[Path]:
+    return sorted((path / ".memoryos-pending").glob("*.jsonl"))
+
+
+def test_pending_pages_are_recalled_before_they_reach_chroma(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+    try:
+        added = memory.add_memory("My cat Pixel likes tuna.", "Noted.").page_id
+        memory.add_memory("I fixed the build.", "Good.")
+        assert _stored(memory) == [] and len(_journals(tmp_path)) == 1
+        context = memory.retrieve_memory("what does Pixel like to eat")
+        assert context.units[0].page_ids == (added,)
+        assert next(p["id"] for p in memory.export_memory()["pages"]) == added  # reads flush first
+        assert len(_stored(memory)) == 2 and _journals(tmp_path) == []
+    finally:
+        memory.close()
+
+
+def test_the_writer_thread_writes_a_batch_soon(tmp_path: Path) -> None:
+    memory = _memory(tmp_path, MemoryConfig(write_behind_s=0.02))
+    try:
+        for i in range(5):
+            memory.add_memory(f"note {i}", "ok")
+        pending = memory._pending
+        assert pending is not None
+        for _ in range(200):
+            if not len(pending) and len(_stored(memory)) == 5:
+                break
+            time.sleep(0.02)
+        assert len(_stored(memory)) == 5 and len(pending) == 0
+    finally:
+        memory.close()
+
+
+def test_write_behind_is_off_for_a_server_inline_mode_or_zero(tmp_path: Path, chroma_server_url: str) -> None:
+    cases = [
+        MemoryOS(store=ChromaStore(url=chroma_server_url, prefix="wb_"), embedder=HashingEmbedder(64)),
+        MemoryOS(store=ChromaStore(path=str(tmp_path / "a")), embedder=HashingEmbedder(64), background=False),
+        _memory(tmp_path / "b", MemoryConfig(write_behind_s=0)),
+    ]
+    for memory in cases:
+        try:
+            memory.add_memory("hello", "hi")
+            assert memory._pending is None
+            assert len(memory.store.get("pages", where={"user_id": memory.user_id})) == 1
+        finally:
+            memory.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+    from memoryos_core.storage.chroma import ChromaStore
+    memory = MemoryOS(user_id="alice", store=ChromaStore(path=sys.argv[1]), embedder=HashingEmbedder(64),
+                      config=MemoryConfig(write_behind_s=30.0), background=True)
+    ids = [memory.add_memory(f"page {i}", "ok").page_id for i in range(12)]
+    print(" ".join(ids), flush=True)
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
+    tmp_path: Path, background: bool
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -9, done.stderr
+    accepted = done.stdout.split()
+    assert len(accepted) == 12 and len(_journals(tmp_path)) == 1
+    memory = _memory(tmp_path)
+    if not background:  # an instance without write-behind replays them too
+        memory.close()
+        memory = MemoryOS(
+            store=ChromaStore(path=str(tmp_path)), embedder=HashingEmbedder(64), background=False
+        )
+    try:
+        memory.flush()
+        pages = [p["id"] for p in memory.export_memory(user_id="alice")["pages"]]
+        assert sorted(pages) == sorted(accepted)  # every accepted page, exactly once
+        assert _journals(tmp_path) == []
+    finally:
+        memory.close()
+
+
+def test_a_replayed_journal_never_overwrites_a_page_already_stored(tmp_path: Path) -> None:
+    memory = _memory(tmp_path, MemoryConfig(write_behind_s=0))
+    page_id = memory.add_memory("I moved to Lisbon.", "Nice.").page_id
+    [record] = _stored(memory)
+    memory.close()
+    stale = {"id": page_id, "doc": "old", "meta": record.metadata | {"tier": "stale"}, "vec": [0.0] * 64}
+    folder = tmp_path / ".memoryos-pending"
+    folder.mkdir()
+    (folder / "1-dead.jsonl").write_text(json.dumps(stale) + "\n" + '{"id": "cut sh')  # a torn last line
+    reopened = _memory(tmp_path)
+    try:
+        reopened.get_memory_stats()
+        [again] = _stored(reopened)
+        assert again.metadata["tier"] == "short_term" and again.document == record.document
+        assert _journals(tmp_path) == []
+    finally:
+        reopened.close()
+
+
+def test_a_journal_held_by_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    first = _memory(tmp_path)
+    second = _memory(tmp_path)
+    try:
+        first.add_memory("written by the first", "ok")
+        second.get_memory_stats()  # opens, looks for journals to replay: the first's is in use
+        assert len(_journals(tmp_path)) == 1 and _stored(second) == []
+        first.flush()
+        assert len(_stored(second)) == 1 and _journals(tmp_path) == []
+    finally:
+        first.close()
+        second.close()
+
+
+class _FailingStore(ChromaStore):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing = True
+
+    def upsert(self, kind: Kind, records: Any) -> None:
+        if kind == "pages" and self.failing:
+            raise StorageError("disk full", backend=self.backend)
+        super().upsert(kind, records)
+
+
+def test_a_failed_write_keeps_pages_pending_and_recallable(tmp_path: Path) -> None:
+    store = _FailingStore(path=str(tmp_path))
+    memory = _memory(tmp_path, store=store)
+    try:
+        page_id = memory.add_memory("The wifi password is on the fridge.", "Got it.").page_id
+        with pytest.raises(StorageError, match="disk full"):
+            memory.export_memory()
+        assert memory.retrieve_memory("where is the wifi password").units[0].page_ids == (page_id,)
+        assert len(_journals(tmp_path)) == 1
+        store.failing = False
+        assert [p["id"] for p in memory.export_memory()["pages"]] == [page_id]
+        assert _journals(tmp_path) == []
+    finally:
+        store.failing = False
+        memory.close()
+
+
+def test_close_writes_what_is_pending(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+    memory.add_memory("last words", "ok")
+    memory.close()
+    reopened = ChromaStore(path=str(tmp_path))
+    reopened.open(dim=64, embedder_name=HashingEmbedder(64).name)
+    assert len(reopened.get("pages", where={"user_id": "alice"})) == 1
+    assert _journals(tmp_path) == []
+
+
+def test_a_short_write_accepts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ChromaStore(path=str(tmp_path))
+    store.open(dim=2, embedder_name="t")
+    pending = PendingPages(store, tmp_path / "journal", 30.0)
+    pending.start()
+    monkeypatch.setattr(os, "write", lambda fd, data: len(data) // 2)
+    with pytest.raises(OSError, match="short write"):
+        pending.add("alice", [Record("p1", "doc", {"user_id": "alice"}, [1.0, 0.0])])
+    monkeypatch.undo()
+    assert pending.of("alice") == []
+    pending.close()
