@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
+from memoryos_core.storage._folder import SharedFolder, shared_folder
 from memoryos_core.storage.base import Kind, Record, Where
 
 _STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
@@ -41,6 +40,12 @@ def _is_transient(exc: Exception) -> bool:
 def _is_missing(exc: BaseException | None) -> bool:
     """A collection that does not exist (never created, or dropped by another process)."""
     return exc is not None and (type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc))
+
+
+def _is_unloaded(exc: BaseException | None) -> bool:
+    """Chroma dropped an index it had not persisted (its in-memory pool is full): reopen, retry."""
+    text = str(exc)
+    return "Nothing found on disk" in text or "Error loading hnsw index" in text
 
 
 def _where(where: Where | None) -> dict[str, Any] | None:
@@ -85,8 +90,8 @@ class ChromaStore:
         self._user_collections: dict[tuple[Kind, str], Any] = {}
         self._registered: set[str] = set()
         self._lock = threading.Lock()
-        self._lock_guard = threading.RLock()
-        self._lock_file: Any = None
+        self._folder: SharedFolder | None = None
+        self._opened = False
         self._dim: int | None = None
         self._embedder_name = ""
         self.scans = 0
@@ -101,22 +106,55 @@ class ChromaStore:
     def open(self, *, dim: int, embedder_name: str) -> None:
         """Connect, and create or check the store for vectors of ``dim`` from ``embedder_name``."""
         with self._lock:
-            if self._state is not None:
+            if self._opened:
                 return
             with self._errors("open"):
-                self._client = self._client or self._make_client()
-                state = self._client.get_or_create_collection(
-                    f"{self.prefix}state",
-                    embedding_function=None,
-                    metadata={
-                        "hnsw:space": "cosine",
-                        "memoryos_dim": dim,
-                        "memoryos_embedder": embedder_name,
-                    },
-                )
+                if self._path and self._client is None:
+                    self._folder = shared_folder(self._path, self._make_client)
+                    self._folder.listen(self)
+                else:
+                    self._client = self._client or self._make_client()
+                with self._access(write=True):
+                    state = self._client.get_or_create_collection(
+                        f"{self.prefix}state",
+                        embedding_function=None,
+                        metadata={
+                            "hnsw:space": "cosine",
+                            "memoryos_dim": dim,
+                            "memoryos_embedder": embedder_name,
+                        },
+                    )
                 self._check(state, dim, embedder_name)
             self._dim, self._embedder_name = dim, embedder_name
-            self._state = state
+            self._state, self._opened = state, True
+
+    def on_reopen(self) -> None:
+        """The shared folder reopened its client (another process wrote): drop stale handles."""
+        self._user_collections.clear()
+        self._state = None
+
+    @contextmanager
+    def _access(self, *, write: bool) -> Iterator[None]:
+        """Hold the embedded folder's lock (shared to read, exclusive to write) with a current client."""
+        if self._folder is None:
+            yield
+            return
+        with self._folder.access(write=write) as client:
+            self._client = client
+            yield
+
+    def _guarded(self, call: Callable[[], T], *, write: bool) -> T:
+        """``call()`` under ``_access``; once more after a reopen if Chroma lost an unpersisted index."""
+        for attempt in (0, 1):
+            try:
+                with self._access(write=write):
+                    return call()
+            except StorageError as exc:
+                if attempt or self._folder is None or not _is_unloaded(exc.__cause__ or exc):
+                    raise
+                logger.info("Chroma lost an index from memory; reopening the client: %s", exc)
+                self._folder.invalidate()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check(self, collection: Any, dim: int, embedder_name: str) -> None:
         stored = collection.metadata or {}
@@ -158,19 +196,15 @@ class ChromaStore:
                 f"Chroma {operation} failed: {type(exc).__name__}: {exc}", backend=self.backend
             ) from exc
 
-    def _run(self, operation: str, call: Callable[[], T], *, write: bool = False) -> T:
+    def _run(self, operation: str, call: Callable[[], T]) -> T:
         """``call()`` with Chroma's transient errors retried, as a StorageError when it still fails.
 
-        Every write is an idempotent upsert or delete, so retrying one is safe. Writes to an
-        embedded store also hold a file lock: Chroma's embedded HNSW writer is not safe for
-        several processes at once, and processes sharing one folder must take turns.
+        Every write is an idempotent upsert or delete, so retrying one is safe. The caller holds
+        the folder's lock of an embedded store (``_guarded``): processes sharing it take turns.
         """
         with self._errors(operation):
             for attempt, delay in enumerate((*_RETRY_DELAYS_S, None)):
                 try:
-                    if write and self._path:
-                        with self._write_lock():
-                            return call()
                     return call()
                 except Exception as exc:
                     if delay is None or not _is_transient(exc):
@@ -179,23 +213,19 @@ class ChromaStore:
                     time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        with self._lock_guard:
-            if self._lock_file is None:
-                os.makedirs(str(self._path), exist_ok=True)
-                self._lock_file = open(os.path.join(str(self._path), ".memoryos-write.lock"), "a+b")  # noqa: SIM115
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-
     # --- collections ------------------------------------------------------------------------
     def _ready(self) -> Any:
-        if self._state is None:
+        if not self._opened:
             raise StorageError("store is not open: call open() first", backend=self.backend)
         return self._client
+
+    def _state_collection(self) -> Any:
+        if self._state is None:  # dropped by a reopen
+            client = self._ready()
+            self._state = self._run(
+                "open state", lambda: client.get_collection(f"{self.prefix}state", embedding_function=None)
+            )
+        return self._state
 
     def collection_name(self, kind: Kind, user_id: str) -> str:
         """The collection of ``user_id``'s records of ``kind`` (a digest: ids may hold any text)."""
@@ -215,12 +245,10 @@ class ChromaStore:
                 "memoryos_embedder": self._embedder_name,
                 "memoryos_user": user_id,
             }
-            with self._lock:
-                collection = self._run(
-                    f"create {kind} of {user_id}",
-                    lambda: client.get_or_create_collection(name, embedding_function=None, metadata=metadata),
-                    write=True,
-                )
+            collection = self._run(
+                f"create {kind} of {user_id}",
+                lambda: client.get_or_create_collection(name, embedding_function=None, metadata=metadata),
+            )
         else:
             try:
                 collection = self._run(
@@ -277,13 +305,53 @@ class ChromaStore:
                 self._registered.discard(user_id)
         return None  # pragma: no cover
 
-    # --- MemoryStore --------------------------------------------------------------------------
+    # --- MemoryStore: every call holds the embedded folder's lock -----------------------------
     def upsert(self, kind: Kind, records: Sequence[Record]) -> None:
-        if not records:
-            return
+        if records:
+            self._guarded(lambda: self._upsert(kind, records), write=True)
+
+    def get(
+        self,
+        kind: Kind,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Where | None = None,
+        with_embeddings: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        if ids is not None and not ids:
+            return []
+        return self._guarded(lambda: self._get(kind, ids, where, with_embeddings, limit), write=False)
+
+    def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None:
+        if ids is None and not where:
+            raise StorageError("refusing to delete without ids or a filter", backend=self.backend)
+        if ids is None or ids:
+            self._guarded(lambda: self._delete(kind, ids, where), write=True)
+
+    def query(
+        self,
+        kind: Kind,
+        embedding: Sequence[float],
+        *,
+        where: Where,
+        n_results: int,
+        with_embeddings: bool = False,
+    ) -> list[tuple[Record, float]]:
+        if n_results <= 0:
+            return []
+        return self._guarded(
+            lambda: self._query(kind, embedding, where, n_results, with_embeddings), write=False
+        )
+
+    def count(self, kind: Kind, *, where: Where) -> int:
+        return self._guarded(lambda: self._count_all(kind, where), write=False)
+
+    # --- the same, inside the lock ------------------------------------------------------------
+    def _upsert(self, kind: Kind, records: Sequence[Record]) -> None:
         self._ready()
         if kind == "state":
-            self._write_chunks(self._state, kind, records)
+            self._write_chunks(self._state_collection(), kind, records)
             return
         by_user: dict[str, list[Record]] = {}
         for record in records:
@@ -317,24 +385,20 @@ class ChromaStore:
                     metadatas=[r.metadata for r in chunk],
                     embeddings=[_STATE_VECTOR if kind == "state" else list(r.embedding or ()) for r in chunk],
                 ),
-                write=True,
             )
 
-    def get(
+    def _get(
         self,
         kind: Kind,
-        *,
-        ids: Sequence[str] | None = None,
-        where: Where | None = None,
-        with_embeddings: bool = False,
-        limit: int | None = None,
+        ids: Sequence[str] | None,
+        where: Where | None,
+        with_embeddings: bool,
+        limit: int | None,
     ) -> list[Record]:
-        if ids is not None and not ids:
-            return []
         self._ready()
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
         if kind == "state":
-            records = self._read(self._state, kind, ids, where, include, with_embeddings, limit)
+            records = self._read(self._state_collection(), kind, ids, where, include, with_embeddings, limit)
             return records
         users, rest = self._scope(kind, where)
         records = []
@@ -388,17 +452,14 @@ class ChromaStore:
             offset += size
         return records
 
-    def delete(self, kind: Kind, *, ids: Sequence[str] | None = None, where: Where | None = None) -> None:
-        if ids is None and not where:
-            raise StorageError("refusing to delete without ids or a filter", backend=self.backend)
-        if ids is not None and not ids:
-            return
+    def _delete(self, kind: Kind, ids: Sequence[str] | None, where: Where | None) -> None:
         client = self._ready()
         if kind == "state":
             self._run(
                 "delete from state",
-                lambda: self._state.delete(ids=list(ids) if ids is not None else None, where=_where(where)),
-                write=True,
+                lambda: self._state_collection().delete(
+                    ids=list(ids) if ids is not None else None, where=_where(where)
+                ),
             )
             return
         users, rest = self._scope(kind, where)
@@ -407,9 +468,7 @@ class ChromaStore:
                 name = self.collection_name(kind, user)
                 self._user_collections.pop((kind, user), None)
                 try:
-                    self._run(
-                        f"drop {kind} of {user}", lambda name=name: client.delete_collection(name), write=True
-                    )
+                    self._run(f"drop {kind} of {user}", lambda name=name: client.delete_collection(name))
                 except StorageError as exc:
                     if not _is_missing(exc.__cause__):
                         raise
@@ -423,22 +482,17 @@ class ChromaStore:
                 lambda c: self._run(
                     f"delete from {kind}",
                     lambda: c.delete(ids=list(ids) if ids is not None else None, where=_where(rest)),
-                    write=True,
                 ),
-                write=True,
             )
 
-    def query(
+    def _query(
         self,
         kind: Kind,
         embedding: Sequence[float],
-        *,
         where: Where,
         n_results: int,
-        with_embeddings: bool = False,
+        with_embeddings: bool,
     ) -> list[tuple[Record, float]]:
-        if n_results <= 0:
-            return []
         self._ready()
         rest = dict(where or {})
         user = rest.pop("user_id", None)
@@ -465,10 +519,10 @@ class ChromaStore:
         records = self._records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
-    def count(self, kind: Kind, *, where: Where) -> int:
+    def _count_all(self, kind: Kind, where: Where) -> int:
         self._ready()
         if kind == "state":
-            return self._count(self._state, kind, where)
+            return self._count(self._state_collection(), kind, where)
         users, rest = self._scope(kind, where)
         return sum(
             self._per_user(kind, user, f"count {kind}", lambda c: self._count(c, kind, rest)) or 0

@@ -1,0 +1,119 @@
+"""One embedded Chroma folder shared safely by several processes (and by every store in this one).
+
+Chroma's embedded client (1.x) keeps each HNSW index it has touched in memory and never reloads
+it: it replays the SQLite log into a collection once per client lifetime, and persists an index
+(with its replay watermark) only every ``sync_threshold`` records. So another process's adds stay
+invisible to ``query()``, and a process persisting a stale index can overwrite the other's
+vectors. The remedy here: every access takes a file lock (shared to read, exclusive to write);
+each write bumps a generation number kept beside the store; and a process that finds the
+generation changed since it last looked closes and reopens its client, which reloads each
+collection from disk and the log when next touched. One process alone never reopens.
+
+Within a process there is one client per folder (``shared_folder``): Chroma shares one engine
+between clients of the same path, so reopening one of them would not drop the other's cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+LOCK_NAME = ".memoryos-write.lock"
+GENERATION_NAME = ".memoryos-generation"
+
+
+class SharedFolder:
+    """The process's client of one embedded Chroma folder, kept coherent with other processes."""
+
+    def __init__(self, path: str, make_client: Callable[[], Any]) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path, self._make_client = path, make_client
+        self._lock_file = open(os.path.join(path, LOCK_NAME), "a+b")  # noqa: SIM115  (lives with the process)
+        self._generation_path = os.path.join(path, GENERATION_NAME)
+        self._mutex = threading.RLock()  # flock cannot tell this process's threads apart
+        self._depth = 0
+        self._client: Any = None
+        self._seen: bytes | None = None
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.reopens = 0
+
+    def listen(self, store: Any) -> None:
+        """``store.on_reopen()`` is called after each reopen: its collection handles are stale."""
+        self._listeners.add(store)
+
+    @contextmanager
+    def access(self, *, write: bool) -> Iterator[Any]:
+        """The client, under the folder's lock (exclusive to write); nested calls reuse the outer lock.
+
+        An outer read must not write inside: take the exclusive lock at the outermost call.
+        """
+        with self._mutex:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._client
+                finally:
+                    self._depth -= 1
+                return
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            self._depth = 1
+            ok = False
+            try:
+                client = self._sync()
+                yield client
+                ok = True
+            finally:
+                self._depth = 0
+                try:
+                    if write:  # others must reload; this process's view includes its own write
+                        generation = str(int(self._generation() or b"0") + 1).encode()
+                        with open(self._generation_path, "wb") as file:
+                            file.write(generation)
+                        self._seen = generation if ok else None
+                finally:
+                    fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+
+    def invalidate(self) -> None:
+        """Reopen at the next access (after Chroma lost an index it had not persisted)."""
+        with self._mutex:
+            self._seen = None
+
+    def _generation(self) -> bytes:
+        try:
+            with open(self._generation_path, "rb") as file:
+                value = file.read().strip()
+            return value if value.isdigit() else b"0"
+        except FileNotFoundError:
+            return b"0"
+
+    def _sync(self) -> Any:
+        generation = self._generation()
+        if self._client is not None and generation == self._seen:
+            return self._client
+        if self._client is not None:
+            self._client.close()  # drops the in-memory indexes
+            self.reopens += 1
+        self._client = self._make_client()
+        self._seen = generation
+        for store in list(self._listeners):
+            store.on_reopen()
+        return self._client
+
+
+_FOLDERS: dict[str, SharedFolder] = {}
+_FOLDERS_LOCK = threading.Lock()
+
+
+def shared_folder(path: str, make_client: Callable[[], Any]) -> SharedFolder:
+    """The process-wide ``SharedFolder`` of ``path``."""
+    key = os.path.realpath(path)
+    with _FOLDERS_LOCK:
+        folder = _FOLDERS.get(key)
+        if folder is None:
+            folder = _FOLDERS[key] = SharedFolder(path, make_client)
+        return folder
