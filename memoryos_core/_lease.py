@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from memoryos_core._exceptions import MemoryOSError
 from memoryos_core.storage.base import MemoryStore, Record
@@ -37,10 +37,10 @@ def _alive(lease: dict[str, object]) -> bool:
 
 
 class Leases:
-    """Claims ``lease:<user>`` records: write, wait, read back; the last writer wins the race.
-
-    Chroma has no compare-and-swap, so the claim is confirmed by a re-read after a short
-    delay: of two racing claimants only the one whose write landed last sees itself.
+    """Claims ``lease:<user>`` records. On an embedded store the read and the write happen under
+    the folder's exclusive lock, so exactly one claimant wins. Through a server (Chroma has no
+    compare-and-swap) the claim is confirmed by a re-read after a short delay: of two racing
+    claimants only the one whose write landed last sees itself.
     """
 
     def __init__(self, store: MemoryStore) -> None:
@@ -65,11 +65,16 @@ class Leases:
         )
 
     def _claim(self, user_id: str) -> bool:
-        current = self._read(user_id)
-        expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
-        if current and current.get("owner") != self.owner and expires > time.time() and _alive(current):
-            return False
-        self._write(user_id)
+        # An embedded store's exclusive lock makes read-then-write atomic among processes.
+        exclusive = getattr(self.store, "exclusive", None)
+        with exclusive() if exclusive is not None else nullcontext(False) as atomic:
+            current = self._read(user_id)
+            expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
+            if current and current.get("owner") != self.owner and expires > time.time() and _alive(current):
+                return False
+            self._write(user_id)
+        if atomic:
+            return True
         time.sleep(_CONFIRM_DELAY_S)
         confirmed = self._read(user_id)
         return bool(confirmed and confirmed.get("owner") == self.owner)

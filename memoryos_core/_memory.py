@@ -496,8 +496,8 @@ class MemoryOS(ManageMixin, AsyncTwins):
 
     # --- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the background worker and write pending heat visits; pending pages stay on disk
-        and are consolidated at the next start."""
+        """Stop the background worker, write journaled pages and pending heat visits; pages
+        waiting for consolidation stay in the store and are consolidated at the next start."""
         self._worker.stop()
         if self._pending is not None:
             self._pending.close()

@@ -84,7 +84,11 @@ class Retriever:
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
         found = self.store.query(
-            "pages", query_vector, where={"user_id": user_id}, n_results=max(config.candidate_pages, k)
+            "pages",
+            query_vector,
+            where={"user_id": user_id},
+            n_results=max(config.candidate_pages, k),
+            ids_only=True,  # the few pages kept are fetched below
         )
         pending = self.pending(user_id)
         if pending:  # a handful of pages waiting to be written: compare with them here
@@ -92,11 +96,21 @@ class Retriever:
             norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(query_vector)), 1e-12)
             similarities = vectors @ np.asarray(query_vector, dtype=np.float32) / np.maximum(norms, 1e-12)
             found += [(r, float(s)) for r, s in zip(pending, similarities)]
+            records.update((r.id, r) for r in pending)
+        unseen = [r.id for r, _ in found if r.id not in index.position]
+        if unseen:  # pending pages, or pages another process wrote since the index was built
+            stored = [i for i in unseen if i not in records]
+            if stored:
+                records.update(
+                    (r.id, r) for r in self.store.get("pages", ids=stored, where={"user_id": user_id})
+                )
+            for page_id in unseen:
+                if page_id in records:
+                    record = records[page_id]
+                    index.add(page_id, record.document, float(record.metadata.get("ts_s", 0.0)))
         for record, similarity in found:
-            if record.id not in index.position:  # written by another process since the index was built
-                index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
-            known[index.position[record.id]] = similarity
-            records[record.id] = record
+            if record.id in index.position:  # (deleted meanwhile otherwise)
+                known[index.position[record.id]] = similarity
         count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
         if not count:
             return self._finish(user_id, assistant_id, query_vector, [], known, ())

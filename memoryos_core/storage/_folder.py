@@ -28,15 +28,27 @@ GENERATION_NAME = ".memoryos-generation"
 
 
 class SharedFolder:
-    """The process's client of one embedded Chroma folder, kept coherent with other processes."""
+    """The process's client of one embedded Chroma folder, kept coherent with other processes.
+
+    Between processes the folder's file lock is shared to read and exclusive to write. Within
+    this process, writers take turns, and reads run beside this process's own write (Chroma's
+    client is safe for that; the file lock is held for the process as a whole): a recall does
+    not wait for the background worker's writes. A reopen only happens when no thread of this
+    process is inside Chroma.
+    """
 
     def __init__(self, path: str, make_client: Callable[[], Any]) -> None:
         os.makedirs(path, exist_ok=True)
         self.path, self._make_client = path, make_client
         self._lock_file = open(os.path.join(path, LOCK_NAME), "a+b")  # noqa: SIM115  (lives with the process)
         self._generation_path = os.path.join(path, GENERATION_NAME)
-        self._mutex = threading.RLock()  # flock cannot tell this process's threads apart
-        self._depth = 0
+        self._state = threading.Condition()  # guards everything below
+        self._mode: int | None = None  # the file lock this process holds: LOCK_SH, LOCK_EX or none
+        self._readers = 0
+        self._writer_waiting = False
+        self._stale = False  # another process may have written while our readers held on
+        self._writer = threading.Lock()
+        self._local = threading.local()  # nesting depth of the current thread
         self._client: Any = None
         self._seen: bytes | None = None
         self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -48,40 +60,82 @@ class SharedFolder:
 
     @contextmanager
     def access(self, *, write: bool) -> Iterator[Any]:
-        """The client, under the folder's lock (exclusive to write); nested calls reuse the outer lock.
+        """The client, under the folder's lock (exclusive to write); nested calls reuse the outer one.
 
         An outer read must not write inside: take the exclusive lock at the outermost call.
         """
-        with self._mutex:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self._client
-                finally:
-                    self._depth -= 1
-                return
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            self._depth = 1
-            ok = False
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
             try:
-                client = self._sync()
-                yield client
+                yield self._client
+            finally:
+                self._local.depth = depth
+            return
+        if write:
+            self._writer.acquire()
+        try:
+            self._enter(write)
+            self._local.depth, ok = 1, False
+            try:
+                yield self._client
                 ok = True
             finally:
-                self._depth = 0
-                try:
-                    if write:  # others must reload; this process's view includes its own write
-                        generation = str(int(self._generation() or b"0") + 1).encode()
-                        with open(self._generation_path, "wb") as file:
-                            file.write(generation)
-                        self._seen = generation if ok else None
-                finally:
-                    fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+                self._local.depth = 0
+                self._leave(write, ok)
+        finally:
+            if write:
+                self._writer.release()
+
+    def _flock(self, mode: int) -> None:
+        fcntl.flock(self._lock_file.fileno(), mode)
+
+    def _enter(self, write: bool) -> None:
+        with self._state:
+            if write:
+                self._writer_waiting = True
+                while self._mode == fcntl.LOCK_SH:  # this process's readers finish first
+                    self._state.wait()
+                self._flock(fcntl.LOCK_EX)
+                self._mode, self._writer_waiting = fcntl.LOCK_EX, False
+                self._sync()
+                return
+            while self._mode == fcntl.LOCK_SH and (self._writer_waiting or self._stale):
+                self._state.wait()
+            if self._mode is None:
+                self._flock(fcntl.LOCK_SH)
+                self._mode = fcntl.LOCK_SH
+                self._sync()
+            self._readers += 1
+
+    def _leave(self, write: bool, ok: bool) -> None:
+        with self._state:
+            try:
+                if write:  # others must reload; this process's view includes its own write
+                    generation = str(int(self._generation()) + 1).encode()
+                    with open(self._generation_path, "wb") as file:
+                        file.write(generation)
+                    self._seen = generation if ok else None
+                    if self._readers:  # readers that came in meanwhile keep a shared lock
+                        self._flock(fcntl.LOCK_SH)  # (not atomic: another process may write between)
+                        self._mode = fcntl.LOCK_SH
+                        self._stale = self._generation() != self._seen
+                    else:
+                        self._flock(fcntl.LOCK_UN)
+                        self._mode = None
+                else:
+                    self._readers -= 1
+                    if not self._readers and self._mode == fcntl.LOCK_SH:
+                        self._flock(fcntl.LOCK_UN)
+                        self._mode, self._stale = None, False
+            finally:
+                self._state.notify_all()
 
     def invalidate(self) -> None:
         """Reopen at the next access (after Chroma lost an index it had not persisted)."""
-        with self._mutex:
+        with self._state:
             self._seen = None
+            self._stale = self._mode == fcntl.LOCK_SH  # new readers wait for a reopen
 
     def _generation(self) -> bytes:
         try:

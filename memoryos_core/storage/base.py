@@ -55,8 +55,13 @@ class MemoryStore(Protocol):
         where: Where,
         n_results: int,
         with_embeddings: bool = False,
+        ids_only: bool = False,
     ) -> list[tuple[Record, float]]:
-        """Nearest records to ``embedding`` with their cosine similarity, best first."""
+        """Nearest records to ``embedding`` with their cosine similarity, best first.
+
+        With ``ids_only`` the records carry only their id (empty document and metadata): much
+        cheaper when the caller fetches the few it keeps afterwards.
+        """
         ...
 
     def count(self, kind: Kind, *, where: Where) -> int: ...
