@@ -226,6 +226,7 @@ def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for attempt in (1, 2):
             source = _model_source(spec)
             try:

@@ -1,0 +1,55 @@
+"""``memoryos bench scale`` fills a store in bulk and times single calls at each size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from memoryos_core.bench.cli import bench_app
+from memoryos_core.bench.scale import run_scale
+
+
+def test_run_scale_reports_each_size_and_the_pages_really_stored() -> None:
+    lines: list[str] = []
+    result = run_scale(
+        users=2,
+        pages=300,
+        embedder="hash",
+        chroma_url=None,
+        samples=6,
+        sizes=[100, 300],
+        progress=lines.append,
+    )
+    assert result["backend"] == "chroma-embedded" and result["users"] == 2
+    assert [p["pages"] for p in result["points"]] == [100, 300]
+    for point in result["points"]:
+        for key in ("add_ms_p50", "add_ms_p95", "retrieve_ms_p50", "retrieve_ms_p95", "first_retrieve_ms"):
+            assert point[key] > 0, key
+        assert (
+            point["add_ms_p95"] >= point["add_ms_p50"]
+            and point["retrieve_ms_p95"] >= point["retrieve_ms_p50"]
+        )
+        assert point["disk_mb"] > 0 and point["rss_mb"] > 0
+    assert any("filling to 300" in line for line in lines)
+
+
+def test_bench_scale_command_writes_json(tmp_path: Path, chroma_server_url: str) -> None:
+    out = tmp_path / "scale.json"
+    args = [
+        "scale",
+        "--pages",
+        "200",
+        "--samples",
+        "4",
+        "--chroma-url",
+        chroma_server_url,
+        "--out",
+        str(out),
+    ]
+    done = CliRunner().invoke(bench_app, args)
+    assert done.exit_code == 0, done.output
+    data = json.loads(out.read_text())
+    assert data["backend"] == "chroma-http" and [p["pages"] for p in data["points"]] == [200]
+    assert "retrieve" in done.output and "│   200 │" in done.output  # the table
