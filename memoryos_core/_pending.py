@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from memoryos_core._exceptions import MemoryOSError
+from memoryos_core._exceptions import MemoryOSError, StorageError
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")
@@ -104,9 +104,17 @@ class PendingPages:
         with self._lock:
             if self._journal is None:
                 self._journal = self._open_journal()
-            written = os.write(self._journal.fileno(), data)
-            if written != len(data):  # a full disk: nothing is accepted
-                raise OSError(f"short write to the page journal ({written} of {len(data)} bytes)")
+            fd = self._journal.fileno()
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"short write ({written} of {len(data)} bytes)")
+            except OSError as exc:  # a full disk, say: nothing is accepted, the journal stays whole
+                os.ftruncate(fd, size)
+                raise StorageError(
+                    f"cannot write the page journal in {self.folder}: {exc}", backend="journal"
+                ) from exc
             self._pages.setdefault(user_id, {}).update((r.id, r) for r in records)
             self._wake.notify_all()
 

@@ -347,3 +347,7 @@ def main() -> None:
 
     app.add_typer(bench_app, name="bench")
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -269,3 +269,14 @@ def test_the_commands_work_against_a_chroma_server(tmp_path: Path, chroma_server
     assert "My sister Ana visits in May." in invoke("recall", "sister visit", *server).stdout
     assert invoke("delete", "--all", "--yes", *server).exit_code == 0
     assert json.loads(invoke("stats", "--json", *server).stdout)["short_term_pages"] == 0
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "memoryos_core.cli", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "locomo" in done.stdout and "scale" in done.stdout

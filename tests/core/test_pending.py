@@ -203,9 +203,16 @@ def test_a_short_write_accepts_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     store.open(dim=2, embedder_name="t")
     pending = PendingPages(store, tmp_path / "journal", 30.0)
     pending.start()
-    monkeypatch.setattr(os, "write", lambda fd, data: len(data) // 2)
-    with pytest.raises(OSError, match="short write"):
+    pending.add("alice", [Record("p0", "doc", {"user_id": "alice"}, [1.0, 0.0])])
+    [journal] = (tmp_path / "journal").glob("*.jsonl")
+    before = journal.read_bytes()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    with pytest.raises(StorageError, match="short write"):
         pending.add("alice", [Record("p1", "doc", {"user_id": "alice"}, [1.0, 0.0])])
     monkeypatch.undo()
-    assert pending.of("alice") == []
+    assert [r.id for r in pending.of("alice")] == ["p0"]
+    assert journal.read_bytes() == before  # the half-written line is cut off again
+    pending.add("alice", [Record("p2", "doc", {"user_id": "alice"}, [0.0, 1.0])])
+    assert [json.loads(line)["id"] for line in journal.read_bytes().splitlines()] == ["p0", "p2"]
     pending.close()
