@@ -5,57 +5,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
+from memoryos_core.storage._calls import ChromaCalls, is_missing, is_unloaded, where_clause
 from memoryos_core.storage._folder import SharedFolder, shared_folder
 from memoryos_core.storage.base import Kind, Record, Where
 
-_STATE_VECTOR = [1.0]  # state records are fetched by id only; Chroma still wants a vector
-_USER_KINDS: tuple[Kind, ...] = ("pages", "segments", "knowledge")
-_BATCH = 4000  # below Chroma's max batch size
-_RETRY_DELAYS_S = (0.05, 0.2, 0.5)
-_PAGE = 5000  # records per get: Chroma's SQLite query fails with too many variables beyond ~30k
 T = TypeVar("T")
 logger = logging.getLogger("memoryos")
-
-
-def _is_transient(exc: Exception) -> bool:
-    """Chroma's internal errors under concurrent read/write and dropped connections pass."""
-    name = type(exc).__name__
-    return name in (
-        "InternalError",
-        "ConnectError",
-        "ReadError",
-        "RemoteProtocolError",
-        "ConnectTimeout",
-        "ReadTimeout",
-        "ConnectionError",
-    )
-
-
-def _is_missing(exc: BaseException | None) -> bool:
-    """A collection that does not exist (never created, or dropped by another process)."""
-    return exc is not None and (type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc))
-
-
-def _is_unloaded(exc: BaseException | None) -> bool:
-    """Chroma dropped an index it had not persisted (its in-memory pool is full): reopen, retry."""
-    text = str(exc)
-    return "Nothing found on disk" in text or "Error loading hnsw index" in text
-
-
-def _where(where: Where | None) -> dict[str, Any] | None:
-    if not where:
-        return None
-    clauses = [
-        {key: {"$in": list(value)} if isinstance(value, (list, tuple)) else value}
-        for key, value in where.items()
-    ]
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 class ChromaStore:
@@ -96,6 +56,7 @@ class ChromaStore:
         self._embedder_name = ""
         self.scans = 0
         self.backend = "chroma-http" if url else "chroma"
+        self._calls = ChromaCalls(self.backend)
 
     @property
     def local_path(self) -> str | None:
@@ -108,7 +69,7 @@ class ChromaStore:
         with self._lock:
             if self._opened:
                 return
-            with self._errors("open"):
+            with self._calls.errors("open"):
                 if self._path and self._client is None:
                     self._folder = shared_folder(self._path, self._make_client)
                     self._folder.listen(self)
@@ -160,7 +121,7 @@ class ChromaStore:
                 with self._access(write=write):
                     return call()
             except StorageError as exc:
-                if attempt or self._folder is None or not _is_unloaded(exc.__cause__ or exc):
+                if attempt or self._folder is None or not is_unloaded(exc.__cause__ or exc):
                     raise
                 logger.info("Chroma lost an index from memory; reopening the client: %s", exc)
                 self._folder.invalidate()
@@ -195,34 +156,6 @@ class ChromaStore:
             return chromadb.PersistentClient(path=self._path, settings=settings)
         return chromadb.EphemeralClient(settings=settings)
 
-    @contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except StorageError:
-            raise
-        except Exception as exc:  # chromadb, httpx and sqlite errors all become StorageError
-            raise StorageError(
-                f"Chroma {operation} failed: {type(exc).__name__}: {exc}", backend=self.backend
-            ) from exc
-
-    def _run(self, operation: str, call: Callable[[], T]) -> T:
-        """``call()`` with Chroma's transient errors retried, as a StorageError when it still fails.
-
-        Every write is an idempotent upsert or delete, so retrying one is safe. The caller holds
-        the folder's lock of an embedded store (``_guarded``): processes sharing it take turns.
-        """
-        with self._errors(operation):
-            for attempt, delay in enumerate((*_RETRY_DELAYS_S, None)):
-                try:
-                    return call()
-                except Exception as exc:
-                    if delay is None or not _is_transient(exc):
-                        raise
-                    logger.debug("Chroma %s failed (attempt %d), retrying: %s", operation, attempt + 1, exc)
-                    time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     # --- collections ------------------------------------------------------------------------
     def _ready(self) -> Any:
         if not self._opened:
@@ -232,7 +165,7 @@ class ChromaStore:
     def _state_collection(self) -> Any:
         if self._state is None:  # dropped by a reopen
             client = self._ready()
-            self._state = self._run(
+            self._state = self._calls.run(
                 "open state", lambda: client.get_collection(f"{self.prefix}state", embedding_function=None)
             )
         return self._state
@@ -255,17 +188,17 @@ class ChromaStore:
                 "memoryos_embedder": self._embedder_name,
                 "memoryos_user": user_id,
             }
-            collection = self._run(
+            collection = self._calls.run(
                 f"create {kind} of {user_id}",
                 lambda: client.get_or_create_collection(name, embedding_function=None, metadata=metadata),
             )
         else:
             try:
-                collection = self._run(
+                collection = self._calls.run(
                     f"open {kind} of {user_id}", lambda: client.get_collection(name, embedding_function=None)
                 )
             except StorageError as exc:
-                if _is_missing(exc.__cause__):
+                if is_missing(exc.__cause__):
                     return None
                 raise
         self._check(collection, self._dim or 0, self._embedder_name)
@@ -306,10 +239,10 @@ class ChromaStore:
             if collection is None:
                 return None
             try:
-                with self._errors(operation):
+                with self._calls.errors(operation):
                     return call(collection)
             except StorageError as exc:
-                if attempt or not _is_missing(exc.__cause__):
+                if attempt or not is_missing(exc.__cause__):
                     raise
                 self._user_collections.pop((kind, user_id), None)
                 self._registered.discard(user_id)
@@ -366,7 +299,7 @@ class ChromaStore:
     def _upsert(self, kind: Kind, records: Sequence[Record]) -> None:
         self._ready()
         if kind == "state":
-            self._write_chunks(self._state_collection(), kind, records)
+            self._calls.write_chunks(self._state_collection(), kind, records)
             return
         by_user: dict[str, list[Record]] = {}
         for record in records:
@@ -385,21 +318,8 @@ class ChromaStore:
                 kind,
                 user,
                 f"upsert into {kind}",
-                lambda c, g=group: self._write_chunks(c, kind, g),
+                lambda c, g=group: self._calls.write_chunks(c, kind, g),
                 write=True,
-            )
-
-    def _write_chunks(self, collection: Any, kind: Kind, records: Sequence[Record]) -> None:
-        for start in range(0, len(records), _BATCH):
-            chunk = records[start : start + _BATCH]
-            self._run(
-                f"upsert into {kind}",
-                lambda chunk=chunk: collection.upsert(  # type: ignore[misc]
-                    ids=[r.id for r in chunk],
-                    documents=[r.document for r in chunk],
-                    metadatas=[r.metadata for r in chunk],
-                    embeddings=[_STATE_VECTOR if kind == "state" else list(r.embedding or ()) for r in chunk],
-                ),
             )
 
     def _get(
@@ -413,7 +333,9 @@ class ChromaStore:
         self._ready()
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
         if kind == "state":
-            records = self._read(self._state_collection(), kind, ids, where, include, with_embeddings, limit)
+            records = self._calls.read(
+                self._state_collection(), kind, ids, where, include, with_embeddings, limit
+            )
             return records
         users, rest = self._scope(kind, where)
         records = []
@@ -426,54 +348,19 @@ class ChromaStore:
                     kind,
                     user,
                     f"get from {kind}",
-                    lambda c, left=left: self._read(c, kind, ids, rest, include, with_embeddings, left),
+                    lambda c, left=left: self._calls.read(c, kind, ids, rest, include, with_embeddings, left),
                 )
                 or []
             )
         return records
 
-    def _read(
-        self,
-        collection: Any,
-        kind: Kind,
-        ids: Sequence[str] | None,
-        where: Where | None,
-        include: list[str],
-        with_embeddings: bool,
-        limit: int | None,
-    ) -> list[Record]:
-        records: list[Record] = []
-        if ids is not None:  # long id lists overflow SQLite's variable limit inside Chroma: chunk them
-            for start in range(0, len(ids), _PAGE):
-                chunk = list(ids[start : start + _PAGE])
-                result = self._run(
-                    f"get from {kind}",
-                    lambda chunk=chunk: collection.get(ids=chunk, where=_where(where), include=include),
-                )
-                records += self._records(result["ids"], result, with_embeddings)
-            return records[:limit] if limit is not None else records
-        offset = 0
-        while limit is None or len(records) < limit:  # large results are read page by page, likewise
-            size = _PAGE if limit is None else min(_PAGE, limit - len(records))
-            result = self._run(
-                f"get from {kind}",
-                lambda offset=offset, size=size: collection.get(
-                    where=_where(where), include=include, limit=size, offset=offset
-                ),
-            )
-            records += self._records(result["ids"], result, with_embeddings)
-            if len(result["ids"]) < size:
-                break
-            offset += size
-        return records
-
     def _delete(self, kind: Kind, ids: Sequence[str] | None, where: Where | None) -> None:
         client = self._ready()
         if kind == "state":
-            self._run(
+            self._calls.run(
                 "delete from state",
                 lambda: self._state_collection().delete(
-                    ids=list(ids) if ids is not None else None, where=_where(where)
+                    ids=list(ids) if ids is not None else None, where=where_clause(where)
                 ),
             )
             return
@@ -483,9 +370,11 @@ class ChromaStore:
                 name = self.collection_name(kind, user)
                 self._user_collections.pop((kind, user), None)
                 try:
-                    self._run(f"drop {kind} of {user}", lambda name=name: client.delete_collection(name))
+                    self._calls.run(
+                        f"drop {kind} of {user}", lambda name=name: client.delete_collection(name)
+                    )
                 except StorageError as exc:
-                    if not _is_missing(exc.__cause__):
+                    if not is_missing(exc.__cause__):
                         raise
                 continue
             if self._user_collection(kind, user, create=False) is None:
@@ -494,9 +383,9 @@ class ChromaStore:
                 kind,
                 user,
                 f"delete from {kind}",
-                lambda c: self._run(
+                lambda c: self._calls.run(
                     f"delete from {kind}",
-                    lambda: c.delete(ids=list(ids) if ids is not None else None, where=_where(rest)),
+                    lambda: c.delete(ids=list(ids) if ids is not None else None, where=where_clause(rest)),
                 ),
             )
 
@@ -518,12 +407,12 @@ class ChromaStore:
             kind,
             user,
             f"query {kind}",
-            lambda c: self._run(
+            lambda c: self._calls.run(
                 f"query {kind}",
                 lambda: c.query(
                     query_embeddings=[list(embedding)],
                     n_results=n_results,
-                    where=_where(rest),
+                    where=where_clause(rest),
                     include=include,
                 ),
             ),
@@ -531,46 +420,15 @@ class ChromaStore:
         if result is None:
             return []
         flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
-        records = self._records(flat["ids"], flat, with_embeddings)
+        records = self._calls.records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
     def _count_all(self, kind: Kind, where: Where) -> int:
         self._ready()
         if kind == "state":
-            return self._count(self._state_collection(), kind, where)
+            return self._calls.count(self._state_collection(), kind, where)
         users, rest = self._scope(kind, where)
         return sum(
-            self._per_user(kind, user, f"count {kind}", lambda c: self._count(c, kind, rest)) or 0
+            self._per_user(kind, user, f"count {kind}", lambda c: self._calls.count(c, kind, rest)) or 0
             for user in users
         )
-
-    def _count(self, collection: Any, kind: Kind, where: Where | None) -> int:
-        if not where:
-            return int(self._run(f"count {kind}", collection.count))
-        total, offset = 0, 0
-        while True:
-            result = self._run(
-                f"count {kind}",
-                lambda offset=offset: collection.get(
-                    where=_where(where), include=[], limit=_PAGE, offset=offset
-                ),
-            )
-            total += len(result["ids"])
-            if len(result["ids"]) < _PAGE:
-                return total
-            offset += _PAGE
-
-    @staticmethod
-    def _records(ids: list[str], result: dict[str, Any], with_embeddings: bool) -> list[Record]:
-        documents = result.get("documents") or [""] * len(ids)
-        metadatas = result.get("metadatas") or [{}] * len(ids)
-        embeddings = result.get("embeddings") if with_embeddings else None
-        return [
-            Record(
-                id=record_id,
-                document=documents[i] or "",
-                metadata=dict(metadatas[i] or {}),
-                embedding=[float(x) for x in embeddings[i]] if embeddings is not None else None,
-            )
-            for i, record_id in enumerate(ids)
-        ]

@@ -115,18 +115,18 @@ def test_an_interrupted_batch_is_replayed_from_its_journal(
 
 
 def test_reads_larger_than_one_chroma_page_are_complete(store_factory: Callable[[], ChromaStore]) -> None:
-    from memoryos_core.storage import chroma
+    from memoryos_core.storage import _calls as chroma_calls
 
     store = store_factory()
     store.open(dim=2, embedder_name="x")
     records = [Record(f"r{i}", "", {"user_id": "u", "n": i}, [1.0, float(i)]) for i in range(23)]
     store.upsert("pages", records)
-    original = chroma._PAGE
-    chroma._PAGE = 5  # force several pages of reads
+    original = chroma_calls._PAGE
+    chroma_calls._PAGE = 5  # force several pages of reads
     try:
         assert sorted(r.metadata["n"] for r in store.get("pages", where={"user_id": "u"})) == list(range(23))
         assert store.count("pages", where={"user_id": "u"}) == 23
         assert len(store.get("pages", ids=[f"r{i}" for i in range(23)])) == 23
         assert len(store.get("pages", where={"user_id": "u"}, limit=7)) == 7
     finally:
-        chroma._PAGE = original
+        chroma_calls._PAGE = original
