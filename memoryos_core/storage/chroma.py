@@ -363,12 +363,15 @@ class ChromaStore:
                     ids=list(ids) if ids is not None else None, where=where_clause(where)
                 ),
             )
+            if where and isinstance(where.get("user_id"), str):  # the user's registration may be gone
+                self._registered.discard(str(where["user_id"]))
             return
         users, rest = self._scope(kind, where)
         for user in users:
             if ids is None and rest is None:  # the whole user: drop the collection
                 name = self.collection_name(kind, user)
                 self._user_collections.pop((kind, user), None)
+                self._registered.discard(user)
                 try:
                     self._calls.run(
                         f"drop {kind} of {user}", lambda name=name: client.delete_collection(name)

@@ -71,6 +71,9 @@ def test_deleting_a_user_drops_their_collections_only(make_memory: Callable[...,
     assert store.users() == ["bob"]
     assert [u.id for u in memory.retrieve_memory("pasta", user_id="bob").units] == bob_before
     assert memory.retrieve_memory("hiking", user_id="alice").units == ()
+    memory.add_memory("I came back.", "Welcome back.", user_id="alice")  # same process, same user id
+    assert store.users() == ["alice", "bob"]  # registered again: scans find the new collections
+    assert len(store.get("pages", where={"tier": "short_term"})) == 11
 
 
 def test_unscoped_queries_and_writes_are_refused(make_memory: Callable[..., MemoryOS]) -> None:
