@@ -98,15 +98,25 @@ class SharedFolder:
                     self._state.wait()
                 self._flock(fcntl.LOCK_EX)
                 self._mode, self._writer_waiting = fcntl.LOCK_EX, False
-                self._sync()
+                self._sync_or_unlock()
                 return
             while self._mode == fcntl.LOCK_SH and (self._writer_waiting or self._stale):
                 self._state.wait()
             if self._mode is None:
                 self._flock(fcntl.LOCK_SH)
                 self._mode = fcntl.LOCK_SH
-                self._sync()
+                self._sync_or_unlock()
             self._readers += 1
+
+    def _sync_or_unlock(self) -> None:
+        """``_sync``; if Chroma cannot be (re)opened, give the lock back before raising."""
+        try:
+            self._sync()
+        except BaseException:
+            self._flock(fcntl.LOCK_UN)
+            self._mode, self._writer_waiting, self._seen = None, False, None
+            self._state.notify_all()
+            raise
 
     def _leave(self, write: bool, ok: bool) -> None:
         with self._state:

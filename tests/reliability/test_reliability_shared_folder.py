@@ -60,3 +60,25 @@ def test_each_process_finds_what_the_other_wrote(tmp_path: Path) -> None:
         assert json.loads(child.stdout) == [f"p{i}" for i in range(start)]
         assert [query(i) for i in range(start + 40)] == [f"p{i}" for i in range(start + 40)]
     assert store.count("pages", where={"user_id": "alice"}) == 120
+
+
+def test_a_client_that_cannot_open_gives_the_lock_back(tmp_path: Path) -> None:
+    from memoryos_core.storage._folder import SharedFolder
+
+    attempts: list[int] = []
+
+    def broken() -> object:
+        attempts.append(1)
+        raise RuntimeError("chroma cannot open")
+
+    folder = SharedFolder(str(tmp_path), broken)
+    for write in (True, False, True):
+        try:
+            with folder.access(write=write):
+                raise AssertionError("unreachable")
+        except RuntimeError:
+            pass
+    assert len(attempts) == 3  # each access tried again: no lock or state was left behind
+    other = SharedFolder(str(tmp_path), lambda: "client")  # another process's view: the file lock is free
+    with other.access(write=True) as client:
+        assert client == "client"
