@@ -9,13 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
-
 from memoryos_core._config import MemoryConfig
 from memoryos_core._lexical import REFRESH_S, PageIndex, PageIndexes, tokens
 from memoryos_core._policy import retrieval as ranking
 from memoryos_core._policy.dates import asks_when, query_window
 from memoryos_core._policy.long_term import render_profile
+from memoryos_core._policy.text import cosine
 from memoryos_core._promotion import load_profile
 from memoryos_core._records import knowledge_from_record, source_ids
 from memoryos_core._types import ContextUnit
@@ -68,10 +67,11 @@ class Retriever:
         index = self.indexes.get(user_id)
         if index is not None and time.monotonic() - index.checked_at < REFRESH_S:
             return index
-        stored = self.store.count("pages", where={"user_id": user_id}) if index is not None else -1
-        if index is not None and stored + len(self.pending(user_id)) == len(index):
-            index.checked_at = time.monotonic()
-            return index
+        if index is not None:
+            stored = self.store.count("pages", where={"user_id": user_id})
+            if stored + len(self.pending(user_id)) == len(index):
+                index.checked_at = time.monotonic()
+                return index
         return self.indexes.build(user_id, self.store.get("pages", where={"user_id": user_id}))
 
     def recall(
@@ -91,18 +91,15 @@ class Retriever:
             ids_only=True,  # the few pages kept are fetched below
         )
         pending = self.pending(user_id)
-        if pending:  # a handful of pages waiting to be written: compare with them here
-            vectors = np.asarray([r.embedding for r in pending], dtype=np.float32)
-            norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(query_vector)), 1e-12)
-            similarities = vectors @ np.asarray(query_vector, dtype=np.float32) / np.maximum(norms, 1e-12)
-            found += [(r, float(s)) for r, s in zip(pending, similarities)]
-            records.update((r.id, r) for r in pending)
+        # A handful of pages waiting to be written: compared with the query here.
+        found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
+        records.update((r.id, r) for r in pending)
         unseen = [r.id for r, _ in found if r.id not in index.position]
         if unseen:  # pending pages, or pages another process wrote since the index was built
-            stored = [i for i in unseen if i not in records]
-            if stored:
+            to_fetch = [i for i in unseen if i not in records]
+            if to_fetch:
                 records.update(
-                    (r.id, r) for r in self.store.get("pages", ids=stored, where={"user_id": user_id})
+                    (r.id, r) for r in self.store.get("pages", ids=to_fetch, where={"user_id": user_id})
                 )
             for page_id in unseen:
                 if page_id in records:

@@ -380,9 +380,7 @@ class ChromaStore:
                     if not is_missing(exc.__cause__):
                         raise
                 continue
-            if self._user_collection(kind, user, create=False) is None:
-                continue  # nothing to delete: do not create the collection
-            self._per_user(
+            self._per_user(  # a read-mode lookup: a missing collection is not created
                 kind,
                 user,
                 f"delete from {kind}",
