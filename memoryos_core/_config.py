@@ -14,6 +14,9 @@ class ShortTermConfig:
     """Pages kept verbatim in short-term memory (the paper's 7)."""
     batch_pages: int = 16
     """Overflowing pages consolidated together in one batch (one LLM call per batch)."""
+    offline_batch_pages: int = 128
+    """Without an LLM: pages consolidated together in one batch. There is no prompt to keep short,
+    and fewer, larger batches mean fewer store writes (LoCoMo ingest: 66 s at 16, 50 s at 128)."""
     max_wait_s: float = 30.0
     """A partial batch older than this is consolidated anyway (seconds)."""
 
@@ -87,6 +90,7 @@ class MemoryConfig:
         checks = [
             (self.short_term.capacity >= 1, "short_term.capacity must be >= 1"),
             (self.short_term.batch_pages >= 1, "short_term.batch_pages must be >= 1"),
+            (self.short_term.offline_batch_pages >= 1, "short_term.offline_batch_pages must be >= 1"),
             (self.mid_term.capacity >= 1, "mid_term.capacity must be >= 1"),
             (self.mid_term.recency_mu_s > 0, "mid_term.recency_mu_s must be > 0"),
             (self.long_term.knowledge_capacity >= 1, "long_term.knowledge_capacity must be >= 1"),

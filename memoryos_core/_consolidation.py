@@ -110,7 +110,8 @@ class Consolidator:
         self.resume(user_id)
         moved = 0
         overflow = self.due_pages(user_id, force=force)
-        size = self.config.short_term.batch_pages
+        short = self.config.short_term
+        size = short.batch_pages if self.llm is not None else short.offline_batch_pages
         for start in range(0, len(overflow), size):
             batch = overflow[start : start + size]
             if len(batch) < size and not force and start > 0:

@@ -283,7 +283,7 @@ class LocalEmbedder:
     """
 
     def __init__(
-        self, model_path: str | Path | None = None, *, batch_size: int = 32, threads: int | None = None
+        self, model_path: str | Path | None = None, *, batch_size: int = 4, threads: int | None = None
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")

@@ -10,6 +10,7 @@ import pytest
 
 from memoryos_core import (
     ChatMessage,
+    ConfigError,
     FunctionLLM,
     LLMError,
     MemoryConfig,
@@ -53,6 +54,28 @@ def test_overflow_is_consolidated_in_batches_with_one_llm_call_each(
     export = _assert_every_page_once_in_one_segment(memory)
     # the 7 newest pages stay in short-term memory, verbatim
     assert [p["tier"] for p in export["pages"][-7:]] == ["short_term"] * 7
+
+
+def test_without_an_llm_overflow_is_consolidated_in_larger_batches(
+    make_memory: Callable[..., MemoryOS],
+) -> None:
+    events: list[dict[str, object]] = []
+    config = MemoryConfig(short_term=ShortTermConfig(capacity=3, batch_pages=4, offline_batch_pages=20))
+    memory = make_memory(
+        config=config, on_event=lambda name, info: events.append(info) if name == "consolidated" else None
+    )
+    memory.add_memories(topic_pages("hiking", 25) + topic_pages("cooking", 25))
+    memory.flush()
+    # 47 pages overflow: two full batches of 20 and the forced tail, not twelve batches of 4
+    assert [info["pages"] for info in events] == [20, 20, 7]
+    stats = memory.get_memory_stats()
+    assert (stats.short_term_pages, stats.mid_term_pages) == (3, 47)
+    _assert_every_page_once_in_one_segment(memory)
+
+
+def test_offline_batch_pages_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="offline_batch_pages"):
+        MemoryConfig(short_term=ShortTermConfig(offline_batch_pages=0))
 
 
 def test_offline_consolidation_groups_topics_into_separate_segments(

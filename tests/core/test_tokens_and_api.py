@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,6 @@ def test_config_fields_are_documented() -> None:
         "collection_prefix",
     } <= names
     assert all(doc for _, _, doc in rows)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    undocumented = [name for name, _, _ in rows if f"| `{name}` |" not in readme]
+    assert not undocumented, f"README's configuration table lacks {undocumented}"
