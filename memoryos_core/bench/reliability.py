@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from memoryos_core._config import MemoryConfig, MidTermConfig, ShortTermConfig
 from memoryos_core._memory import MemoryOS
 from memoryos_core._types import ChatMessage
+from memoryos_core.bench._cleanup import drop_server_collections
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
@@ -436,24 +436,6 @@ def run_isolation(
         memory.close()
 
 
-def _drop_server_collections(spec: StoreSpec) -> None:
-    """Remove the soak's collections from a shared server (an embedded folder is just deleted)."""
-    import chromadb
-    from chromadb.config import Settings
-
-    url = urlparse(str(spec.url))
-    client = chromadb.HttpClient(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or 8000,
-        ssl=url.scheme == "https",
-        settings=Settings(anonymized_telemetry=False),
-    )
-    for collection in client.list_collections():
-        name = str(getattr(collection, "name", collection))
-        if name.startswith(spec.prefix):
-            client.delete_collection(name)
-
-
 def run_reliability(
     *,
     kills: int = 100,
@@ -484,7 +466,7 @@ def run_reliability(
             shutil.rmtree(folder, ignore_errors=True)
         else:
             for spec in specs.values():
-                _drop_server_collections(spec)
+                drop_server_collections(str(spec.url), spec.prefix)
     wall_s = time.perf_counter() - started
     backend = "chroma-http" if chroma_url else "chroma-embedded"
     return {

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import random
 import resource
+import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from memoryos_core._registry import make_embedder
 from memoryos_core._types import render_page
+from memoryos_core.bench._cleanup import drop_server_collections
 from memoryos_core.storage.chroma import ChromaStore
 
 _WORDS = (
@@ -55,13 +58,39 @@ def run_scale(
     rng = random.Random(seed)
     checkpoints = sorted(s for s in (sizes or [1_000, 10_000, 100_000]) if s <= pages) or [pages]
     folder = None if chroma_url else tempfile.mkdtemp(prefix="memoryos-scale-")
-    store = (
-        ChromaStore(url=chroma_url, prefix=f"scale{rng.randrange(10**6)}_")
-        if chroma_url
-        else ChromaStore(path=folder)
-    )
+    prefix = f"scale{uuid.uuid4().hex[:8]}_"
+    store = ChromaStore(url=chroma_url, prefix=prefix) if chroma_url else ChromaStore(path=folder)
     model = make_embedder("hash:384" if embedder == "hash" else None)
     memory = MemoryOS(store=store, embedder=model, background=True)
+    try:
+        points = _measure(memory, store, model, users, checkpoints, samples, rng, folder, progress)
+    finally:
+        memory.close()
+        if folder:  # up to half a GB at 100k pages
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            drop_server_collections(str(chroma_url), prefix)
+    return {
+        "backend": "chroma-http" if chroma_url else "chroma-embedded",
+        "embedder": model.name,
+        "users": users,
+        "samples": samples,
+        "points": points,
+    }
+
+
+def _measure(
+    memory: Any,
+    store: ChromaStore,
+    model: Any,
+    users: int,
+    checkpoints: list[int],
+    samples: int,
+    rng: random.Random,
+    folder: str | None,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Fill every user to each checkpoint, then time single calls; one point per checkpoint."""
     user_ids = [f"user{u}" for u in range(users)]
     points, filled = [], 0
     for size in checkpoints:
@@ -104,14 +133,7 @@ def run_scale(
             }
         )
         progress(str(points[-1]))
-    memory.close()
-    return {
-        "backend": "chroma-http" if chroma_url else "chroma-embedded",
-        "embedder": model.name,
-        "users": users,
-        "samples": samples,
-        "points": points,
-    }
+    return points
 
 
 def _bulk_fill(

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
+import chromadb
+import pytest
 from typer.testing import CliRunner
 
 from memoryos_core.bench.cli import bench_app
 from memoryos_core.bench.scale import run_scale
 
 
-def test_run_scale_reports_each_size_and_the_pages_really_stored() -> None:
+def test_run_scale_reports_each_size_and_the_pages_really_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch store goes
     lines: list[str] = []
     result = run_scale(
         users=2,
@@ -33,6 +40,7 @@ def test_run_scale_reports_each_size_and_the_pages_really_stored() -> None:
         )
         assert point["disk_mb"] > 0 and point["rss_mb"] > 0
     assert any("filling to 300" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []  # the scratch store is deleted
 
 
 def test_bench_scale_command_writes_json(tmp_path: Path, chroma_server_url: str) -> None:
@@ -53,3 +61,7 @@ def test_bench_scale_command_writes_json(tmp_path: Path, chroma_server_url: str)
     data = json.loads(out.read_text())
     assert data["backend"] == "chroma-http" and [p["pages"] for p in data["points"]] == [200]
     assert "retrieve" in done.output and "│   200 │" in done.output  # the table
+    server = urlparse(chroma_server_url)
+    client = chromadb.HttpClient(host=server.hostname, port=server.port)
+    left = [c.name for c in client.list_collections() if c.name.startswith("scale")]
+    assert left == []  # its collections are dropped from the server

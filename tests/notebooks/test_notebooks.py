@@ -41,6 +41,9 @@ def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.Noteb
     kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     kernel_env["MPLBACKEND"] = "Agg"
     kernel_env["MEMORYOS_DATA"] = str(tmp_path / "memoryos_data")  # never the caller's store
+    scratch = tmp_path / "tmp"  # the notebooks' mkdtemp() folders go where pytest cleans up
+    scratch.mkdir()
+    kernel_env["TMPDIR"] = str(scratch)
     kernel_env.pop("MEMORYOS_LOCOMO", None)
     for key, value in env.items():
         if value is not None:
