@@ -29,9 +29,7 @@ from memoryos_core._lexical import PageIndexes
 from memoryos_core._manage import ManageMixin
 from memoryos_core._pending import PendingPages, journal_folder, replay_journals
 from memoryos_core._promotion import Promoter
-from memoryos_core._records import (
-    page_record,
-)
+from memoryos_core._records import page_record
 from memoryos_core._registry import make_embedder, make_llm, make_store
 from memoryos_core._retrieval import Retriever
 from memoryos_core._tokens import default_counter

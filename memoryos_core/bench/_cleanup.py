@@ -1,4 +1,4 @@
-"""Benchmarks leave nothing behind: their scratch folder is deleted, their server collections dropped."""
+"""What a benchmark run against a shared Chroma server leaves there is dropped at its end."""
 
 from __future__ import annotations
 
