@@ -138,23 +138,7 @@ class ChromaStore:
             )
 
     def _make_client(self) -> Any:
-        import chromadb
-        from chromadb.config import Settings
-
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        if self._url:
-            from urllib.parse import urlparse
-
-            parsed = urlparse(self._url)
-            return chromadb.HttpClient(
-                host=parsed.hostname or "127.0.0.1",
-                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-                ssl=parsed.scheme == "https",
-                settings=settings,
-            )
-        if self._path:
-            return chromadb.PersistentClient(path=self._path, settings=settings)
-        return chromadb.EphemeralClient(settings=settings)
+        return chroma_client(url=self._url, path=self._path)
 
     # --- collections ------------------------------------------------------------------------
     def _ready(self) -> Any:
@@ -433,3 +417,24 @@ class ChromaStore:
             self._per_user(kind, user, f"count {kind}", lambda c: self._calls.count(c, kind, rest)) or 0
             for user in users
         )
+
+
+def chroma_client(*, url: str | None = None, path: str | None = None) -> Any:
+    """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False, allow_reset=False)
+    if url:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        return chromadb.HttpClient(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+            ssl=parsed.scheme == "https",
+            settings=settings,
+        )
+    if path:
+        return chromadb.PersistentClient(path=path, settings=settings)
+    return chromadb.EphemeralClient(settings=settings)
