@@ -320,24 +320,52 @@ def mcp(
     transport: Annotated[str, typer.Option(help="stdio, or http (streamable HTTP at /mcp).")] = "stdio",
     host: Annotated[str, typer.Option(help="Address to listen on (http).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (http).")] = 8000,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Serve this one user only (default: every call names its user)."),
+    ] = None,
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokens-file",
+            envvar="MEMORYOS_MCP_TOKENS_FILE",
+            help="Bearer tokens (http): lines 'TOKEN user:ID' or 'TOKEN admin', chmod 600; "
+            "or set MEMORYOS_MCP_TOKENS.",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="A host name clients use to reach the server (http; repeat)."),
+    ] = None,
     config: ConfigOption = None,
     embedding: EmbeddingOption = None,
 ) -> None:
-    """Serve MemoryOS as MCP tools (add_memory, retrieve_memory, get_user_profile, delete_memory, ...)."""
+    """Serve MemoryOS as MCP tools (add_memory, retrieve_memory, get_user_profile, delete_memory, ...).
+
+    Over stdio without --user, every call names its user: run it only under a client you trust to pick
+    the user. Over http, every request needs a bearer token, and a user-bound token acts for its user only.
+    """
     with _errors():
+        from memoryos_core._mcp_access import TOKENS_ENV, load_tokens
         from memoryos_core.mcp import run_server
 
         if transport not in ("stdio", "http"):
             _error(f"--transport must be stdio or http, not {transport!r}")
-        settings = _settings(None, data, chroma_url, config, embedding)
-        where = "stdio" if transport == "stdio" else f"http://{host}:{port}/mcp"
-        banner = f"memoryos MCP server on {where}; {settings.describe()}"
+        is_http = transport == "http"
+        tokens = load_tokens(tokens_file, os.environ.get(TOKENS_ENV)) if is_http else None
+        settings = _settings(user, data, chroma_url, config, embedding)
+        where = f"http://{host}:{port}/mcp" if is_http else "stdio"
+        serves = f"user {user} only" if user else ("per token" if is_http else "any user the client names")
+        banner = f"memoryos MCP server on {where} ({serves}); {settings.describe()}"
         with suppress(KeyboardInterrupt):
             run_server(
                 settings,
-                transport="stdio" if transport == "stdio" else "http",
+                transport="http" if is_http else "stdio",
                 host=host,
                 port=port,
+                user=user,
+                tokens=tokens,
+                allowed_hosts=allowed_host or (),
                 on_ready=lambda: stderr.print(escape(banner), soft_wrap=True),
             )
 

@@ -1,17 +1,20 @@
 """The MCP server: MemoryOS as tools (add, retrieve, profile, delete, stats) for any MCP client.
 
-Every tool takes the ``user_id`` of the call, so one server serves many users. Bad input is answered with
-a tool error (``isError``) naming the problem, and nothing is stored. Built on the ``mcp`` SDK 2.x
-(``MCPServer``), imported lazily: ``pip install "memoryos[mcp]"``.
+Who a call acts for is decided by :class:`~memoryos_core._mcp_access.Access`: over stdio without a pin,
+every tool names its ``user_id`` (a trusted backend serving many users); with ``--user`` or a user-bound
+HTTP token, the call acts for that user only and naming another one is a tool error. Bad input is answered
+with a tool error (``isError``) naming the problem, and nothing is stored. Built on the ``mcp`` SDK 2.x
+(``MCPServer``), imported lazily: ``pip install "memoryos-py[mcp]"``.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from memoryos_core._exceptions import BackendError, MemoryOSError, MissingDependencyError
+from memoryos_core._exceptions import BackendError, ConfigError, MemoryOSError, MissingDependencyError
+from memoryos_core._mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
 from memoryos_core._memory import MemoryOS
 from memoryos_core._settings import Settings
 from memoryos_core._types import KnowledgeEntry
@@ -20,10 +23,12 @@ from memoryos_core._validation import ID_PATTERN
 logger = logging.getLogger("memoryos")
 T = TypeVar("T")
 
-UserId = Annotated[
-    str,
+_USER_HELP = "The user whose memory this call reads or writes (1-128 of A-Z a-z 0-9 _ . @ : -)."
+UserId = Annotated[str, Field(description=_USER_HELP, pattern=ID_PATTERN.pattern)]
+OptionalUserId = Annotated[
+    str | None,
     Field(
-        description="The user whose memory this call reads or writes (1-128 of A-Z a-z 0-9 _ . @ : -).",
+        description=_USER_HELP + " Default: the user this server or your token acts for.",
         pattern=ID_PATTERN.pattern,
     ),
 ]
@@ -159,28 +164,45 @@ def _sdk() -> tuple[Any, Any]:
     return MCPServer, ToolError
 
 
-def create_server(memory: MemoryOS, *, name: str = "memoryos") -> Any:
+def create_server(
+    memory: MemoryOS, *, name: str = "memoryos", user: str | None = None, tokens: TokenTable | None = None
+) -> Any:
     """An ``MCPServer`` with the MemoryOS tools, on ``memory`` (which the caller closes).
+
+    Args:
+        memory: The memory the tools act on.
+        name: The server's name, as clients show it.
+        user: Pin the server to this one user: calls naming another user are tool errors.
+        tokens: Bearer tokens for the HTTP transport (the SDK's auth answers 401 without a valid one);
+            a user-bound token acts for its user only. Without ``user`` and ``tokens``, every call names
+            its user: the trusted multi-user mode, for a backend that already authenticates people.
 
     Raises:
         MissingDependencyError: the ``mcp`` package is not installed.
     """
     server_class, ToolError = _sdk()
+    access = Access(pinned_user=user, requires_token=tokens is not None)
+    # Many users: user_id is required in the schema (a forgotten id must not land in a default user's
+    # memory). Pinned or token-bound: it is optional and defaults to that user. ``...`` as a parameter
+    # default is pydantic's "required", which the SDK's argument model passes through.
+    UserArg, user_default = (UserId, ...) if access.is_multi_user else (OptionalUserId, None)
     server = server_class(
         name,
         version=_version(),
         instructions=(
             "Long-term memory of conversations. Call retrieve_memory with the user's message before "
-            "answering, and add_memory with the finished exchange afterwards. Always pass the user's id."
+            "answering, and add_memory with the finished exchange afterwards. "
+            + ("Always pass the user's id." if access.is_multi_user else "The user is set by the server.")
         ),
         log_level="WARNING",
+        **_auth_options(tokens),
     )
 
     @server.tool()
     async def add_memory(
         user_input: Annotated[str, Field(description="What the user said.")],
         agent_response: Annotated[str, Field(description="What the assistant answered.")],
-        user_id: UserId,
+        user_id: UserArg = user_default,
         assistant_id: OptionalId = None,
         timestamp: Annotated[
             str | None, Field(description="When it was said, e.g. 2025-03-01 19:00:00 (default: now).")
@@ -191,9 +213,10 @@ def create_server(memory: MemoryOS, *, name: str = "memoryos") -> Any:
         ] = None,
     ) -> AddMemoryResult:
         """Store one exchange (a page) in the user's memory; consolidation happens in the background."""
+        user = access.user_for(user_id)
         result = await _call(
             lambda: memory.aadd_memory(
-                user_input, agent_response, timestamp, meta_data, user_id=user_id, assistant_id=assistant_id
+                user_input, agent_response, timestamp, meta_data, user_id=user, assistant_id=assistant_id
             )
         )
         return AddMemoryResult(
@@ -206,26 +229,28 @@ def create_server(memory: MemoryOS, *, name: str = "memoryos") -> Any:
     @server.tool()
     async def retrieve_memory(
         query: Annotated[str, Field(description="What to recall memory for, e.g. the user's message.")],
-        user_id: UserId,
+        user_id: UserArg = user_default,
         max_results: Annotated[
             int, Field(ge=1, le=100, description="Older pages to return beyond the recent ones.")
         ] = 7,
     ) -> RetrieveMemoryResult:
         """Recall the user's memory for a query: recent pages, relevant older pages, knowledge, profile."""
+        user = access.user_for(user_id)
         if not query.strip():
             raise ToolError("query must not be empty")
-        context = await _call(lambda: memory.aretrieve_memory(query, user_id=user_id, top_k=max_results))
+        context = await _call(lambda: memory.aretrieve_memory(query, user_id=user, top_k=max_results))
         return RetrieveMemoryResult.model_validate(context.to_mcp_dict())
 
     @server.tool()
     async def get_user_profile(
-        user_id: UserId,
+        user_id: UserArg = user_default,
         include_knowledge: Annotated[
             bool, Field(description="Also return user and assistant knowledge.")
         ] = True,
     ) -> UserProfileResult:
         """The user's profile (traits inferred from memory) and, optionally, what is known about them."""
-        profile = await _call(lambda: memory.aget_user_profile(user_id))
+        user = access.user_for(user_id)
+        profile = await _call(lambda: memory.aget_user_profile(user))
         traits = [Trait(name=t.name, value=t.value, page_ids=list(t.page_ids)) for t in profile.traits]
         return UserProfileResult(
             user_id=profile.user_id,
@@ -237,22 +262,24 @@ def create_server(memory: MemoryOS, *, name: str = "memoryos") -> Any:
 
     @server.tool(annotations=_destructive())
     async def delete_memory(
-        user_id: UserId,
+        user_id: UserArg = user_default,
         page_id: Annotated[
             str | None, Field(description="The page to delete (what was derived from it goes too).")
         ] = None,
         everything: Annotated[bool, Field(description="Delete all of the user's memory instead.")] = False,
     ) -> DeleteMemoryResult:
         """Delete one page of the user's memory, or all of it with everything=true."""
+        user = access.user_for(user_id)
         if (page_id is None) == (not everything):
             raise ToolError("give either page_id or everything=true, not both or neither")
-        deleted = await _call(lambda: memory.adelete_memory(page_id, user_id=user_id, everything=everything))
-        return DeleteMemoryResult(user_id=user_id, deleted_pages=deleted)
+        deleted = await _call(lambda: memory.adelete_memory(page_id, user_id=user, everything=everything))
+        return DeleteMemoryResult(user_id=user, deleted_pages=deleted)
 
     @server.tool()
-    async def get_memory_stats(user_id: UserId) -> MemoryStatsResult:
+    async def get_memory_stats(user_id: UserArg = user_default) -> MemoryStatsResult:
         """Counts per memory tier, pending work and the LLM cost so far for the user."""
-        stats = await _call(lambda: memory.aget_memory_stats(user_id))
+        user = access.user_for(user_id)
+        stats = await _call(lambda: memory.aget_memory_stats(user))
         values = stats.to_dict()
         cost = values.pop("cost")
         values.update({k: cost[k] for k in ("llm_calls", "prompt_tokens", "completion_tokens")})
@@ -273,33 +300,79 @@ def _version() -> str:
     return __version__
 
 
+def _auth_options(tokens: TokenTable | None) -> dict[str, Any]:
+    """The SDK's bearer-token auth for ``MCPServer``: its middleware answers 401 before any tool runs."""
+    if tokens is None:
+        return {}
+    from mcp.server.auth.settings import AuthSettings
+
+    # This server verifies its own tokens (no OAuth issuer): the issuer URL is required by AuthSettings
+    # but only published with resource_server_url, which stays unset.
+    return {
+        "token_verifier": tokens,
+        "auth": AuthSettings(issuer_url="http://localhost", resource_server_url=None),
+    }
+
+
 def run_server(
     settings: Settings,
     *,
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8000,
+    user: str | None = None,
+    tokens: TokenTable | None = None,
+    allowed_hosts: Sequence[str] = (),
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve MemoryOS over stdio, or streamable HTTP at ``http://HOST:PORT/mcp``, until stopped.
 
-    ``on_ready`` is called once the store is open, just before serving.
+    Args:
+        settings: Where the memory lives and which backends it uses.
+        transport: ``stdio`` (the client starts the server), or ``http``, which needs ``tokens``.
+        host: Address to listen on (http); other than loopback, clients' Host headers must be allowed.
+        port: Port to listen on (http).
+        user: Pin the server to this one user.
+        tokens: Bearer tokens (http); ignored over stdio, where the client that started the server is trusted.
+        allowed_hosts: Host names clients use to reach the server (http), besides the bind address.
+        on_ready: Called once the store is open, just before serving.
 
     Raises:
         MissingDependencyError: the ``mcp`` package is not installed.
-        ConfigError: the settings cannot open a memory.
+        ConfigError: no token for http, tokens for other users than ``user``, a wildcard bind without
+            ``allowed_hosts``, or settings that cannot open a memory.
     """
     _sdk()  # before opening anything
+    is_http = transport == "http"
+    if is_http:
+        if tokens is None or not len(tokens):
+            raise ConfigError(
+                f"memoryos mcp --transport http never serves without a token: {HOW_TO_CONFIGURE}"
+            )
+        if user is not None and tokens.users - {user}:
+            others = ", ".join(sorted(tokens.users - {user}))
+            raise ConfigError(f"--user {user} pins the server, but tokens act for other users too: {others}")
+        security = transport_security(host, allowed_hosts)
+        if not is_loopback(host):
+            logger.warning(
+                "serving plain HTTP on %s: bearer tokens cross the network in clear text; put a TLS proxy "
+                "in front (see the README, MCP server)",
+                host,
+            )
     memory = settings.open_memory()
     try:
         # Open the store now: a bad configuration fails at start, and the first call is not slow.
-        memory.get_memory_stats(settings.user_id)
-        server = create_server(memory)
+        memory.get_memory_stats(user or settings.user_id)
+        server = create_server(memory, user=user, tokens=tokens if is_http else None)
         if on_ready is not None:
             on_ready()
-        if transport == "stdio":
-            server.run("stdio")
+        if is_http:
+            server.run("streamable-http", host=host, port=port, transport_security=security)
         else:
-            server.run("streamable-http", host=host, port=port)
+            import anyio
+
+            from memoryos_core._mcp_stdio import serve_stdio
+
+            anyio.run(serve_stdio, server)
     finally:
         memory.close()

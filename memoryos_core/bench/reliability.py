@@ -30,6 +30,7 @@ from memoryos_core._config import MemoryConfig, MidTermConfig, ShortTermConfig
 from memoryos_core._memory import MemoryOS
 from memoryos_core._types import ChatMessage
 from memoryos_core.bench._cleanup import drop_server_collections
+from memoryos_core.bench.mcp_auth import run_mcp_auth
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
@@ -467,12 +468,14 @@ def run_reliability(
         else:
             for spec in specs.values():
                 drop_server_collections(str(spec.url), spec.prefix)
+    mcp_auth = run_mcp_auth()  # the MCP HTTP server against calls without valid credentials
     wall_s = time.perf_counter() - started
     backend = "chroma-http" if chroma_url else "chroma-embedded"
     return {
         "backend": backend,
         **crash,
         **isolation,
+        **mcp_auth,
         "crash_wall_s": round(crash_s, 1),
         "isolation_wall_s": round(wall_s - crash_s, 1),
         "wall_s": round(wall_s, 1),
@@ -482,7 +485,7 @@ def run_reliability(
 def failed_figures(result: dict[str, Any]) -> list[str]:
     """The figures that should be zero and are not."""
     keys = ("lost", "duplicated", "problems", "leaks", "duplicate_units", "deleted_user_records_left")
-    return [key for key in (*keys, "other_users_changed") if result[key]]
+    return [key for key in (*keys, "other_users_changed", "mcp_unauthenticated_answered") if result[key]]
 
 
 def print_report(console: Any, result: dict[str, Any]) -> None:
@@ -507,6 +510,10 @@ def print_report(console: Any, result: dict[str, Any]) -> None:
         ("duplicate units in one result", result["duplicate_units"]),
         ("records left of a deleted user", result["deleted_user_records_left"]),
         ("other users changed by the delete", result["other_users_changed"]),
+        (
+            "unauthenticated MCP calls answered",
+            f"{result['mcp_unauthenticated_answered']} of {result['mcp_unauthenticated_calls']}",
+        ),
         ("wall time (s)", f"{result['wall_s']:.1f}"),
     ]
     for name, value in rows:

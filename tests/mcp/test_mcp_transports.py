@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx2
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 EXE = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
 
@@ -64,12 +67,19 @@ async def test_http_server_keeps_memory_across_client_connections(tmp_path: Path
     port = _free_port()
     command = [EXE, "mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--data", str(tmp_path / "data"), "--embedding", "hash"]
+    token = "t" * 40
+    env = os.environ | {"MEMORYOS_MCP_TOKENS": f"{token} admin"}
     with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             await _wait_for_port(port, server)
             url = f"http://127.0.0.1:{port}/mcp"
-            async with Client(url) as client:
+
+            def connect() -> Client:
+                headers = {"Authorization": f"Bearer {token}"}
+                return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers)))
+
+            async with connect() as client:
                 added = await client.call_tool(
                     "add_memory",
                     {
@@ -79,7 +89,7 @@ async def test_http_server_keeps_memory_across_client_connections(tmp_path: Path
                     },
                 )
                 assert not added.is_error, added.content
-            async with Client(url) as client:
+            async with connect() as client:
                 recalled = await client.call_tool("retrieve_memory", {"query": "sister", "user_id": "carol"})
                 stats = await client.call_tool("get_memory_stats", {"user_id": "carol"})
                 missing = await client.call_tool("delete_memory", {"user_id": "carol", "page_id": "pg_nope"})

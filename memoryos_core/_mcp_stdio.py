@@ -1,0 +1,114 @@
+"""The MCP server over stdio, where a line that is not a valid JSON-RPC message is answered, not ignored.
+
+The SDK's stdio transport turns such a line (not JSON, a lone surrogate escape, deep nesting, a
+5000-digit number) into an exception that the server only logs at DEBUG: a client waiting for that
+request's reply would wait forever. Here each one gets a JSON-RPC error carrying the request's id when it
+can be read (``null`` otherwise), or, for a notification, which must not be answered, a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+logger = logging.getLogger("memoryos")
+_MAX_ID_CHARS = 256
+_MAX_ID_DIGITS = 18  # fits an int64, which every JSON-RPC client can read back
+
+
+class _Unreadable:
+    """An id no reply could carry (too many digits): the reply's id is null."""
+
+
+def _small_int(digits: str) -> int | _Unreadable:
+    # json.loads would raise on > 4300 digits (CPython's int limit), losing the rest of the message.
+    return int(digits) if len(digits.lstrip("-")) <= _MAX_ID_DIGITS else _Unreadable()
+
+
+def _message_of(error: Exception) -> Any:
+    """What the transport failed to read: the raw line (or the parsed object) a ValidationError holds."""
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        return None
+    try:
+        details = errors()
+    except Exception:  # an object with an unrelated errors(): nothing to read
+        return None
+    return details[0].get("input") if details else None
+
+
+def _request_id(message: Any) -> tuple[bool, int | str | None]:
+    """Whether the message asks for a reply (it has an id, or its id cannot be known), and that id."""
+    if isinstance(message, str):
+        try:
+            message = json.loads(message, parse_int=_small_int)
+        except (ValueError, RecursionError):
+            return True, None  # not JSON at all: JSON-RPC's parse error, id null
+    if not isinstance(message, dict):
+        return True, None
+    if "id" not in message:
+        return False, None  # a notification: never answered
+    request_id = message["id"]
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+        return True, None
+    if isinstance(request_id, str):
+        try:
+            request_id.encode("utf-8")  # a lone surrogate could not be written back
+        except UnicodeEncodeError:
+            return True, None
+        if len(request_id) > _MAX_ID_CHARS:
+            return True, None
+    return True, request_id
+
+
+def malformed_reply(error: Exception) -> Any:
+    """The JSON-RPC error answering an unreadable message, or None (a notification) after a log line."""
+    from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+
+    message = _message_of(error)
+    wants_reply, request_id = _request_id(message)
+    details = getattr(error, "errors", None)
+    first = details()[0] if callable(details) and message is not None else {}
+    is_json_error = first.get("type") == "json_invalid" or message is None
+    reason = str(first.get("msg") or type(error).__name__)[:200]  # never the content: it is personal data
+    if not wants_reply:
+        logger.warning("dropped an invalid MCP notification on stdin: %s", reason)
+        return None
+    logger.warning(
+        "answered an unreadable MCP message on stdin (id %r) with an error: %s", request_id, reason
+    )
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=ErrorData(
+            code=PARSE_ERROR if is_json_error else INVALID_REQUEST,
+            message=f"{'Parse error' if is_json_error else 'Invalid request'}: {reason}",
+        ),
+    )
+
+
+async def serve_stdio(server: Any) -> None:
+    """Serve an ``MCPServer`` over this process's stdin/stdout until stdin closes."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+
+    async with stdio_server() as (read_stream, write_stream):
+        forward, screened = anyio.create_memory_object_stream[Any](0)
+
+        async def screen() -> None:
+            async with forward:
+                async for item in read_stream:
+                    if not isinstance(item, Exception):
+                        await forward.send(item)
+                        continue
+                    reply = malformed_reply(item)
+                    if reply is not None:
+                        await write_stream.send(SessionMessage(reply))
+
+        # What MCPServer.run_stdio_async does, with screen() between the transport and the server.
+        lowlevel = server._lowlevel_server
+        async with anyio.create_task_group() as group:
+            group.start_soon(screen)
+            await lowlevel.run(screened, write_stream, lowlevel.create_initialization_options())
