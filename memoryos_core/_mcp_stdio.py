@@ -73,7 +73,7 @@ def malformed_reply(error: Exception) -> Any:
     is_json_error = first.get("type") == "json_invalid" or message is None
     reason = str(first.get("msg") or type(error).__name__)[:200]  # never the content: it is personal data
     if not wants_reply:
-        logger.warning("dropped an invalid MCP notification on stdin: %s", reason)
+        logger.warning("dropped an unreadable notification on stdin: %s", reason)
         return None
     logger.warning(
         "answered an unreadable MCP message on stdin (id %r) with an error: %s", request_id, reason
