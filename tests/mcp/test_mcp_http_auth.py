@@ -14,6 +14,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from memoryos_core import ConfigError
+from memoryos_core._mcp_access import load_tokens, transport_security
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
 
 ALICE = "alice-token-" + "a" * 32
@@ -194,3 +196,40 @@ def test_tokens_pinned_to_another_user_are_refused(tmp_path: Path) -> None:
     ]
     done = run_cli(*common, env=env)
     assert done.returncode == 1 and "tokens act for other users too: bob" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "expected"),
+    [
+        ("10.0.0.5", [], ["10.0.0.5", "10.0.0.5:*"]),
+        ("fd00::5", [], ["[fd00::5]", "[fd00::5]:*"]),
+        ("0.0.0.0", ["memory.example.com:8443"], ["memory.example.com:8443"]),
+        ("127.0.0.1", ["memory.test"], ["memory.test", "memory.test:*", "127.0.0.1", "127.0.0.1:*"]),
+    ],
+)
+def test_host_checks_stay_on_for_every_bind_address(
+    host: str, allowed: list[str], expected: list[str]
+) -> None:
+    # The SDK turns DNS-rebinding protection on by itself only for loopback binds.
+    settings = transport_security(host, allowed)
+    assert settings.enable_dns_rebinding_protection
+    assert settings.allowed_hosts[: len(expected)] == expected
+    assert f"https://{expected[0]}" in settings.allowed_origins
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("short user:alice", "at least 32"),
+        (f"{ALICE} user:al ice", "got 3 words"),
+        (f"{ALICE} user:al/ice", "'user:ID' or 'admin'"),
+        (f"{ALICE} root", "'user:ID' or 'admin'"),
+        (f"{ALICE} user:alice,{ALICE} admin", "given twice"),
+    ],
+)
+def test_a_malformed_token_entry_is_a_config_error_that_never_shows_the_token(
+    entry: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_tokens(env=entry)
+    assert ALICE not in str(raised.value)

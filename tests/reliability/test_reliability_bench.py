@@ -37,7 +37,9 @@ def test_the_command_prints_the_figures_and_writes_them_as_json(
     assert (data["kills"], data["users"], data["cross_user_queries"]) == (1, 3, 40)
     assert data["pages_accepted"] > 0 and data["pages_stored"] >= data["pages_accepted"]
     assert failed_figures(data) == [] and data["wall_s"] > 0
+    assert (data["mcp_unauthenticated_calls"], data["mcp_unauthenticated_answered"]) == (200, 0)
     labels = ("pages accepted", "pages lost", "pages duplicated", "cross-user queries", "leaks", "wall time")
+    labels += ("unauthenticated MCP calls answered",)
     assert [label for label in labels if label not in result.output] == []
     if url:
         assert _collections(url) == before  # the soak's collections are dropped from a shared server
@@ -52,5 +54,6 @@ def test_a_bad_figure_fails_the_command() -> None:
         "duplicate_units": 0,
         "deleted_user_records_left": 0,
         "other_users_changed": 0,
+        "mcp_unauthenticated_answered": 3,
     }
-    assert failed_figures(figures) == ["lost", "leaks"]
+    assert failed_figures(figures) == ["lost", "leaks", "mcp_unauthenticated_answered"]
