@@ -26,16 +26,24 @@ def _small_int(digits: str) -> int | _Unreadable:
     return int(digits) if len(digits.lstrip("-")) <= _MAX_ID_DIGITS else _Unreadable()
 
 
-def _message_of(error: Exception) -> Any:
-    """What the transport failed to read: the raw line (or the parsed object) a ValidationError holds."""
+def _details(error: Exception) -> list[dict[str, Any]]:
+    """The pydantic error details of what the transport failed to read (empty for other exceptions)."""
     errors = getattr(error, "errors", None)
     if not callable(errors):
-        return None
+        return []
     try:
-        details = errors()
+        return [dict(detail) for detail in errors()]
     except Exception:  # an object with an unrelated errors(): nothing to read
-        return None
-    return details[0].get("input") if details else None
+        return []
+
+
+def _message_of(details: list[dict[str, Any]]) -> Any:
+    """The raw line (not JSON) or the parsed object (not a JSON-RPC message) the details hold, or None."""
+    for detail in details:
+        value = detail.get("input")
+        if (detail.get("type") == "json_invalid" and isinstance(value, str)) or isinstance(value, dict):
+            return value
+    return None
 
 
 def _request_id(message: Any) -> tuple[bool, int | str | None]:
@@ -66,12 +74,11 @@ def malformed_reply(error: Exception) -> Any:
     """The JSON-RPC error answering an unreadable message, or None (a notification) after a log line."""
     from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 
-    message = _message_of(error)
-    wants_reply, request_id = _request_id(message)
-    details = getattr(error, "errors", None)
-    first = details()[0] if callable(details) and message is not None else {}
-    is_json_error = first.get("type") == "json_invalid" or message is None
-    reason = str(first.get("msg") or type(error).__name__)[:200]  # never the content: it is personal data
+    details = _details(error)
+    wants_reply, request_id = _request_id(_message_of(details))
+    is_json_error = not details or any(detail.get("type") == "json_invalid" for detail in details)
+    # The reason, never the content: a message is personal data.
+    reason = str(details[0].get("msg") if details else type(error).__name__)[:200]
     if not wants_reply:
         logger.warning("dropped an unreadable notification on stdin: %s", reason)
         return None

@@ -329,13 +329,18 @@ def mcp(
         typer.Option(
             "--tokens-file",
             envvar="MEMORYOS_MCP_TOKENS_FILE",
+            metavar="FILE",
             help="Bearer tokens (http): lines 'TOKEN user:ID' or 'TOKEN admin', chmod 600; "
             "or set MEMORYOS_MCP_TOKENS.",
         ),
     ] = None,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option("--allowed-host", help="A host name clients use to reach the server (http; repeat)."),
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="A host name clients use to reach the server (http; repeat).",
+        ),
     ] = None,
     config: ConfigOption = None,
     embedding: EmbeddingOption = None,

@@ -104,11 +104,12 @@ def stats_call(request_id: int | str, user: str = "alice", extra: str = "") -> s
 
 
 MALFORMED = {
-    "not JSON": (b"this is not json {", None),
-    "lone surrogate": (stats_call(2, user="al\\ud800ice").encode(), 2),
-    "300-deep nesting": (stats_call(3, extra=', "x": ' + "[" * 300 + "]" * 300).encode(), 3),
-    "5000-digit integer": (stats_call(4, extra=', "n": ' + "9" * 5000).encode(), 4),
-    "5000-digit id": (stats_call("9" * 5000).encode(), None),
+    "not JSON": (b"this is not json {", None, -32700),
+    "lone surrogate": (stats_call(2, user="al\\ud800ice").encode(), 2, -32700),
+    "300-deep nesting": (stats_call(3, extra=', "x": ' + "[" * 300 + "]" * 300).encode(), 3, -32700),
+    "5000-digit integer": (stats_call(4, extra=', "n": ' + "9" * 5000).encode(), 4, -32700),
+    "5000-digit id": (stats_call("9" * 5000).encode(), None, -32700),
+    "not a JSON-RPC message": (b'{"jsonrpc": "1.0", "id": 5, "method": "tools/list"}', 5, -32600),
 }
 
 
@@ -116,11 +117,11 @@ MALFORMED = {
 def test_a_malformed_line_gets_an_error_reply_and_the_next_request_an_answer(
     raw: RawServer, name: str
 ) -> None:
-    line, request_id = MALFORMED[name]
+    line, request_id, code = MALFORMED[name]
     raw.send(line)
     error = raw.reply(15)
     assert error["id"] == request_id
-    assert error["error"]["code"] == -32700
+    assert error["error"]["code"] == code
     raw.send(stats_call(99).encode())
     answered = raw.reply(30)
     assert answered["id"] == 99 and answered["result"]["structuredContent"]["user_id"] == "alice"
