@@ -63,7 +63,7 @@ def _print_recall(console: Console, context: Any) -> None:
     table = Table(title=f"recall: {context.query}  ({context.cost.ms:.0f} ms)", show_lines=False)
     for column in ("rank", "tier", "score", "when", "from", "text"):
         table.add_column(column)
-    for rank, unit in enumerate(context.units[:4], 1):
+    for rank, unit in enumerate(context.all_units[:4], 1):
         text = unit.meta_data.get("user_input") or unit.text
         table.add_row(
             str(rank),
