@@ -72,7 +72,7 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
     Example:
         >>> memo = MemoryOS(user_id="demo_user", data_storage_path="./data")
         >>> memo.add_memory("I love hiking.", "Nice! Where do you go?")
-        >>> memo.retrieve_memory("What are my hobbies?").units[0].text
+        >>> memo.retrieve_memory("What are my hobbies?").short_term[0].text
     """
 
     def __init__(
