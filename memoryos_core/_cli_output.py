@@ -20,8 +20,7 @@ from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, Use
 from memoryos_core._validation import _TIME_FORMATS
 
 RELEVANCE_NOTE = (
-    "relevance 0-100 compares a unit's match with all of the user's pages "
-    "(50 = a typical page, 84 = one standard deviation better, 98 = two); --json keeps the raw score"
+    "relevance 0-100: 50 = a typical page of this user, 84 = one standard deviation better, 98 = two"
 )
 """How to read the relevance the commands show (the engine's score is in z-units, so often negative)."""
 
@@ -208,6 +207,8 @@ class PromptSafeLogs(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info and record.exc_info[1] is not None:  # no traceback over a chat
+                line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
         except Exception:  # a bad format string must not kill the worker thread
             self.handleError(record)
             return

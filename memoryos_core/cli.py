@@ -236,12 +236,12 @@ def recall(
 
     with _opened(settings, existing=True) as memory:
         # Looking at memory is not using it: no heat visit is counted.
+        top_k = top_k or memory.config.retrieval.top_pages  # always a cap: pages and knowledge together
         context = memory.retrieve_memory(query, top_k=top_k, update_heat=False)
-        default_k = memory.config.retrieval.top_pages
     if as_json:
         _echo_json(recall_json(context))
     else:
-        print_recall(console, context, top_k or default_k)
+        print_recall(console, context, top_k)
 
 
 @_store_command()
