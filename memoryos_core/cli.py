@@ -163,7 +163,6 @@ def _existing_store(settings: Settings) -> None:
     check_id(settings.assistant_id, "assistant_id")
     if settings.chroma_url:
         return
-
     folder = make_store(settings.data_storage_path, None, "").local_path  # no I/O: the path only
     if folder and not (Path(folder) / "chroma.sqlite3").is_file():  # Chroma's own file in its folder
         where = Path(settings.data_storage_path or "./memoryos_data")
@@ -235,8 +234,8 @@ def recall(
     from memoryos_core._cli_output import print_recall, recall_json
 
     with _opened(settings, existing=True) as memory:
-        # Looking at memory is not using it: no heat visit is counted.
         top_k = top_k or memory.config.retrieval.top_pages  # always a cap: pages and knowledge together
+        # Looking at memory is not using it: no heat visit is counted.
         context = memory.retrieve_memory(query, top_k=top_k, update_heat=False)
     if as_json:
         _echo_json(recall_json(context))
