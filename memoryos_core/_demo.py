@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from memoryos_core._cli_output import iso_time, print_stats, relevance
+
 DEMO_CONVERSATION = [
     ("Hi! I'm Maya. I just moved to Lisbon for a job as a data scientist.", "Welcome to Lisbon, Maya!"),
     ("I have a golden retriever called Biscuit who loves the beach.", "Biscuit sounds like a happy dog."),
@@ -25,51 +27,18 @@ DEMO_CONVERSATION = [
 DEMO_QUESTIONS = ["What is my dog's name?", "How did I fix the Spark problem?", "What do I do on weekends?"]
 
 
-def print_stats(console: Console, stats: Any) -> None:
-    table = Table(title=f"Memory of {stats.user_id}")
-    for column in (
-        "short-term",
-        "pending",
-        "mid-term pages",
-        "segments",
-        "user knowledge",
-        "profile traits",
-        "LLM calls",
-    ):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *map(
-            str,
-            (
-                stats.short_term_pages,
-                stats.pending_pages,
-                stats.mid_term_pages,
-                stats.segments,
-                stats.user_knowledge,
-                stats.profile_traits,
-                stats.cost.llm_calls,
-            ),
-        )
-    )
-    console.print(table)
-    if stats.hot_segments:
-        console.print(
-            f"[yellow]{stats.hot_segments} hot segment(s) wait for an LLM to be analysed into the "
-            "profile (no API key configured).[/yellow]"
-        )
-
-
 def _print_recall(console: Console, context: Any) -> None:
     table = Table(title=f"recall: {context.query}  ({context.cost.ms:.0f} ms)", show_lines=False)
-    for column in ("rank", "tier", "score", "when", "from", "text"):
-        table.add_column(column)
-    for rank, unit in enumerate(context.units[:4], 1):
+    for column in ("rank", "tier", "relevance", "date", "from"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("text", ratio=1)  # the only column that wraps, so the table fits the terminal
+    for rank, unit in enumerate(context.all_units[:4], 1):
         text = unit.meta_data.get("user_input") or unit.text
         table.add_row(
             str(rank),
-            unit.tier,
-            f"{unit.score:.2f}",
-            unit.timestamp[:10],
+            unit.tier.replace("_", "-"),
+            str(relevance(unit.score)),
+            iso_time(unit.timestamp)[:10],
             ",".join(unit.source_ids),
             text[:80],
         )

@@ -72,7 +72,7 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
     Example:
         >>> memo = MemoryOS(user_id="demo_user", data_storage_path="./data")
         >>> memo.add_memory("I love hiking.", "Nice! Where do you go?")
-        >>> memo.retrieve_memory("What are my hobbies?").units[0].text
+        >>> memo.retrieve_memory("What are my hobbies?").short_term[0].text
     """
 
     def __init__(
@@ -310,11 +310,12 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
         top_k: int | None = None,
         update_heat: bool = True,
     ) -> RetrievedContext:
-        """Recall the user's memory for ``query``: one ranked list of units across tiers.
+        """Recall the user's memory for ``query``: the short-term pages, and one ranked list across tiers.
 
         Args:
             query: what to recall for.
-            top_k: how many pages beyond the short-term ones (default ``retrieval.top_pages``).
+            top_k: most units in the ranked list (older pages and knowledge; default
+                ``retrieval.top_pages``); the short-term pages come apart, in ``short_term``.
             update_heat: count this recall as a visit of the segments it drew on (the paper's
                 N_visit). Pass False for repeated recalls within one turn (e.g. a tool loop).
         """
@@ -334,7 +335,7 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
             if self._background:  # heat counters need not be written at once: batch them
                 self._worker.notify(user, self.config.short_term.max_wait_s)
         self._account(user, tally.cost)
-        return RetrievedContext(query, user, recall.units, recall.profile, tally.cost)
+        return RetrievedContext(query, user, recall.units, recall.profile, tally.cost, recall.short_term)
 
     def generate_response(
         self,

@@ -162,7 +162,7 @@ def render_context(context: RetrievedContext, max_units: int | None = None) -> s
         "archive": "Relevant past conversation",
         "short_term": "Recent conversation",
     }
-    units = list(context.units)[: max_units if max_units is not None else None]
+    units = list(context.all_units)[: max_units if max_units is not None else None]
     grouped: dict[str, list[str]] = {}  # mid-term and archive pages share one section
     for tier, label in labels.items():
         stamp = tier.endswith("knowledge")

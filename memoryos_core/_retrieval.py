@@ -1,5 +1,6 @@
 """Retrieval across tiers: every page scored on one scale (BM25 + dense, shared along the
-conversation), short-term pages among them, then user and assistant knowledge and the profile."""
+conversation); the short-term pages apart, then the best older pages and user and assistant
+knowledge in one ranked list of at most ``top_k``, and the profile."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Recall:
     units: tuple[ContextUnit, ...]
     profile: str
     visited_segments: tuple[str, ...]
+    short_term: tuple[ContextUnit, ...] = ()
 
 
 def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
@@ -110,7 +112,7 @@ class Retriever:
                 known[index.position[record.id]] = similarity
         count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
         if not count:
-            return self._finish(user_id, assistant_id, query_vector, [], known, ())
+            return self._finish(user_id, assistant_id, query_vector, [], [], known, top_k)
         scores = ranking.fuse(
             lexical,
             ranking.dense_z(count, known),
@@ -129,9 +131,9 @@ class Retriever:
             for p in newest
             if index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
         ][-capacity:]
-        units = [page_unit(records[index.ids[p]], "short_term", float(scores[p])) for p in short]
+        recent = [page_unit(records[index.ids[p]], "short_term", float(scores[p])) for p in short]
         chosen = [p for p in best if p not in set(short) and index.ids[p] in records][:k]
-        units += [
+        units = [
             page_unit(
                 records[index.ids[p]],
                 str(records[index.ids[p]].metadata.get("tier", "mid_term")),
@@ -139,25 +141,24 @@ class Retriever:
             )
             for p in chosen
         ]
-        visited = tuple(
-            dict.fromkeys(
-                str(records[index.ids[p]].metadata["segment_id"])
-                for p in chosen
-                if records[index.ids[p]].metadata.get("segment_id")
-            )
-        )
-        return self._finish(user_id, assistant_id, query_vector, units, known, visited)
+        return self._finish(user_id, assistant_id, query_vector, recent, units, known, top_k)
 
     def _finish(
         self,
         user_id: str,
         assistant_id: str,
         query_vector: Sequence[float],
+        recent: list[ContextUnit],
         units: list[ContextUnit],
         known: dict[int, float],
-        visited: tuple[str, ...],
+        top_k: int | None,
     ) -> Recall:
-        """Add knowledge (scored on the pages' dense scale) and the profile; sort everything."""
+        """Add knowledge (scored on the pages' dense scale) and the profile; rank pages and knowledge.
+
+        A ``top_k`` given by the caller caps the ranked list (pages and knowledge together); by
+        default it holds ``top_pages`` pages and up to ``top_knowledge`` items of each knowledge base.
+        ``recent`` (the short-term pages, oldest first) stays apart and is never counted.
+        """
         mean, std = ranking.dense_scale(known)
         found = self.store.query(
             "knowledge",
@@ -185,7 +186,15 @@ class Retriever:
                 )
             )
         units.sort(key=lambda u: u.score, reverse=True)
-        return Recall(tuple(units), render_profile(load_profile(self.store, user_id)), visited)
+        kept = units[:top_k]
+        # Only the segments of the pages kept count as visited (heat's N_visit).
+        visited = tuple(
+            dict.fromkeys(
+                str(unit.meta_data["segment_id"]) for unit in kept if unit.meta_data.get("segment_id")
+            )
+        )
+        profile = render_profile(load_profile(self.store, user_id))
+        return Recall(tuple(kept), profile, visited, tuple(recent))
 
 
 def _iso(epoch_s: float) -> str:

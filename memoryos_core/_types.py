@@ -106,19 +106,35 @@ class ContextUnit:
 
 @dataclass(frozen=True)
 class RetrievedContext:
-    """The result of ``retrieve_memory``: one ranked list across tiers, plus the profile."""
+    """The result of ``retrieve_memory``: the recent pages, a ranked list across tiers, and the profile.
+
+    ``units`` holds at most ``top_k`` units ranked by relevance (older pages and knowledge);
+    ``short_term`` holds the short-term pages (the recent conversation, oldest first), which come
+    with every recall and are not counted in ``top_k``. ``all_units`` merges both by score.
+    """
 
     query: str
     user_id: str
     units: tuple[ContextUnit, ...]
     profile: str
     cost: Cost
+    short_term: tuple[ContextUnit, ...] = ()
+
+    @property
+    def all_units(self) -> tuple[ContextUnit, ...]:
+        """The short-term pages and the ranked units in one list, best score first."""
+        return tuple(sorted((*self.short_term, *self.units), key=lambda unit: unit.score, reverse=True))
 
     def by_tier(self, tier: Tier) -> list[ContextUnit]:
-        return [unit for unit in self.units if unit.tier == tier]
+        """The units of one tier (``"short_term"`` gives the short-term pages), best score first."""
+        return [unit for unit in self.all_units if unit.tier == tier]
 
     def render(self, max_units: int | None = None) -> str:
-        """The context as text for a prompt, marked as recalled data (not instructions)."""
+        """The context as text for a prompt, marked as recalled data (not instructions).
+
+        Args:
+            max_units: keep only this many units of ``all_units`` (best score first).
+        """
         from memoryos_core._prompts import render_context  # prompts import types, not the reverse
 
         return render_context(self, max_units=max_units)
@@ -143,14 +159,14 @@ class RetrievedContext:
             "status": "success",
             "query": self.query,
             "user_id": self.user_id,
-            "short_term_memory": [page_entry(u) for u in self.by_tier("short_term")],
+            "short_term_memory": [page_entry(u) for u in self.short_term],
             "retrieved_pages": [page_entry(u) for u in self.units if u.tier in ("mid_term", "archive")],
             "retrieved_user_knowledge": [knowledge_entry(u) for u in self.by_tier("user_knowledge")],
             "retrieved_assistant_knowledge": [
                 knowledge_entry(u) for u in self.by_tier("assistant_knowledge")
             ],
             "user_profile": self.profile,
-            "total_results": len(self.units),
+            "total_results": len(self.short_term) + len(self.units),
         }
 
 

@@ -12,7 +12,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
-from memoryos_core._demo import print_stats
 from memoryos_core._exceptions import LLMError, MemoryOSError, MissingDependencyError
 from memoryos_core._settings import Settings, load_settings
 
@@ -33,8 +32,21 @@ console = Console()
 stderr = Console(stderr=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from memoryos_core import __version__
+
+        typer.echo(f"memoryos {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
     """MemoryOS: tiered memory for AI agents (run a command with --help for its options)."""
 
 
@@ -108,25 +120,29 @@ def _settings(
     return load_settings(flags | {"embedding_model_name": embedding}, config_file=config)
 
 
-def _store_command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def _store_command(
+    name: str | None = None, *, without: tuple[str, ...] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a command whose first parameter is the resolved ``Settings``.
 
-    The command gets the shared --user --data --chroma-url --config --embedding options (one it declares
-    itself is passed on to it as well), and every error ends as one ``error:`` line.
+    The command gets the shared --user --data --chroma-url --config --embedding options but those
+    named in ``without`` (one it declares itself is passed on to it as well), and every error ends
+    as one ``error:`` line.
     """
 
     def register(function: Callable[..., None]) -> Callable[..., None]:
         own = list(inspect.signature(function, eval_str=True).parameters.values())[1:]
         names = {parameter.name for parameter in own}
+        offered = {key: value for key, value in STORE_OPTIONS.items() if key not in without}
         shared = [
             inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-            for key, annotation in STORE_OPTIONS.items()
+            for key, annotation in offered.items()
             if key not in names
         ]
 
         @functools.wraps(function)
         def command(**kwargs: Any) -> None:
-            flags = {key: kwargs[key] if key in names else kwargs.pop(key) for key in STORE_OPTIONS}
+            flags = {key: kwargs[key] if key in names else kwargs.pop(key, None) for key in STORE_OPTIONS}
             with _errors():
                 function(_settings(**flags), **kwargs)
 
@@ -138,9 +154,32 @@ def _store_command(name: str | None = None) -> Callable[[Callable[..., None]], C
     return register
 
 
+def _existing_store(settings: Settings) -> None:
+    """Refuse to go on when the embedded store does not exist, so a reading command creates nothing."""
+    from memoryos_core._registry import make_store
+    from memoryos_core._validation import check_id
+
+    check_id(settings.user_id, "user_id")  # a bad id is the error to report, store or not
+    check_id(settings.assistant_id, "assistant_id")
+    if settings.chroma_url:
+        return
+    folder = make_store(settings.data_storage_path, None, "").local_path  # no I/O: the path only
+    if folder and not (Path(folder) / "chroma.sqlite3").is_file():  # Chroma's own file in its folder
+        where = Path(settings.data_storage_path or "./memoryos_data")
+        _error(
+            f"no memory store in {where}: nothing was stored there yet "
+            "(memoryos ingest or import creates one; --data or MEMORYOS_DATA names another folder)"
+        )
+
+
 @contextmanager
-def _opened(settings: Settings, *, background: bool = False) -> Iterator[Any]:
-    """A MemoryOS that only consolidates when asked (a command does exactly what it says), then closed."""
+def _opened(settings: Settings, *, background: bool = False, existing: bool = False) -> Iterator[Any]:
+    """A MemoryOS that only consolidates when asked (a command does exactly what it says), then closed.
+
+    With ``existing``, a missing embedded store is an error rather than created (reading commands).
+    """
+    if existing:
+        _existing_store(settings)
     memory = settings.open_memory(background=background)
     try:
         yield memory
@@ -186,54 +225,43 @@ def recall(
     settings: Settings,
     query: Annotated[str, typer.Argument(help="What to recall memory for.")],
     top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, max=1000, help="Older pages to show.")
+        int | None,
+        typer.Option("--top-k", min=1, max=1000, help="Older pages and knowledge to rank (default 7)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recall the memory relevant to QUERY: ranked pages, knowledge and the profile, with provenance."""
-    with _opened(settings) as memory:
-        context = memory.retrieve_memory(query, top_k=top_k)
+    """Recall the memory relevant to QUERY: the recent pages, then the best older pages and knowledge."""
+    from memoryos_core._cli_output import print_recall, recall_json
+
+    with _opened(settings, existing=True) as memory:
+        top_k = top_k or memory.config.retrieval.top_pages  # always a cap: pages and knowledge together
+        # Looking at memory is not using it: no heat visit is counted.
+        context = memory.retrieve_memory(query, top_k=top_k, update_heat=False)
     if as_json:
-        _echo_json(context.to_mcp_dict())
-        return
-    if not context.units:
-        _plain(f"no memory for {context.user_id} yet")
-    for rank, unit in enumerate(context.units, 1):
-        sources = f" from {','.join(unit.source_ids)}" if unit.source_ids else ""
-        _plain(f"{rank}. {unit.tier} {unit.score:.2f} {unit.timestamp}{sources}", "bold")
-        _plain("   " + unit.text.replace("\n", "\n   "))
-    if context.profile:
-        _plain("profile:", "bold")
-        _plain(context.profile)
+        _echo_json(recall_json(context))
+    else:
+        print_recall(console, context, top_k)
 
 
 @_store_command()
 def profile(settings: Settings, as_json: JsonOption = False) -> None:
     """Show the user's profile traits and knowledge, with the pages each came from."""
-    with _opened(settings) as memory:
+    from memoryos_core._cli_output import print_profile, with_iso_times
+
+    with _opened(settings, existing=True) as memory:
         found = memory.get_user_profile()
     if as_json:
-        _echo_json(found.to_dict())
+        _echo_json(with_iso_times(found.to_dict()))
         return
-    _plain(f"profile of {found.user_id}", "bold")
-    for trait in found.traits:
-        _plain(f"- {trait.name}: {trait.value}  (pages {', '.join(trait.page_ids)})")
-    for title, items in (
-        ("user knowledge", found.user_knowledge),
-        ("assistant knowledge", found.assistant_knowledge),
-    ):
-        if items:
-            _plain(title, "bold")
-        for item in items:
-            _plain(f"- {item.text}  (pages {', '.join(item.page_ids)})")
-    if not (found.traits or found.user_knowledge or found.assistant_knowledge):
-        _plain("nothing yet: an LLM builds the profile from segments that become hot")
+    print_profile(console, found)
 
 
 @_store_command()
 def stats(settings: Settings, as_json: JsonOption = False) -> None:
     """Show counts per tier, pending work and the LLM cost so far."""
-    with _opened(settings) as memory:
+    from memoryos_core._cli_output import print_stats
+
+    with _opened(settings, existing=True) as memory:
         found = memory.get_memory_stats()
     if as_json:
         _echo_json(found.to_dict())
@@ -241,15 +269,41 @@ def stats(settings: Settings, as_json: JsonOption = False) -> None:
         print_stats(console, found)
 
 
+@_store_command(without=("user",))
+def users(settings: Settings, as_json: JsonOption = False) -> None:
+    """List the users of the store, with how many pages each has."""
+    with _opened(settings, existing=True) as memory:
+        found = {user: memory.store.count("pages", where={"user_id": user}) for user in memory.list_users()}
+    if as_json:
+        _echo_json([{"user_id": user, "pages": count} for user, count in found.items()])
+        return
+    if not found:
+        _plain("no users yet")
+    for user, count in found.items():
+        _plain(f"{user}  {count} page{'s' if count != 1 else ''}")
+
+
 @_store_command("export")
 def export_(
     settings: Settings,
     file: Annotated[str, typer.Argument(help="Where to write the JSON; - for stdout.")] = "-",
 ) -> None:
-    """Write all of the user's memory as JSON (pages, segments, profile, knowledge)."""
-    with _opened(settings) as memory:
+    """Write all of the user's memory as JSON: pages, segments, profile, knowledge (times also ISO 8601)."""
+    from memoryos_core._cli_output import with_iso_times
+
+    with _opened(settings, existing=True) as memory:
         exported = memory.export_memory()
-    text = json.dumps(exported, ensure_ascii=False, indent=2)
+        known = settings.user_id in memory.list_users()
+    if not any(
+        exported.get(key) for key in ("pages", "segments", "profile", "user_knowledge", "assistant_knowledge")
+    ):
+        # Nothing to write: an empty file would pass for a backup.
+        _error(
+            f"user {settings.user_id} has no memory to export"
+            if known
+            else f"no user {settings.user_id} in this store (memoryos users lists them)"
+        )
+    text = json.dumps(with_iso_times(exported), ensure_ascii=False, indent=2)
     if file == "-":
         typer.echo(text)
     else:
@@ -284,7 +338,7 @@ def delete(
         _error("give a page id, or --all (with --yes) to delete all of the user's memory")
     if everything and not yes:
         _error(f"--all deletes all memory of {settings.user_id}: add --yes to confirm")
-    with _opened(settings) as memory:
+    with _opened(settings, existing=True) as memory:
         count = memory.delete_memory(page_id, everything=everything)
     _plain(f"deleted {count} page(s) of {settings.user_id}")
 
@@ -294,11 +348,15 @@ def chat(settings: Settings) -> None:
     """Chat with an LLM that remembers (OPENAI_API_KEY, or openai_api_key in --config); exit or EOF ends."""
     if not settings.has_llm:
         _error("chat needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL) or openai_api_key in --config")
-    with _opened(settings, background=True) as memory:
-        stderr.print(f"chatting as {escape(settings.user_id)} ({escape(settings.describe())}); exit to stop")
+    from memoryos_core._cli_output import prompt_safe_logging
+
+    with _opened(settings, background=True) as memory, prompt_safe_logging(stderr) as logs:
+        banner = f"chatting as {escape(settings.user_id)} ({escape(settings.describe())}); exit to stop"
+        stderr.print(banner, soft_wrap=True)
         while True:
             try:
-                line = console.input("[bold]you>[/bold] ").strip()
+                with logs.prompting():  # background log lines wait until Enter, not mid-line
+                    line = console.input("[bold]you>[/bold] ").strip()
             except (EOFError, KeyboardInterrupt):
                 break
             if line.lower() in ("exit", "quit", "/exit", "/quit"):

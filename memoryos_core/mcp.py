@@ -231,7 +231,7 @@ def create_server(
         query: Annotated[str, Field(description="What to recall memory for, e.g. the user's message.")],
         user_id: UserArg = user_default,
         max_results: Annotated[
-            int, Field(ge=1, le=100, description="Older pages to return beyond the recent ones.")
+            int, Field(ge=1, le=100, description="Older pages and knowledge beyond the recent pages.")
         ] = 7,
     ) -> RetrieveMemoryResult:
         """Recall the user's memory for a query: recent pages, relevant older pages, knowledge, profile."""

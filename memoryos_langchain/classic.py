@@ -26,7 +26,7 @@ class MemoryOSMemory(BaseMemory):
         user_id: whose memory (default: the instance's default user).
         memory_key: the prompt variable that receives the recalled memory.
         input_key, output_key: the chain's input and output keys (found when there is only one).
-        top_k: pages recalled beyond the short-term ones.
+        top_k: units (older pages, knowledge) recalled beyond the short-term pages.
 
     Example:
         >>> chain = ConversationChain(llm=model, memory=MemoryOSMemory(memory=memory, user_id="alice"))

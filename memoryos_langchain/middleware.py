@@ -53,7 +53,7 @@ class MemoryOSMiddleware(AgentMiddleware[MemoryOSState, Any, Any]):
     Args:
         memory: the MemoryOS instance.
         user_id: the default user of this agent.
-        top_k: pages recalled beyond the short-term ones (the core's default when None).
+        top_k: units (older pages, knowledge) recalled beyond the short-term pages (core default when None).
         max_units: most recalled units put in the prompt (all when None).
         recall: inject recalled memory before model calls.
         store_turns: store each finished turn.

@@ -41,7 +41,7 @@ class MemoryOSRetriever(BaseRetriever):
     tiers: Sequence[str] | None = None
 
     def _documents(self, context: RetrievedContext, k: int) -> list[Document]:
-        units = [u for u in context.units if self.tiers is None or u.tier in self.tiers]
+        units = [u for u in context.all_units if self.tiers is None or u.tier in self.tiers]
         return [
             Document(page_content=unit.text, metadata=unit_metadata(unit, context.user_id), id=unit.id)
             for unit in units[:k]

@@ -142,7 +142,7 @@ class MemoryOSStore(BaseStore):
     ) -> list[SearchItem]:
         if op.query:
             top_k = min(1000, max(1, op.offset + op.limit))
-            units = self.memory.retrieve_memory(op.query, user_id=user, top_k=top_k).units
+            units = self.memory.retrieve_memory(op.query, user_id=user, top_k=top_k).all_units
             items = list({item.key: item for item in reversed([unit_item(ns, u) for u in units])}.values())
             items.sort(key=lambda item: item.score or 0.0, reverse=True)  # one item per key, best score
         else:

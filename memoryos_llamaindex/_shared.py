@@ -146,7 +146,7 @@ def recent_turns(context: RetrievedContext) -> list[ChatMessage]:
         return unit.timestamp, int(unit.meta_data.get("meta_data", {}).get("seq_ns", 0))
 
     messages = []
-    for unit in sorted(context.by_tier("short_term"), key=order):
+    for unit in sorted(context.short_term, key=order):
         if unit.meta_data.get("user_input"):
             messages.append(ChatMessage(role=MessageRole.USER, content=unit.meta_data["user_input"]))
         if unit.meta_data.get("agent_response"):
@@ -162,7 +162,7 @@ def compose(
     Short-term pages become the recent turns, so they are not rendered a second time. Messages are
     copies: LlamaIndex edits the messages it gets (agent state prompts), never ours.
     """
-    recalled = replace(context, units=tuple(u for u in context.units if u.tier != "short_term"))
+    recalled = replace(context, short_term=())
     open_copy = [m.model_copy(deep=True) for m in open_turn]
     turns = recent_turns(context) + open_copy
     if not recalled.units and not recalled.profile:

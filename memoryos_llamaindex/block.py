@@ -28,7 +28,7 @@ class MemoryOSMemoryBlock(BaseMemoryBlock[str]):
         memory: The MemoryOS that holds the data.
         user_id: Whose memory (default: the MemoryOS's default user).
         assistant_id: Which assistant (default: the MemoryOS's default assistant).
-        top_k: Past pages to recall beyond the short-term ones.
+        top_k: Older pages and knowledge to recall beyond the short-term pages.
         priority: Truncation priority (0 never truncates; default 1).
 
     Example:
@@ -66,7 +66,7 @@ class MemoryOSMemoryBlock(BaseMemoryBlock[str]):
         context = await self.memory.aretrieve_memory(
             query_of(messages or []), user_id=self.user_id, assistant_id=self.assistant_id, top_k=self.top_k
         )
-        if not context.units and not context.profile:
+        if not context.all_units and not context.profile:
             return ""
         rendered = context.render()
         self._rendered[rendered] = context
@@ -89,7 +89,7 @@ class MemoryOSMemoryBlock(BaseMemoryBlock[str]):
         target = len(tokenizer(content)) - tokens_to_truncate
         context = self._rendered.get(content)
         if context is not None:
-            for count in range(len(context.units) - 1, -1, -1):
+            for count in range(len(context.all_units) - 1, -1, -1):
                 shorter = context.render(max_units=count)
                 if len(tokenizer(shorter)) <= target:
                     return shorter if count or context.profile else None

@@ -76,7 +76,7 @@ class MemoryOSMemory(BaseMemory):
             user_id: Whose memory (default: the MemoryOS's default user).
             assistant_id: Which assistant answers (default: the MemoryOS's default assistant).
             session_id: Recorded in every stored page's ``meta_data`` (default: a new id).
-            top_k: Past pages to recall beyond the short-term ones.
+            top_k: Older pages and knowledge to recall beyond the short-term pages.
             insert_method: ``SYSTEM`` puts recalled memory in a leading system message; ``USER``
                 in front of the open turn's user message (ReActAgent drops a leading system
                 message from memory unless the agent has a ``system_prompt``).
@@ -121,7 +121,7 @@ class MemoryOSMemory(BaseMemory):
         self, messages: list[ChatMessage], known: RetrievedContext
     ) -> tuple[list[ChatMessage], list[Page]]:
         pending, pages = fold_turns([], messages, self._meta())
-        stored = {(u.meta_data.get("user_input"), u.meta_data.get("agent_response")) for u in known.units}
+        stored = {(u.meta_data.get("user_input"), u.meta_data.get("agent_response")) for u in known.all_units}
         return pending, [p for p in pages if (p["user_input"], p["agent_response"]) not in stored]
 
     def _all(self, export: dict[str, Any]) -> list[ChatMessage]:

@@ -54,7 +54,7 @@ class MemoryOSRetriever(BaseRetriever):
         return {"user_id": self.user_id, "assistant_id": self.assistant_id, "top_k": self.k}
 
     def _nodes(self, context: RetrievedContext) -> list[NodeWithScore]:
-        units = sorted(context.units, key=lambda u: u.score, reverse=True)[: self.k]
+        units = context.all_units[: self.k]
         nodes = []
         if self.include_profile and context.profile:
             nodes.append(NodeWithScore(node=self._node(context, "profile", context.profile), score=1.0))

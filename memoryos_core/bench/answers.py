@@ -48,8 +48,9 @@ class Answerer:
         self, context: RetrievedContext, question: Question, conversation: Conversation
     ) -> dict[str, Any]:
         """Generate and score one answer; returns the fields added to the question's details."""
-        kept = units_within([unit.source_ids for unit in context.units], self.answer_k)
-        cut = RetrievedContext(context.query, context.user_id, context.units[:kept], context.profile, Cost())
+        units = context.all_units  # the short-term pages compete for the turn budget like the others
+        kept = units_within([unit.source_ids for unit in units], self.answer_k)
+        cut = RetrievedContext(context.query, context.user_id, units[:kept], context.profile, Cost())
         messages = answer_messages(question.question, cut, (conversation.speaker_a, conversation.speaker_b))
         with measure() as tally:
             prediction = self.llm.complete(messages).strip()

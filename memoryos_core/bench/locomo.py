@@ -207,7 +207,9 @@ class _Asker:
             user_id=conversation.user_id,
             top_k=top,
         )
-        ranked = _score_system(context.units, question, self.options.ks, self.diagnostics)
+        # The short-term pages are ranked with the rest, as a turn budget counts every turn shown.
+        units = context.all_units
+        ranked = _score_system(units, question, self.options.ks, self.diagnostics)
         bm25_ids = _timed(ms["bm25"], bm25.search, question.question, top)
         dense_ids = _timed(ms["dense"], dense.search, question.question, top)
         for table, ids in ((systems.memoryos, ranked), (systems.bm25, bm25_ids), (systems.dense, dense_ids)):
@@ -219,7 +221,7 @@ class _Asker:
             "question": question.question,
             "evidence": list(question.evidence),
             "memoryos": ranked,
-            "memoryos_units": [[u.tier, round(u.score, 4), list(u.source_ids)] for u in context.units],
+            "memoryos_units": [[u.tier, round(u.score, 4), list(u.source_ids)] for u in units],
             "bm25": bm25_ids,
             "dense": dense_ids,
         }

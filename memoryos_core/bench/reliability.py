@@ -364,7 +364,7 @@ def owned_ids(memory: MemoryOS, user_id: str) -> set[str]:
 def context_leaks(context: Any, user_id: str, owned: set[str], token: str) -> list[str]:
     """Why a recalled context shows memory that is not ``user_id``'s (empty when it does not)."""
     leaks = [] if context.user_id == user_id else [f"context for {context.user_id}"]
-    for unit in context.units:
+    for unit in context.all_units:
         foreign = set(_TOKEN.findall(unit.text)) - {token}
         if unit.id not in owned or not set(unit.page_ids) <= owned or foreign:
             leaks.append(f"{unit.tier} unit {unit.id} ({sorted(foreign)})")
@@ -386,7 +386,7 @@ def check_isolation(memory: MemoryOS, users: list[str], queries: int, rng: rando
         found = context_leaks(context, user, owned[user], tokens[user])
         leaks += len(found)
         examples += [f"{user} asked for {other}: {leak}" for leak in found][: max(0, 10 - len(examples))]
-        ids = [unit.id for unit in context.units]
+        ids = [unit.id for unit in context.all_units]
         duplicates += len(ids) - len(set(ids))
     return {
         "cross_user_queries": queries,

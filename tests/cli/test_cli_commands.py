@@ -155,7 +155,8 @@ def test_a_bad_line_stores_nothing(tmp_path: Path) -> None:
     assert_one_error_line(invoke("ingest", str(turns), *store(tmp_path)), "item 2", "agent_reponse")
     write_jsonl(turns, [TURNS[0], {"user_input": " ", "agent_response": ""}])
     assert_one_error_line(invoke("ingest", str(turns), *store(tmp_path)), "item 2", "non-empty")
-    assert stats(tmp_path)["short_term_pages"] == 0
+    if (tmp_path / "data").exists():  # no store at all is nothing stored too (stats would refuse it)
+        assert stats(tmp_path)["short_term_pages"] == 0
 
 
 def test_export_import_round_trip_through_files_and_pipes(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_deleting_a_user_removes_every_trace_and_touches_no_one_else(
         memory.delete_memory()  # no page and no everything=True: refuse
     assert memory.delete_memory(everything=True) == 8
     assert _records(memory, "alice") == 0
-    assert memory.retrieve_memory("sailing").units == ()
+    assert memory.retrieve_memory("sailing").all_units == ()
     assert memory.get_user_profile().traits == ()
     assert memory.export_memory("bob") == bob_before
 
@@ -96,7 +96,7 @@ def test_export_import_round_trip_into_a_fresh_store(make_memory: Callable[..., 
     assert {k["text"] for k in again["user_knowledge"]} == {k["text"] for k in export["user_knowledge"]}
     assert target.import_memory(export) == 8  # same ids: nothing doubles
     assert len(target.export_memory()["pages"]) == 8
-    assert target.retrieve_memory("sailing").units
+    assert target.retrieve_memory("sailing").all_units
 
 
 def test_import_into_another_user_copies_without_touching_the_original(

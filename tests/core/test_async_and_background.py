@@ -38,7 +38,7 @@ def test_async_twins_give_the_same_results_as_sync(make_memory: Callable[..., Me
 
     context, export, stats, profile = asyncio.run(run())
     assert _shape(export) == _shape(sync.export_memory())
-    assert [u.text for u in context.units] == [u.text for u in sync_context.units]
+    assert [u.text for u in context.all_units] == [u.text for u in sync_context.all_units]
     assert stats.mid_term_pages == sync.get_memory_stats().mid_term_pages == 9
     assert profile.user_id == "async_user"
 

@@ -46,7 +46,7 @@ def test_pending_pages_are_recalled_before_they_reach_chroma(tmp_path: Path) -> 
         memory.add_memory("I fixed the build.", "Good.")
         assert _stored(memory) == [] and len(_journals(tmp_path)) == 1
         context = memory.retrieve_memory("what does Pixel like to eat")
-        assert context.units[0].page_ids == (added,)
+        assert context.all_units[0].page_ids == (added,)
         assert next(p["id"] for p in memory.export_memory()["pages"]) == added  # reads flush first
         assert len(_stored(memory)) == 2 and _journals(tmp_path) == []
     finally:
@@ -178,7 +178,7 @@ def test_a_failed_write_keeps_pages_pending_and_recallable(tmp_path: Path) -> No
         page_id = memory.add_memory("The wifi password is on the fridge.", "Got it.").page_id
         with pytest.raises(StorageError, match="disk full"):
             memory.export_memory()
-        assert memory.retrieve_memory("where is the wifi password").units[0].page_ids == (page_id,)
+        assert memory.retrieve_memory("where is the wifi password").all_units[0].page_ids == (page_id,)
         assert len(_journals(tmp_path)) == 1
         store.failing = False
         assert [p["id"] for p in memory.export_memory()["pages"]] == [page_id]

@@ -63,7 +63,9 @@ def test_paraphrased_questions_find_the_page_that_answers_them(
     # Ranking is hybrid (BM25 + dense): a page sharing a literal word with the question may
     # come first ("food" in "What food should I avoid?"), so the answer must be among the top two.
     context = memory.retrieve_memory(question, top_k=3)
-    pages = sorted((u for u in context.units if u.tier in ("mid_term", "short_term")), key=lambda u: -u.score)
+    pages = sorted(
+        (u for u in context.all_units if u.tier in ("mid_term", "short_term")), key=lambda u: -u.score
+    )
     assert (message_id,) in [u.source_ids for u in pages[:2]]
 
 
@@ -75,7 +77,7 @@ def test_units_carry_tier_score_timestamp_and_provenance(memory: MemoryOS) -> No
     mid = context.by_tier("mid_term")
     assert len(mid) == 4
     page_ids = {p["id"] for p in memory.export_memory()["pages"]}
-    for unit in context.units:
+    for unit in context.all_units:
         assert unit.page_ids and set(unit.page_ids) <= page_ids
         assert unit.timestamp.startswith("2024-03-")
         assert math.isfinite(unit.score)
@@ -87,6 +89,35 @@ def test_top_k_bounds_the_pages_beyond_short_term(memory: MemoryOS) -> None:
     assert len(memory.retrieve_memory("anything", top_k=50).by_tier("mid_term")) == 7
     with pytest.raises(InvalidInputError):
         memory.retrieve_memory("anything", top_k=0)
+
+
+def test_top_k_caps_the_ranked_units_and_short_term_pages_come_apart(
+    make_memory: Callable[..., MemoryOS],
+) -> None:
+    memory = make_memory()  # short-term capacity 7
+    memory.add_memories(
+        [{"user_input": f"Note {i} about gardening and tomatoes.", "agent_response": "ok"} for i in range(20)]
+    )
+    memory.flush()
+    knowledge = [
+        {"id": f"kn_{i}", "text": f"Alice grows tomatoes, fact {i}.", "page_ids": []} for i in range(3)
+    ]
+    memory.import_memory({"user_id": "alice", "pages": [], "user_knowledge": knowledge})
+    context = memory.retrieve_memory("tomatoes in the garden", top_k=10)
+    assert len(context.units) == 10  # pages and knowledge share the budget
+    assert {u.tier for u in context.units} == {"mid_term", "user_knowledge"}
+    assert [u.meta_data["user_input"] for u in context.short_term] == [
+        f"Note {i} about gardening and tomatoes." for i in range(13, 20)
+    ]  # the recent conversation, oldest first, not counted in top_k
+    assert len(context.all_units) == 17 and context.by_tier("short_term") == sorted(
+        context.short_term, key=lambda u: -u.score
+    )
+    rendered = context.render()
+    recent = rendered.index("Recent conversation:")
+    assert all(rendered.index(u.text) > recent for u in context.short_term)
+    assert len(memory.retrieve_memory("tomatoes", top_k=2).units) == 2
+    shape = context.to_mcp_dict()
+    assert len(shape["short_term_memory"]) == 7 and shape["total_results"] == 17
 
 
 def test_mcp_dict_has_the_reference_shape(memory: MemoryOS) -> None:
@@ -146,7 +177,7 @@ def test_a_rare_exact_word_finds_its_page(make_memory: Callable[..., MemoryOS], 
     }
     memory.add_memories([*filler[:15], code, *filler[15:]])
     memory.flush()
-    best = max(memory.retrieve_memory("ZX-4471", top_k=3).units, key=lambda u: u.score)
+    best = max(memory.retrieve_memory("ZX-4471", top_k=3).all_units, key=lambda u: u.score)
     assert best.source_ids == ("code",)
 
 
@@ -170,7 +201,7 @@ def test_the_answer_after_a_matching_question_is_recalled(
     }
     memory.add_memories(pages)
     memory.flush()
-    units = memory.retrieve_memory("What did I take away from Becoming Nicole?", top_k=2).units
+    units = memory.retrieve_memory("What did I take away from Becoming Nicole?", top_k=2).all_units
     assert {("ask",), ("answer",)} <= {u.source_ids for u in units}
 
 
@@ -191,7 +222,7 @@ def test_a_date_in_the_question_favours_pages_of_that_period(
         ]
     )
     memory.flush()
-    units = memory.retrieve_memory("Which concert did I go to in July 2023?", top_k=1).units
+    units = memory.retrieve_memory("Which concert did I go to in July 2023?", top_k=1).all_units
     best = max(units, key=lambda u: u.score)
     assert best.source_ids == ("2023-07-04",)
 
@@ -201,8 +232,8 @@ def test_pages_written_by_another_instance_are_found(
 ) -> None:
     reader = make_memory()
     reader.add_memory("I like tea.", "Noted.")
-    assert reader.retrieve_memory("tea").units  # the reader's index now exists
+    assert reader.retrieve_memory("tea").all_units  # the reader's index now exists
     writer = make_memory()
     writer.add_memory("My bicycle is a red gravel bike.", "Cool!", meta_data={"message_id": "bike"})
-    found = reader.retrieve_memory("gravel bicycle", top_k=2).units
+    found = reader.retrieve_memory("gravel bicycle", top_k=2).all_units
     assert ("bike",) in [u.source_ids for u in found]

@@ -65,12 +65,12 @@ def test_deleting_a_user_drops_their_collections_only(make_memory: Callable[...,
     _fill(memory, "bob", "cooking", 10)
     store = memory.store
     assert isinstance(store, ChromaStore)
-    bob_before = [u.id for u in memory.retrieve_memory("pasta", user_id="bob").units]
+    bob_before = [u.id for u in memory.retrieve_memory("pasta", user_id="bob").all_units]
     assert memory.delete_memory(user_id="alice", everything=True) == 10
     assert _user_collections(store, "alice") == set()
     assert store.users() == ["bob"]
-    assert [u.id for u in memory.retrieve_memory("pasta", user_id="bob").units] == bob_before
-    assert memory.retrieve_memory("hiking", user_id="alice").units == ()
+    assert [u.id for u in memory.retrieve_memory("pasta", user_id="bob").all_units] == bob_before
+    assert memory.retrieve_memory("hiking", user_id="alice").all_units == ()
     memory.add_memory("I came back.", "Welcome back.", user_id="alice")  # same process, same user id
     assert store.users() == ["alice", "bob"]  # registered again: scans find the new collections
     assert len(store.get("pages", where={"tier": "short_term"})) == 11
@@ -96,7 +96,7 @@ def test_reads_of_an_unknown_user_create_nothing(make_memory: Callable[..., Memo
     store = memory.store
     assert isinstance(store, ChromaStore)
     before = _names(store)
-    assert memory.retrieve_memory("hiking", user_id="nobody").units == ()
+    assert memory.retrieve_memory("hiking", user_id="nobody").all_units == ()
     assert memory.get_memory_stats("nobody").short_term_pages == 0
     assert _names(store) == before
 

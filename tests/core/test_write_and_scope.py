@@ -92,12 +92,12 @@ def test_one_instance_serves_many_users_without_leaks(make_memory: Callable[...,
     for user, other_topic in (("alice", "pasta"), ("bob", "hiking")):
         context = memory.retrieve_memory(f"{other_topic} day 3", user_id=user, top_k=20)
         owners = {page["id"] for page in memory.export_memory(user)["pages"]}
-        assert context.units and all(set(unit.page_ids) <= owners for unit in context.units)
-        assert all(other_topic not in unit.text for unit in context.units)
+        assert context.all_units and all(set(unit.page_ids) <= owners for unit in context.all_units)
+        assert all(other_topic not in unit.text for unit in context.all_units)
         stats = memory.get_memory_stats(user)
         assert stats.short_term_pages + stats.mid_term_pages == 12
     assert memory.get_memory_stats("carol").short_term_pages == 0
-    assert memory.retrieve_memory("anything", user_id="carol").units == ()
+    assert memory.retrieve_memory("anything", user_id="carol").all_units == ()
 
 
 def test_per_call_ids_override_the_instance_defaults(make_memory: Callable[..., MemoryOS]) -> None:
@@ -147,7 +147,7 @@ def test_update_memory_changes_a_page_in_place(make_memory: Callable[..., Memory
     pages = memory.export_memory()["pages"]
     assert pages[0]["id"] == first.page_id and len(pages) == 2  # same id, same place
     assert pages[0]["agent_response"] == "Try a mushroom risotto." and pages[0]["source_ids"] == ["h1", "a1"]
-    best = memory.retrieve_memory("risotto mushroom").units[0]
+    best = memory.retrieve_memory("risotto mushroom").all_units[0]
     assert best.id == first.page_id
     with pytest.raises(InvalidInputError):
         memory.update_memory(first.page_id, user_input="", agent_response=" ")

@@ -127,10 +127,10 @@ def _finish(proc: subprocess.Popen[str]) -> str:
 
 def _owner_problems(memory: MemoryOS, user: str, context: RetrievedContext) -> list[str]:
     """What is wrong with one recall: foreign or missing units, duplicate ids."""
-    ids = [unit.id for unit in context.units]
+    ids = [unit.id for unit in context.all_units]
     problems = [f"duplicate unit {i}" for i, n in Counter(ids).items() if n > 1]
     kinds: dict[Kind, list[str]] = {"pages": [], "knowledge": []}
-    for unit in context.units:
+    for unit in context.all_units:
         kinds["knowledge" if unit.tier.endswith("knowledge") else "pages"].append(unit.id)
         kinds["pages"] += list(unit.page_ids)
     # A page recalled while still journaled (write-behind) is in its owner's pending list; look

@@ -171,7 +171,7 @@ def canary(memory: MemoryOS) -> dict[str, Any]:
 
 def _store_is_sound(memory: MemoryOS, canary: dict[str, Any], user: str) -> None:
     assert memory.export_memory(user_id="canary") == canary
-    assert memory.retrieve_memory("canaries", user_id="canary", update_heat=False).units
+    assert memory.retrieve_memory("canaries", user_id="canary", update_heat=False).all_units
     assert consistency_problems(memory, user) == []
 
 
@@ -205,7 +205,7 @@ def test_add_memory_gives_a_typed_error_or_a_page_that_round_trips_exactly(
         assert page["meta_data"] == (meta or {})
         if isinstance(timestamp, str) and timestamp.strip():
             assert page["timestamp"] == timestamp.strip()
-        assert page_id in [u.id for u in memory.retrieve_memory("what did I say?", user_id=user).units]
+        assert page_id in [u.id for u in memory.retrieve_memory("what did I say?", user_id=user).all_units]
     _store_is_sound(memory, canary, user)
 
 
@@ -252,7 +252,7 @@ def test_hostile_queries_give_a_typed_error_or_only_the_askers_memory(
         assert not (_valid_text(query) and (top_k is None or (type(top_k) is int and 1 <= top_k <= 1000)))
     else:
         owned = {p["id"] for p in canary["pages"]}
-        assert context.user_id == "canary" and all(set(u.page_ids) <= owned for u in context.units)
+        assert context.user_id == "canary" and all(set(u.page_ids) <= owned for u in context.all_units)
     _store_is_sound(memory, canary, "canary")
 
 

@@ -96,7 +96,7 @@ def test_an_unanswered_message_waits_durably_for_its_answer(make_memory: Callabl
         HumanMessage("I moved to Lyon.", id="h-1"),
         AIMessage("Lyon is lovely in spring.", id="a-1"),
     ]
-    unit = memory.retrieve_memory("Lyon", user_id="alice").units[0]
+    unit = memory.retrieve_memory("Lyon", user_id="alice").all_units[0]
     assert set(unit.source_ids) == {"h-1", "a-1"}  # message ids reach recalled units
 
 
