@@ -180,6 +180,7 @@ class ManageMixin:
             skipped_llm_steps=int(state["skipped_llm_steps"]),
             llm_fallbacks=int(state["llm_fallbacks"]),
             cost=Cost(stored.llm_calls, stored.prompt_tokens, stored.completion_tokens, session.ms),
+            truncated_replies=int(state["truncated_replies"]),
         )
 
     def delete_memory(
