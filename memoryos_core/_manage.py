@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core import _admin
+from memoryos_core import _admin, _import
 from memoryos_core._consolidation import UserState
 from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._lease import LEASE_TTL_S
@@ -220,16 +220,31 @@ class ManageMixin:
             return _admin.export_user(self.store, user)
 
     def import_memory(self, data: Mapping[str, Any], *, user_id: str | None = None) -> int:
-        """Load an export (into ``user_id``, or the user it was exported from); returns pages imported.
+        """Load an export into ``user_id``, or else into this instance's user; returns pages imported.
 
-        Pages keep their ids, so importing the same export twice stores nothing twice.
+        Without ``user_id``, an export of another user (its ``"user_id"``) is refused: a file must not
+        be able to choose whose memory it writes. Pass ``user_id=`` to import it as that user. Every
+        value is validated before anything is written. Pages keep their ids, so importing the same
+        export twice stores nothing twice.
+
+        Raises:
+            InvalidInputError: another user's export without ``user_id=``, or any malformed value
+                (nothing is written).
         """
         if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):
             raise InvalidInputError("import_memory takes the dict returned by export_memory")
-        user = self._ids(user_id if user_id is not None else data.get("user_id"))[0]
+        owner = data.get("user_id")
+        if owner is not None:
+            owner = check_id(owner, "user_id of the export")
+        if user_id is None and owner is not None and owner != self.user_id:
+            raise InvalidInputError(
+                f"this export holds the memory of user {owner!r}, and this MemoryOS's user is "
+                f"{self.user_id!r}: pass user_id={owner!r} (or another user) to import it as that user"
+            )
+        user = self._ids(user_id)[0]
         self._settled()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
-            count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
+            count = _import.import_user(self.store, self.embedder, self.config, user, data, self._clock())
             self._indexes.forget(user)
         self._register(user)
         self._schedule(user)

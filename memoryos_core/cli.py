@@ -263,13 +263,24 @@ def export_(
 def import_(
     settings: Settings,
     file: Annotated[str, typer.Argument(help="A JSON export; - for stdin.")],
-    user: UserFlag = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as-user", help="Import another user's export as this user.")
+    ] = None,
 ) -> None:
-    """Load a JSON export, into --user or else the exported user (pages keep their ids there)."""
+    """Load a JSON export into --user (pages keep their ids); another user's export needs --as-user."""
     exported = json.loads(sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8"))
+    if not isinstance(exported, dict):
+        _error(f"{file} is not a MemoryOS export (a JSON object)")
+    owner = exported.get("user_id")
+    if as_user is None and owner is not None and owner != settings.user_id:
+        # A file must not choose whose memory it writes: the user is named on the command line.
+        _error(
+            f"{file} holds the memory of {owner!r}, not of {settings.user_id!r}: add --user {owner} "
+            f"to import it for {owner!r}, or --as-user NAME to import it as another user"
+        )
     with _opened(settings) as memory:
-        count = memory.import_memory(exported, user_id=user)
-    _plain(f"imported {count} pages for {user or exported.get('user_id')}")
+        count = memory.import_memory(exported, user_id=as_user or settings.user_id)
+    _plain(f"imported {count} pages for {as_user or settings.user_id}")
 
 
 @_store_command()

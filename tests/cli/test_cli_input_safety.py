@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -78,3 +79,51 @@ def test_an_unknown_embedding_is_one_config_error_and_no_download(
     assert not (tmp_path / "data").exists()
     done = run("stats", "--data", str(tmp_path / "data"), env=env | {"MEMORYOS_EMBEDDING": "hash:x"})
     one_error_line(done, "MEMORYOS_EMBEDDING", "hash:DIM")
+
+
+def invoke(*args: str, input: str | None = None) -> Any:
+    """Run a command in-process (the store options come from the arguments)."""
+    from typer.testing import CliRunner
+
+    from memoryos_core.cli import app
+
+    return CliRunner().invoke(app, list(args), input=input, env=dict.fromkeys(SCRUBBED))
+
+
+def in_process_error(result: Any, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def pages_of(data: Path, user: str) -> list[dict[str, Any]]:
+    result = invoke("export", "--data", str(data), "--embedding", "hash", "--user", user)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["pages"]
+
+
+def test_import_names_its_user_on_the_command_line(tmp_path: Path) -> None:
+    export = {"user_id": "alice", "pages": [{"id": "pg_1", "user_input": "I sail.", "agent_response": "Ok."}]}
+    (tmp_path / "alice.json").write_text(json.dumps(export))
+    target = ["--data", str(tmp_path / "data"), "--embedding", "hash"]
+    in_process_error(invoke("import", str(tmp_path / "alice.json"), *target, "--user", "bob"),
+                     "memory of 'alice', not of 'bob'", "--as-user")  # fmt: skip
+    assert pages_of(tmp_path / "data", "bob") == [] and pages_of(tmp_path / "data", "alice") == []
+    done = invoke("import", str(tmp_path / "alice.json"), *target, "--user", "bob", "--as-user", "bob")
+    assert done.exit_code == 0 and "imported 1 pages for bob" in done.stdout
+    assert [p["user_input"] for p in pages_of(tmp_path / "data", "bob")] == ["I sail."]
+    assert pages_of(tmp_path / "data", "alice") == []
+
+
+def test_a_malformed_import_is_one_error_line_and_stores_nothing(tmp_path: Path) -> None:
+    export = {
+        "user_id": "alice",
+        "pages": [{"id": "pg_1", "user_input": "I sail.", "agent_response": "Ok.", "segment_id": "seg_1"}],
+        "segments": [{"id": "seg_1", "summary": "Sailing.", "n_visit": 10**40, "page_ids": ["pg_1"]}],
+    }
+    (tmp_path / "bad.json").write_text(json.dumps(export))
+    target = ["--data", str(tmp_path / "data"), "--embedding", "hash", "--user", "alice"]
+    in_process_error(invoke("import", str(tmp_path / "bad.json"), *target), "segments[0] n_visit")
+    assert pages_of(tmp_path / "data", "alice") == []
