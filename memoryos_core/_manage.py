@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -44,6 +44,8 @@ class ManageMixin:
     _account: Any
     _register: Any
     _schedule: Any
+    _prepare: Any
+    _settled: Any
 
     def list_users(self) -> list[str]:
         """Every user with memory in this store, sorted."""
@@ -218,6 +220,48 @@ class ManageMixin:
         self._settled()
         with self._lock(user):
             return _admin.export_user(self.store, user)
+
+    def _prepare_pages(
+        self, pages: Sequence[Mapping[str, Any]], page_ids: Sequence[str], user: str, label: str
+    ) -> list[tuple[Page, float, tuple[str, ...]]]:
+        """Validate pages as ``add_memories`` does, under the given ids; nothing is stored.
+
+        Raises:
+            InvalidInputError: the first bad page, named as ``label item N``.
+        """
+        prepared = []
+        for number, (item, page_id) in enumerate(zip(pages, page_ids, strict=True), 1):
+            try:
+                page, ts_s, sources = self._prepare(item, user, self.assistant_id)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{label} item {number}: {exc}") from exc
+            prepared.append((replace(page, id=check_id(page_id, "page_id")), ts_s, sources))
+        return prepared
+
+    def _store_pages_once(self, user: str, prepared: Sequence[tuple[Page, float, tuple[str, ...]]]) -> int:
+        """Store the prepared pages whose ids the user does not hold yet; returns how many were new.
+
+        Pages already stored are left as they are (their tier, segment and chain stay), so storing
+        the same pages again changes nothing.
+        """
+        self._settled()
+        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
+            ids = [page.id for page, _, _ in prepared]
+            held = {r.id for r in self.store.get("pages", ids=ids, where={"user_id": user})} if ids else set()
+            new = [entry for entry in prepared if entry[0].id not in held]
+            if new:
+                vectors = self.embedder.embed([page.text for page, _, _ in new])
+                records = [
+                    page_record(page, vector, ts_s=ts_s, source_ids=sources)
+                    for (page, ts_s, sources), vector in zip(new, vectors)
+                ]
+                self.store.upsert("pages", records)
+                self._indexes.add(user, records)
+        self._account(user, tally.cost)
+        if new:
+            self._register(user)
+            self._schedule(user, added=len(new))
+        return len(new)
 
     def import_memory(self, data: Mapping[str, Any], *, user_id: str | None = None) -> int:
         """Load an export into ``user_id``, or else into this instance's user; returns pages imported.

@@ -164,21 +164,28 @@ def ingest(
     user: UserFlag = None,
     consolidate: Annotated[bool, typer.Option(help="Consolidate the pages once stored.")] = True,
 ) -> None:
-    """Store the turns of a conversation file as pages (a LoCoMo sample goes to the user named by its id)."""
+    """Store the turns of a conversation file as pages (a LoCoMo sample goes to the user named by its id).
+
+    Every turn is checked before the first is stored; turns stored by an earlier run are skipped.
+    """
     from rich.progress import Progress
 
-    from memoryos_core.ingest import load_pages, store_batches
+    from memoryos_core.ingest import ingest_batches, load_pages
 
     batches = load_pages(file)
     with _opened(settings) as memory, Progress(console=stderr, transient=True) as progress:
         task = progress.add_task(f"ingesting {file.name}", total=sum(len(b.pages) for b in batches))
-        stored = store_batches(memory, batches, user_id=user, on_progress=lambda n: progress.advance(task, n))
+        report = ingest_batches(
+            memory, batches, user_id=user, on_progress=lambda n: progress.advance(task, n)
+        )
         if consolidate:
             progress.update(task, description="consolidating")
-            for target in stored:
+            for target in report.stored:
                 memory.flush(target)
-    counts = ", ".join(f"{count} for {target}" for target, count in stored.items())
-    _plain(f"ingested {sum(stored.values())} pages from {file.name}: {counts}")
+    counts = ", ".join(f"{count} for {target}" for target, count in report.stored.items())
+    skipped = sum(report.already_stored.values())
+    already = f" ({skipped} already stored, skipped)" if skipped else ""
+    _plain(f"ingested {sum(report.stored.values())} pages from {file.name}: {counts}{already}")
 
 
 @_store_command()

@@ -127,3 +127,53 @@ def test_a_malformed_import_is_one_error_line_and_stores_nothing(tmp_path: Path)
     target = ["--data", str(tmp_path / "data"), "--embedding", "hash", "--user", "alice"]
     in_process_error(invoke("import", str(tmp_path / "bad.json"), *target), "segments[0] n_visit")
     assert pages_of(tmp_path / "data", "alice") == []
+
+
+def turns(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "user_input": f"Fact number {i}: I like colour {i}.",
+            "agent_response": f"Noted {i}.",
+            "meta_data": {"message_id": f"m{i}"},
+        }
+        for i in range(start, start + count)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_a_bad_line_101_stores_nothing(tmp_path: Path) -> None:
+    rows = turns(150)
+    rows[100]["user_input"] = "a NUL \u0000 here"  # valid JSON, refused by the core's checks
+    target = ["--data", str(tmp_path / "data"), "--embedding", "hash", "--user", "alice"]
+    result = invoke("ingest", str(write_jsonl(tmp_path / "t.jsonl", rows)), *target)
+    in_process_error(result, "item 101", "NUL")
+    assert pages_of(tmp_path / "data", "alice") == []
+
+
+def test_ingesting_the_same_file_twice_stores_every_turn_once(tmp_path: Path) -> None:
+    target = ["--data", str(tmp_path / "data"), "--embedding", "hash", "--user", "alice"]
+    file = write_jsonl(tmp_path / "t.jsonl", [*turns(20), turns(1)[0]])  # the last line repeats the first
+    first = invoke("ingest", str(file), *target)
+    assert first.exit_code == 0 and "ingested 21 pages" in first.stdout, first.output
+    before = pages_of(tmp_path / "data", "alice")
+    assert len(before) == 21 and sum(p["tier"] == "mid_term" for p in before) == 14  # consolidated
+    again = invoke("ingest", str(file), *target)
+    assert again.exit_code == 0 and "ingested 0 pages" in again.stdout and "21 already stored" in again.stdout
+    assert pages_of(tmp_path / "data", "alice") == before  # nothing doubled, nothing moved back
+    renamed = write_jsonl(tmp_path / "copy.jsonl", [*turns(20), turns(1)[0], *turns(3, start=20)])
+    grown = invoke("ingest", str(renamed), *target)
+    assert grown.exit_code == 0 and "ingested 3 pages" in grown.stdout, grown.output
+    after = pages_of(tmp_path / "data", "alice")
+    assert len(after) == 24 and len({p["id"] for p in after}) == 24
+    kept = {p["id"]: p for p in after}
+    for page in before:  # the same pages, untouched (newer pages may since have pushed some to mid-term)
+        moved = ("tier", "segment_id", "chain_overview")
+        assert {k: v for k, v in kept[page["id"]].items() if k not in moved} == {
+            k: v for k, v in page.items() if k not in moved
+        }
+        if page["tier"] == "mid_term":
+            assert kept[page["id"]]["segment_id"] == page["segment_id"]
