@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -238,30 +239,46 @@ class ManageMixin:
             prepared.append((replace(page, id=check_id(page_id, "page_id")), ts_s, sources))
         return prepared
 
-    def _store_pages_once(self, user: str, prepared: Sequence[tuple[Page, float, tuple[str, ...]]]) -> int:
+    def _store_pages_once(
+        self,
+        user: str,
+        prepared: Sequence[tuple[Page, float, tuple[str, ...]]],
+        chunk_pages: int = 64,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Store the prepared pages whose ids the user does not hold yet; returns how many were new.
 
         Pages already stored are left as they are (their tier, segment and chain stay), so storing
-        the same pages again changes nothing.
+        the same pages again changes nothing. Written ``chunk_pages`` at a time (one embedding batch
+        each); ``on_chunk(pages handled, pages new)`` is called after each chunk.
         """
         self._settled()
-        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
-            ids = [page.id for page, _, _ in prepared]
-            held = {r.id for r in self.store.get("pages", ids=ids, where={"user_id": user})} if ids else set()
-            new = [entry for entry in prepared if entry[0].id not in held]
-            if new:
-                vectors = self.embedder.embed([page.text for page, _, _ in new])
-                records = [
-                    page_record(page, vector, ts_s=ts_s, source_ids=sources)
-                    for (page, ts_s, sources), vector in zip(new, vectors)
-                ]
-                self.store.upsert("pages", records)
-                self._indexes.add(user, records)
+        stored, renewed = 0, time.monotonic()
+        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S) as renew:
+            for start in range(0, len(prepared), max(1, chunk_pages)):
+                chunk = prepared[start : start + max(1, chunk_pages)]
+                ids = [page.id for page, _, _ in chunk]
+                held = {r.id for r in self.store.get("pages", ids=ids, where={"user_id": user})}
+                new = [entry for entry in chunk if entry[0].id not in held]
+                if new:
+                    vectors = self.embedder.embed([page.text for page, _, _ in new])
+                    records = [
+                        page_record(page, vector, ts_s=ts_s, source_ids=sources)
+                        for (page, ts_s, sources), vector in zip(new, vectors)
+                    ]
+                    self.store.upsert("pages", records)
+                    self._indexes.add(user, records)
+                    stored += len(new)
+                if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire
+                    renew()
+                    renewed = time.monotonic()
+                if on_chunk is not None:
+                    on_chunk(len(chunk), len(new))
         self._account(user, tally.cost)
-        if new:
+        if stored:
             self._register(user)
-            self._schedule(user, added=len(new))
-        return len(new)
+            self._schedule(user, added=stored)
+        return stored
 
     def import_memory(self, data: Mapping[str, Any], *, user_id: str | None = None) -> int:
         """Load an export into ``user_id``, or else into this instance's user; returns pages imported.

@@ -342,13 +342,16 @@ def ingest_batches(
         plan.append((target, memory._prepare_pages(batch.pages, ids, target, batch.label)))
     report = IngestReport()
     for target, prepared in plan:
-        for start in range(0, len(prepared), chunk_pages):
-            chunk = prepared[start : start + chunk_pages]
-            new = memory._store_pages_once(target, chunk)
+
+        def count(handled: int, new: int, target: str = target) -> None:
             report.stored[target] = report.stored.get(target, 0) + new
-            report.already_stored[target] = report.already_stored.get(target, 0) + len(chunk) - new
+            report.already_stored[target] = report.already_stored.get(target, 0) + handled - new
             if on_progress is not None:
-                on_progress(len(chunk))
+                on_progress(handled)
+
+        report.stored.setdefault(target, 0)
+        report.already_stored.setdefault(target, 0)
+        memory._store_pages_once(target, prepared, chunk_pages, count)
     return report
 
 
