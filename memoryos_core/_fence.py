@@ -9,6 +9,7 @@ or homoglyph spellings are found; what is found is replaced in the original text
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -74,19 +75,45 @@ _HEADER = re.compile(
 )
 
 
-def _skeleton(text: str) -> tuple[str, list[int]]:
-    """The text as it is matched, and for each of its characters the index of the original one."""
+_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold(char: str) -> str:
+    """One non-ASCII character as it is matched ("" for an invisible one)."""
+    if unicodedata.category(char) in _DROPPED:
+        return ""  # zero-width, joiners, bidi controls, combining marks: invisible to a reader
+    folded = unicodedata.normalize("NFKC", char).translate(_LOOKALIKES).casefold().translate(_LOOKALIKES)
+    return "".join(part for part in folded if unicodedata.category(part) not in _DROPPED)
+
+
+def _skeleton(text: str) -> tuple[str, list[int] | None]:
+    """The text as it is matched, and for each of its characters the index of the original one
+    (None when they are the same: ASCII text, the common case, is only lower-cased)."""
+    if text.isascii():
+        return text.lower().translate(_LOOKALIKES), None
     chars: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
-        if unicodedata.category(char) in _DROPPED:
-            continue  # zero-width, joiners, bidi controls, combining marks: invisible to a reader
-        folded = unicodedata.normalize("NFKC", char).translate(_LOOKALIKES)
-        for part in folded.casefold().translate(_LOOKALIKES):
-            if unicodedata.category(part) not in _DROPPED:
-                chars.append(part)
-                origin.append(index)
+    for match in _RUNS.finditer(text):
+        start, end = match.span()
+        if end - start > 1 or text[start].isascii():  # a run of ASCII: lower-cased as it is
+            chars.append(match.group().lower().translate(_LOOKALIKES))
+            origin.extend(range(start, end))
+        else:
+            folded = _fold(text[start])
+            chars.append(folded)
+            origin.extend([start] * len(folded))
     return "".join(chars), origin
+
+
+_NOT_MATCHED = re.compile(r"[^a-z0-9@$|]+")
+_WORDS = re.compile("|".join(_spaced(word) for word in ("memory", "profile", "known", "relevant", "recent")))
+
+
+def _may_hold_markup(text: str) -> bool:
+    """A quick, over-inclusive test (C speed): could the text hold a tag or a header at all?"""
+    letters = unicodedata.normalize("NFKD", text).casefold().translate(_LOOKALIKES)
+    return _WORDS.search(_NOT_MATCHED.sub("", letters)) is not None
 
 
 def escape_recalled(text: str) -> str:
@@ -95,11 +122,14 @@ def escape_recalled(text: str) -> str:
     Line breaks of any kind (``\\r``, U+2028, ...) become ``\\n``, so the caller can indent every line.
     """
     text = "\n".join(text.splitlines())
-    skeleton, origin = _skeleton(text)
+    if not _may_hold_markup(text):
+        return text
+    skeleton, mapping = _skeleton(text)
     spans = [(m.start(), m.end(), TAG_MARK) for m in _TAG.finditer(skeleton)]
     spans += [(m.start(), m.end(), HEADER_MARK) for m in _HEADER.finditer(skeleton)]
     if not spans:
         return text
+    origin = mapping if mapping is not None else range(len(text))
     out: list[str] = []
     cursor = 0
     for start, end, mark in sorted(spans):
