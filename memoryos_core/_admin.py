@@ -1,39 +1,31 @@
-"""Whole-user operations: profile views, delete (with derived data), export and import."""
+"""Whole-user operations: profile views, delete (with derived data) and export (import: ``_import``)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._consolidation import UserState
-from memoryos_core._exceptions import InvalidInputError, NotFoundError
+from memoryos_core._exceptions import NotFoundError
+from memoryos_core._import import EXPORT_VERSION
 from memoryos_core._policy import text as text_policy
-from memoryos_core._policy.long_term import KnowledgeItem, Trait, render_profile
-from memoryos_core._policy.mid_term import SegmentState
+from memoryos_core._policy.long_term import render_profile
 from memoryos_core._promotion import load_profile
 from memoryos_core._records import (
     knowledge_from_record,
-    knowledge_record,
     page_from_record,
-    page_record,
     segment_from_record,
     segment_record,
     source_ids,
     traits_to_json,
 )
-from memoryos_core._types import KnowledgeEntry, Page, ProfileTrait, UserProfile
-from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
+from memoryos_core._types import KnowledgeEntry, ProfileTrait, UserProfile
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.storage.base import KINDS, MemoryStore, Record
-
-EXPORT_VERSION = 1
-_TIERS = ("short_term", "mid_term", "archive")
 
 
 def users_with_pending_work(store: MemoryStore, capacity: int) -> list[str]:
@@ -236,159 +228,3 @@ def export_user(store: MemoryStore, user_id: str) -> dict[str, Any]:
         "user_knowledge": entries("user"),
         "assistant_knowledge": entries("assistant"),
     }
-
-
-def import_user(
-    store: MemoryStore,
-    embedder: Embedder,
-    config: MemoryConfig,
-    user_id: str,
-    data: Mapping[str, Any],
-    now: datetime,
-) -> int:
-    """Validate and build the whole export, then write it (nothing is written if any part is bad).
-
-    Ids are kept unless another user owns them; those are remapped deterministically (per
-    collection), so importing the same export twice stores everything once.
-    """
-    try:
-        pages, segments, knowledge, traits = _parse_export(store, config, user_id, data, now)
-    except InvalidInputError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise InvalidInputError(f"malformed export: {type(exc).__name__}: {exc}") from exc
-    vectors = embedder.embed([p.text for p, _, _ in pages]) if pages else []
-    segment_vectors = embedder.embed([seg.summary for seg, _ in segments]) if segments else []
-    knowledge_vectors = embedder.embed([item.text for item, _, _ in knowledge]) if knowledge else []
-    store.upsert(
-        "pages", [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
-    )
-    store.upsert(
-        "segments",
-        [
-            segment_record(user_id, replace(seg, embedding=tuple(v)), status=status)
-            for (seg, status), v in zip(segments, segment_vectors)
-        ],
-    )
-    store.upsert(
-        "knowledge",
-        [
-            knowledge_record(user_id, assistant, replace(item, embedding=tuple(v)), sources)
-            for (item, assistant, sources), v in zip(knowledge, knowledge_vectors)
-        ],
-    )
-    if traits:
-        merged = load_profile(store, user_id) | traits
-        store.upsert(
-            "state",
-            [Record(f"profile:{user_id}", traits_to_json(merged), {"user_id": user_id, "key": "profile"})],
-        )
-    return len(pages)
-
-
-def _owned_by_others(store: MemoryStore, kind: str, ids: list[str], user_id: str) -> set[str]:
-    return {r.id for r in store.get(kind, ids=ids) if r.metadata.get("user_id") != user_id}  # type: ignore[arg-type]
-
-
-def _listed(data: Mapping[str, Any], key: str) -> list[Any]:
-    value = data.get(key, [])
-    if not isinstance(value, list):
-        raise InvalidInputError(f"{key} must be a list")
-    return value
-
-
-def _parse_export(
-    store: MemoryStore, config: MemoryConfig, user_id: str, data: Mapping[str, Any], now: datetime
-) -> tuple[list[Any], list[tuple[SegmentState, str]], list[tuple[KnowledgeItem, str, tuple[str, ...]]], dict]:
-    pages = [_import_page(item, user_id, config, now) for item in _listed(data, "pages")]
-    copied = bool(_owned_by_others(store, "pages", [p.id for p, _, _ in pages], user_id))
-    remap = {p.id: _remapped("pg", user_id, p.id) for p, _, _ in pages} if copied else {}
-    raw_segments = [s for s in _listed(data, "segments") if isinstance(s, Mapping)]
-    segment_ids = [check_id(str(s.get("id")), "segment id") for s in raw_segments]
-    foreign = _owned_by_others(store, "segments", segment_ids, user_id)
-    seg_remap = {sid: _remapped("seg", user_id, sid) for sid in segment_ids if copied or sid in foreign}
-    pages = [
-        (
-            replace(p, id=remap.get(p.id, p.id), segment_id=seg_remap.get(p.segment_id or "", p.segment_id)),
-            ts,
-            src,
-        )
-        for p, ts, src in pages
-    ]
-    segments = []
-    for item, sid in zip(raw_segments, segment_ids):
-        state = SegmentState(
-            id=seg_remap.get(sid, sid),
-            summary=str(item.get("summary", "")),
-            keywords=tuple(str(k) for k in _listed(item, "keywords")),
-            embedding=(),
-            page_count=len(_listed(item, "page_ids")),
-            n_visit=int(item.get("n_visit", 0)),
-            l_interaction=int(item.get("l_interaction", 0)),
-            last_access_s=float(item.get("last_access_s", 0.0)),
-            created_s=float(item.get("created_s", 0.0)),
-            pending_page_ids=tuple(remap.get(str(p), str(p)) for p in _listed(item, "pending_page_ids")),
-        )
-        segments.append((state, str(item.get("status", "active"))))
-    knowledge = []
-    for kind in ("user", "assistant"):
-        items = [i for i in _listed(data, f"{kind}_knowledge") if isinstance(i, Mapping) and i.get("text")]
-        given = [check_id(str(i["id"]), "knowledge id") if i.get("id") else "" for i in items]
-        foreign = _owned_by_others(store, "knowledge", [g for g in given if g], user_id)
-        for item, known in zip(items, given):
-            text = str(item["text"])
-            if not known:  # no id: one derived from the text, so a second import finds the same item
-                new_id = _remapped("kn", user_id, f"{kind}:{text}")
-            elif copied or known in foreign:
-                new_id = _remapped("kn", user_id, known)
-            else:
-                new_id = known
-            entry = KnowledgeItem(
-                new_id,
-                kind,
-                text,
-                tuple(remap.get(str(p), str(p)) for p in _listed(item, "page_ids")),
-                float(item.get("updated_s", 0.0)),
-            )
-            sources = tuple(str(s) for s in _listed(item, "source_ids"))
-            knowledge.append((entry, str(item.get("assistant_id") or "default_assistant"), sources))
-    traits = {}
-    for t in _listed(data, "profile"):
-        if isinstance(t, Mapping) and t.get("name") and t.get("value"):
-            pages_of = tuple(remap.get(str(p), str(p)) for p in _listed(t, "page_ids"))
-            traits[str(t["name"]).lower()] = Trait(
-                str(t["name"]), str(t["value"]), pages_of, float(t.get("updated_s", 0.0))
-            )
-    return pages, segments, knowledge, traits
-
-
-def _remapped(kind: str, user_id: str, old_id: str) -> str:
-    return f"{kind}_{uuid.uuid5(uuid.NAMESPACE_URL, f'memoryos:{user_id}:{old_id}').hex}"
-
-
-def _import_page(
-    item: Any, user_id: str, config: MemoryConfig, now: datetime
-) -> tuple[Page, float, tuple[str, ...]]:
-    if not isinstance(item, Mapping):
-        raise InvalidInputError("every exported page must be a mapping")
-    tier = item.get("tier", "short_term")
-    if tier not in _TIERS:
-        raise InvalidInputError(f"unknown tier {tier!r}")
-    limit = config.max_text_chars
-    meta_json, sources = check_meta(item.get("meta_data") or {}, config.max_meta_bytes)
-    stamp, ts_s = parse_timestamp(item.get("timestamp"), now)
-    page = Page(
-        id=check_id(item.get("id") or f"pg_{uuid.uuid4().hex}", "page id"),
-        user_id=user_id,
-        assistant_id=check_id(item.get("assistant_id") or "default_assistant", "assistant_id"),
-        user_input=check_text(item.get("user_input"), "user_input", limit),
-        agent_response=check_text(item.get("agent_response"), "agent_response", limit),
-        timestamp=stamp,
-        tier=tier,
-        segment_id=str(item.get("segment_id") or "") or None,
-        chain_overview=check_text(item.get("chain_overview"), "chain_overview", limit),
-        meta_data=json.loads(meta_json),
-        created_ns=int(item.get("created_ns") or 0),
-    )
-    extra = tuple(str(s) for s in item.get("source_ids", []) if str(s) not in sources)
-    return page, ts_s, sources + extra

@@ -17,7 +17,7 @@ from typing import Any
 from memoryos_core import _prompts
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import LLMOutputError
-from memoryos_core._parsing import complete_json
+from memoryos_core._parsing import complete_json, was_truncated
 from memoryos_core._policy import mid_term
 from memoryos_core._policy.mid_term import SegmentState, Topic
 from memoryos_core._policy.text import mean_vector
@@ -56,6 +56,14 @@ class UserState:
         self.data.setdefault("cost", Cost().to_dict())
         self.data.setdefault("skipped_llm_steps", 0)
         self.data.setdefault("llm_fallbacks", 0)
+        self.data.setdefault("truncated_replies", 0)
+
+    def count_truncated(self, raws: Sequence[str], emit: EventSink, step: str) -> None:
+        """Count a reply the LLM was cut off in (its cut-off value was dropped, see ``_parsing``)."""
+        if raws and was_truncated(raws[-1]):
+            self.data["truncated_replies"] += 1
+            logger.warning("%s reply for user %s was cut off; its last value was dropped", step, self.user_id)
+            emit("llm_truncated", {"user_id": self.user_id, "step": step})
 
     def add_cost(self, cost: Cost) -> None:
         total = Cost(**self.data["cost"]) + Cost(
@@ -147,7 +155,7 @@ class Consolidator:
         if self.llm is not None:
             try:
                 with measure() as tally:
-                    topics, flags = self._llm_topics(ids, texts, vectors, previous_page)
+                    topics, flags = self._llm_topics(ids, texts, vectors, previous_page, state)
                 state.add_cost(tally.cost)
             except LLMOutputError as exc:
                 state.add_cost(tally.cost)
@@ -189,10 +197,16 @@ class Consolidator:
         }
 
     def _llm_topics(
-        self, ids: list[str], texts: list[str], vectors: list[list[float]], previous_page: Record | None
+        self,
+        ids: list[str],
+        texts: list[str],
+        vectors: list[list[float]],
+        previous_page: Record | None,
+        state: UserState,
     ) -> tuple[list[Topic], list[bool]]:
         messages = _prompts.consolidation_messages(texts, previous_page.document if previous_page else None)
-        reply, _ = complete_json(self.llm, messages, required_keys=("topics",))
+        reply, raws = complete_json(self.llm, messages, required_keys=("topics",))
+        state.count_truncated(raws, self.emit, "consolidation")
         replies, continues, missing = _prompts.parse_consolidation(reply, len(ids))
         flags = [False] * len(ids)
         topics = []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core import _admin
+from memoryos_core import _admin, _import
 from memoryos_core._consolidation import UserState
 from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._lease import LEASE_TTL_S
@@ -44,6 +45,8 @@ class ManageMixin:
     _account: Any
     _register: Any
     _schedule: Any
+    _prepare: Any
+    _settled: Any
 
     def list_users(self) -> list[str]:
         """Every user with memory in this store, sorted."""
@@ -180,6 +183,7 @@ class ManageMixin:
             skipped_llm_steps=int(state["skipped_llm_steps"]),
             llm_fallbacks=int(state["llm_fallbacks"]),
             cost=Cost(stored.llm_calls, stored.prompt_tokens, stored.completion_tokens, session.ms),
+            truncated_replies=int(state["truncated_replies"]),
         )
 
     def delete_memory(
@@ -218,17 +222,90 @@ class ManageMixin:
         with self._lock(user):
             return _admin.export_user(self.store, user)
 
-    def import_memory(self, data: Mapping[str, Any], *, user_id: str | None = None) -> int:
-        """Load an export (into ``user_id``, or the user it was exported from); returns pages imported.
+    def _prepare_pages(
+        self, pages: Sequence[Mapping[str, Any]], page_ids: Sequence[str], user: str, label: str
+    ) -> list[tuple[Page, float, tuple[str, ...]]]:
+        """Validate pages as ``add_memories`` does, under the given ids; nothing is stored.
 
-        Pages keep their ids, so importing the same export twice stores nothing twice.
+        Raises:
+            InvalidInputError: the first bad page, named as ``label item N``.
+        """
+        prepared = []
+        for number, (item, page_id) in enumerate(zip(pages, page_ids, strict=True), 1):
+            try:
+                page, ts_s, sources = self._prepare(item, user, self.assistant_id)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{label} item {number}: {exc}") from exc
+            prepared.append((replace(page, id=check_id(page_id, "page_id")), ts_s, sources))
+        return prepared
+
+    def _store_pages_once(
+        self,
+        user: str,
+        prepared: Sequence[tuple[Page, float, tuple[str, ...]]],
+        chunk_pages: int = 64,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Store the prepared pages whose ids the user does not hold yet; returns how many were new.
+
+        Pages already stored are left as they are (their tier, segment and chain stay), so storing
+        the same pages again changes nothing. Written ``chunk_pages`` at a time (one embedding batch
+        each); ``on_chunk(pages handled, pages new)`` is called after each chunk.
+        """
+        self._settled()
+        stored, renewed = 0, time.monotonic()
+        with measure() as tally, self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S) as renew:
+            for start in range(0, len(prepared), max(1, chunk_pages)):
+                chunk = prepared[start : start + max(1, chunk_pages)]
+                ids = [page.id for page, _, _ in chunk]
+                held = {r.id for r in self.store.get("pages", ids=ids, where={"user_id": user})}
+                new = [entry for entry in chunk if entry[0].id not in held]
+                if new:
+                    vectors = self.embedder.embed([page.text for page, _, _ in new])
+                    records = [
+                        page_record(page, vector, ts_s=ts_s, source_ids=sources)
+                        for (page, ts_s, sources), vector in zip(new, vectors)
+                    ]
+                    self.store.upsert("pages", records)
+                    self._indexes.add(user, records)
+                    stored += len(new)
+                if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire
+                    renew()
+                    renewed = time.monotonic()
+                if on_chunk is not None:
+                    on_chunk(len(chunk), len(new))
+        self._account(user, tally.cost)
+        if stored:
+            self._register(user)
+            self._schedule(user, added=stored)
+        return stored
+
+    def import_memory(self, data: Mapping[str, Any], *, user_id: str | None = None) -> int:
+        """Load an export into ``user_id``, or else into this instance's user; returns pages imported.
+
+        Without ``user_id``, an export of another user (its ``"user_id"``) is refused: a file must not
+        be able to choose whose memory it writes. Pass ``user_id=`` to import it as that user. Every
+        value is validated before anything is written. Pages keep their ids, so importing the same
+        export twice stores nothing twice.
+
+        Raises:
+            InvalidInputError: another user's export without ``user_id=``, or any malformed value
+                (nothing is written).
         """
         if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):
             raise InvalidInputError("import_memory takes the dict returned by export_memory")
-        user = self._ids(user_id if user_id is not None else data.get("user_id"))[0]
+        owner = data.get("user_id")
+        if owner is not None:
+            owner = check_id(owner, "user_id of the export")
+        if user_id is None and owner is not None and owner != self.user_id:
+            raise InvalidInputError(
+                f"this export holds the memory of user {owner!r}, and this MemoryOS's user is "
+                f"{self.user_id!r}: pass user_id={owner!r} (or another user) to import it as that user"
+            )
+        user = self._ids(user_id)[0]
         self._settled()
         with self._lock(user), self._leases.hold(user, wait_s=LEASE_TTL_S):
-            count = _admin.import_user(self.store, self.embedder, self.config, user, data, self._clock())
+            count = _import.import_user(self.store, self.embedder, self.config, user, data, self._clock())
             self._indexes.forget(user)
         self._register(user)
         self._schedule(user)

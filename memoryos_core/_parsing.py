@@ -66,7 +66,9 @@ def extract_json(text: str) -> JSONValue:
     """Find the JSON object or array in a model reply.
 
     Handles code fences, prose before and after, reasoning blocks, single quotes, trailing commas, Python
-    ``True``/``False``/``None``, and a truncated reply (open strings and brackets are closed).
+    ``True``/``False``/``None``, and a truncated reply: open brackets are closed, and the value the reply
+    was cut in (an unterminated string, a number at the very end) is dropped with its key, because a
+    cut-off "counselin" must never be taken for what the model meant.
 
     Args:
         text: The raw reply.
@@ -77,6 +79,22 @@ def extract_json(text: str) -> JSONValue:
     Raises:
         LLMOutputError: Nothing usable was found; ``.raw`` holds ``text``.
     """
+    return _extract(text)[0]
+
+
+def was_truncated(text: str) -> bool:
+    """Whether the JSON that :func:`extract_json` finds in ``text`` had to be closed by repair.
+
+    True when the reply ended inside the value (cut off, e.g. by the token limit): the value returned
+    then holds only its complete elements, and the cut-off one (a string, a number) is dropped.
+    """
+    try:
+        return _extract(text)[1]
+    except LLMOutputError:
+        return False
+
+
+def _extract(text: str) -> tuple[JSONValue, bool]:
     views = list(dict.fromkeys([_strip_leading_reasoning(text), strip_reasoning(text), text]))
     errors: list[str] = []
     for view in views:
@@ -171,15 +189,16 @@ def _give_up(llm: LLM, raws: list[str], error: LLMOutputError) -> LLMOutputError
     return LLMOutputError(message, backend=name, raw=raws[-1] if raws else "")
 
 
-def _best_in_view(text: str, errors: list[str]) -> JSONValue | None:
-    """The value with the longest span: strict JSON first; a repaired one only when it covers more."""
+def _best_in_view(text: str, errors: list[str]) -> tuple[JSONValue, bool] | None:
+    """The value with the longest span, and whether it was truncated: strict JSON first; a repaired
+    one only when it covers more."""
     try:
         value = _DECODER.decode(text.strip())
     except (ValueError, RecursionError):
         pass
     else:
         if isinstance(value, (dict, list)):
-            return value
+            return value, False
     starts = [match.start() for match in re.finditer(r"[{\[]", text)]
     best: JSONValue | None = None
     best_start = best_length = skip_until = 0
@@ -194,23 +213,27 @@ def _best_in_view(text: str, errors: list[str]) -> JSONValue | None:
         if isinstance(value, (dict, list)) and end - start > best_length:
             best, best_start, best_length, skip_until = value, start, end - start, end
     if best is not None and best_start == starts[0]:
-        return best  # a strict parse from the first bracket: a repair could not cover more
+        return best, False  # a strict parse from the first bracket: a repair could not cover more
     # A truncated or sloppy outer value may enclose the strict parses: try repairing from earlier brackets.
     unfenced = _FENCE_LINE_RE.sub("", text)
     repair_starts = [match.start() for match in re.finditer(r"[{\[]", unfenced)][:_MAX_REPAIR_STARTS]
     for start in repair_starts:
         repaired = _repair(unfenced[start:])
         if repaired is not None and repaired[1] > best_length:
-            return repaired[0]
-    return best
+            return repaired[0], repaired[2]
+    return None if best is None else (best, False)
 
 
-def _repair(fragment: str) -> tuple[JSONValue, int] | None:
-    """Near-JSON from a bracket rewritten as JSON (closed if the text ends inside it), and its span."""
+def _repair(fragment: str) -> tuple[JSONValue, int, bool] | None:
+    """Near-JSON from a bracket rewritten as JSON, its span, and whether the text ended inside it.
+
+    A value the text ends inside is closed; the scalar it was cut in is dropped (see :func:`extract_json`).
+    """
     out: list[str] = []
     stack: list[str] = []
     checkpoints: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=3)
     quote: str | None = None
+    cut_number = False  # the text ends in the middle of (or right after) a number: "12" may be "125"
     index, length = 0, len(fragment)
     while index < length:
         char = fragment[index]
@@ -246,7 +269,7 @@ def _repair(fragment: str) -> tuple[JSONValue, int] | None:
             out.append(char)
             if not stack:  # the top-level value is complete; what follows is prose
                 value = _loads("".join(out))
-                return None if value is None else (value, index + 1)
+                return None if value is None else (value, index + 1, False)
         elif char == ",":
             checkpoints.append((len(out), tuple(stack)))
             out.append(char)
@@ -255,6 +278,7 @@ def _repair(fragment: str) -> tuple[JSONValue, int] | None:
             while end < length and (fragment[end].isdigit() or fragment[end] in "eE+-."):
                 end += 1
             out.append(fragment[index:end])
+            cut_number = end == length
             index = end
             continue
         elif char.isalpha() or char == "_":
@@ -281,14 +305,13 @@ def _repair(fragment: str) -> tuple[JSONValue, int] | None:
         else:
             return None  # prose or markup: not something to guess at
         index += 1
-    # The text ended inside the value: the reply was truncated.
-    if quote is not None:
-        out.append('"')
-    attempts = [(len(out), tuple(stack)), *reversed(checkpoints)]
-    for size, open_brackets in attempts:
+    # The text ended inside the value: the reply was truncated. A string or number it ends in is a
+    # fragment: go back to the last comma or bracket, which drops it (and its key) whole.
+    whole = [] if quote is not None or cut_number else [(len(out), tuple(stack))]
+    for size, open_brackets in [*whole, *reversed(checkpoints)]:
         value = _loads(_close("".join(out[:size]), open_brackets))
         if value:  # an empty container rebuilt from a cut-off reply is not an answer
-            return value, length
+            return value, length, True
     return None
 
 

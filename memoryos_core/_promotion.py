@@ -105,7 +105,8 @@ class Promoter:
         )
         with measure() as tally:
             try:
-                reply, _ = complete_json(self.llm, messages, required_keys=())
+                reply, raws = complete_json(self.llm, messages, required_keys=())
+                state.count_truncated(raws, self.emit, "promotion")
                 parsed = _prompts.parse_promotion(reply, len(page_ids))
             except LLMOutputError as exc:
                 parsed = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memoryos_core._exceptions import LLMOutputError
+from memoryos_core._fence import SECTION_HEADERS, indented
 from memoryos_core._policy.text import clip
 from memoryos_core._types import ChatMessage
 
@@ -142,32 +142,29 @@ def answer_messages(
     return [ChatMessage("system", f"{system}\n\n{render_context(context)}"), ChatMessage("user", query)]
 
 
-_FENCE = re.compile(r"<\s*/?\s*recalled_memory\s*>", re.IGNORECASE)
-
-
-def _defused(text: str) -> str:
-    """Recalled text with the fence tags taken out, so no page can close the fence early."""
-    return _FENCE.sub("[recalled_memory tag removed]", text)
-
-
 def render_context(context: RetrievedContext, max_units: int | None = None) -> str:
-    """Recalled memory as prompt text, fenced and marked as untrusted data."""
+    """Recalled memory as prompt text, fenced and marked as untrusted data.
+
+    Everything stored (texts, timestamps, the profile) goes through :func:`escape_recalled`, and every
+    line after the first of an item is indented, so stored text can neither close the fence nor start
+    a section of its own.
+    """
     sections: list[str] = []
     if context.profile:
-        sections.append(f"User profile:\n{_defused(context.profile)}")
+        sections.append(f"{SECTION_HEADERS[0]}:\n" + indented(context.profile, first="  "))
     labels = {
-        "user_knowledge": "Known about the user",
-        "assistant_knowledge": "Known about the assistant",
-        "mid_term": "Relevant past conversation",
-        "archive": "Relevant past conversation",
-        "short_term": "Recent conversation",
+        "user_knowledge": SECTION_HEADERS[1],
+        "assistant_knowledge": SECTION_HEADERS[2],
+        "mid_term": SECTION_HEADERS[3],
+        "archive": SECTION_HEADERS[3],
+        "short_term": SECTION_HEADERS[4],
     }
     units = list(context.all_units)[: max_units if max_units is not None else None]
     grouped: dict[str, list[str]] = {}  # mid-term and archive pages share one section
     for tier, label in labels.items():
         stamp = tier.endswith("knowledge")
         grouped.setdefault(label, []).extend(
-            f"- {f'[{u.timestamp}] ' if u.timestamp and stamp else ''}{_defused(u.text)}"
+            indented(f"[{u.timestamp}] {u.text}" if u.timestamp and stamp else u.text)
             for u in units
             if u.tier == tier
         )

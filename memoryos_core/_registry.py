@@ -4,24 +4,90 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memoryos_core._exceptions import ConfigError
 from memoryos_core.embeddings.base import Embedder
-from memoryos_core.storage.chroma import ChromaStore
+
+if TYPE_CHECKING:
+    from memoryos_core.storage.chroma import ChromaStore
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = frozenset(
+    {DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}", "local"}
+)
+_ST_PREFIX = "sentence-transformers:"
+_MAX_HASH_DIM = 65536
+EMBEDDING_NAMES = (
+    f"{DEFAULT_EMBEDDING_MODEL} (default, offline)",
+    "hash or hash:DIM (HashingEmbedder, for tests)",
+    "openai:MODEL or text-embedding-* (an OpenAI-compatible endpoint)",
+    "a model folder",
+    f"{_ST_PREFIX}NAME (a sentence-transformers model, downloaded on first use)",
+    "a sentence-transformers name already in the local Hugging Face cache",
+)
+"""The accepted forms of ``embedding_model_name`` / ``--embedding``, for error messages and docs."""
+
+
+def _hf_cached(name: str) -> bool:
+    """Whether a Hugging Face model is already in the local cache (a file lookup, never a request)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    candidates = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    for repo_id in candidates:
+        try:
+            found = try_to_load_from_cache(repo_id, "config.json")
+        except ValueError:  # not a valid repo id
+            continue
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def check_embedding_name(name: str | None) -> str | None:
+    """Return ``name`` if it names an embedder :func:`make_embedder` can build without guessing.
+
+    Nothing is loaded or downloaded: an unknown name is refused at once rather than sent to the
+    Hugging Face hub (which would fail offline, or fetch a model nobody asked for).
+
+    Raises:
+        ConfigError: an unknown name; the message lists the accepted forms.
+    """
+    if name is None or name in _DEFAULT_ALIASES:
+        return name
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"embedding_model_name must be a non-empty string, got {name!r}")
+    if name == "hash" or name.startswith("hash:"):
+        size = name.partition(":")[2] or "64"
+        if not size.isdigit() or not 2 <= int(size) <= _MAX_HASH_DIM:
+            raise ConfigError(f"{name!r}: hash:DIM takes a dimension from 2 to {_MAX_HASH_DIM}")
+        return name
+    if name.startswith(("openai:", "text-embedding-", _ST_PREFIX)):
+        if not name.partition(":")[2].strip() and not name.startswith("text-embedding-"):
+            raise ConfigError(f"{name!r} names no model after the colon")
+        return name
+    if Path(name).expanduser().is_dir() or _hf_cached(name):
+        return name
+    raise ConfigError(
+        f"unknown embedding {name!r} (no such folder, and not a model in the local Hugging Face cache); "
+        f"use one of: {'; '.join(EMBEDDING_NAMES)}"
+    )
 
 
 def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str | None = None) -> Embedder:
-    """``None`` or "all-MiniLM-L6-v2": the offline local model; "hash" or "hash:DIM": HashingEmbedder;
+    """The embedder named by ``name`` (see :data:`EMBEDDING_NAMES`); nothing is loaded yet.
+
+    ``None`` or "all-MiniLM-L6-v2": the offline local model; "hash" or "hash:DIM": HashingEmbedder;
     "openai:MODEL" or "text-embedding-*": OpenAIEmbedder; a folder: a local model in that folder;
-    anything else: a sentence-transformers model name."""
-    if name is None or name in (
-        DEFAULT_EMBEDDING_MODEL,
-        f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}",
-        "local",
-    ):
+    "sentence-transformers:NAME", or a name in the local Hugging Face cache: SentenceTransformerEmbedder.
+
+    Raises:
+        ConfigError: an unknown name (checked before anything is imported or downloaded).
+    """
+    check_embedding_name(name)
+    if name is None or name in _DEFAULT_ALIASES:
         from memoryos_core.embeddings.local import LocalEmbedder
 
         return LocalEmbedder()
@@ -33,13 +99,13 @@ def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str
         from memoryos_core.embeddings.openai import OpenAIEmbedder
 
         return OpenAIEmbedder(model=name.removeprefix("openai:"), api_key=api_key, base_url=base_url)
-    if Path(name).is_dir():
+    if Path(name).expanduser().is_dir():
         from memoryos_core.embeddings.local import LocalEmbedder
 
-        return LocalEmbedder(model_path=name)
+        return LocalEmbedder(model_path=str(Path(name).expanduser()))
     from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(name)
+    return SentenceTransformerEmbedder(name.removeprefix(_ST_PREFIX))
 
 
 def make_llm(api_key: str | None, base_url: str | None, model: str) -> Any:
@@ -55,6 +121,8 @@ def make_store(
     data_storage_path: str | os.PathLike[str] | None, chroma_url: str | None, prefix: str
 ) -> ChromaStore:
     """A Chroma server when a URL is given (argument or MEMORYOS_CHROMA_URL), else an embedded store."""
+    from memoryos_core.storage.chroma import ChromaStore  # chromadb is slow to import: only when needed
+
     url = chroma_url or os.environ.get("MEMORYOS_CHROMA_URL") or None
     if url:
         if not url.startswith(("http://", "https://")):

@@ -107,6 +107,13 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         return float(value)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{origin}: {key} must be a non-empty string, got {value!r}")
+    if key == "embedding_model_name":
+        from memoryos_core._registry import check_embedding_name
+
+        try:  # refused here, before any store is opened or model looked for
+            check_embedding_name(value.strip())
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from exc
     return value.strip()
 
 

@@ -197,6 +197,8 @@ class MemoryStats:
     skipped_llm_steps: int
     llm_fallbacks: int
     cost: Cost
+    truncated_replies: int = 0
+    """LLM replies that were cut off (e.g. by the token limit): the cut-off value was dropped."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -36,6 +37,35 @@ def check_id(value: Any, what: str = "id") -> str:
 
 validate_id = check_id
 """Public name of :func:`check_id`, for adapters that validate ids before calling the core."""
+
+MAX_COUNT = 1_000_000_000
+"""Largest counter (visits, interactions) accepted from outside: far above real use, far below overflow."""
+MAX_FUTURE_S = 366 * 86400.0
+"""How far past the memory's clock an imported time may lie (clocks differ; centuries do not)."""
+
+
+def check_count(value: Any, what: str, maximum: int = MAX_COUNT) -> int:
+    """Return ``value`` if it is an int (not a bool) from 0 to ``maximum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise InvalidInputError(f"{what} must be an integer from 0 to {maximum}, not {repr(value)[:80]}")
+    return value
+
+
+def check_epoch_s(value: Any, what: str, now_s: float) -> float:
+    """Return ``value`` as epoch seconds if it is a finite number from 0 (1970) to a year past ``now_s``."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or not 0 <= value <= now_s + MAX_FUTURE_S:
+        raise InvalidInputError(
+            f"{what} must be seconds since 1970, at most a year after now, not {repr(value)[:80]}"
+        )
+    return float(value)
+
+
+def check_ids(values: Any, what: str) -> tuple[str, ...]:
+    """A list of ids, each checked with :func:`check_id`."""
+    if not isinstance(values, list):
+        raise InvalidInputError(f"{what} must be a list of ids")
+    return tuple(check_id(value, what) for value in values)
 
 
 def check_text(value: Any, what: str, max_chars: int) -> str:

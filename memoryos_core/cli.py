@@ -203,21 +203,28 @@ def ingest(
     user: UserFlag = None,
     consolidate: Annotated[bool, typer.Option(help="Consolidate the pages once stored.")] = True,
 ) -> None:
-    """Store the turns of a conversation file as pages (a LoCoMo sample goes to the user named by its id)."""
+    """Store the turns of a conversation file as pages (a LoCoMo sample goes to the user named by its id).
+
+    Every turn is checked before the first is stored; turns stored by an earlier run are skipped.
+    """
     from rich.progress import Progress
 
-    from memoryos_core.ingest import load_pages, store_batches
+    from memoryos_core.ingest import ingest_batches, load_pages
 
     batches = load_pages(file)
     with _opened(settings) as memory, Progress(console=stderr, transient=True) as progress:
         task = progress.add_task(f"ingesting {file.name}", total=sum(len(b.pages) for b in batches))
-        stored = store_batches(memory, batches, user_id=user, on_progress=lambda n: progress.advance(task, n))
+        report = ingest_batches(
+            memory, batches, user_id=user, on_progress=lambda n: progress.advance(task, n)
+        )
         if consolidate:
             progress.update(task, description="consolidating")
-            for target in stored:
+            for target in report.stored:
                 memory.flush(target)
-    counts = ", ".join(f"{count} for {target}" for target, count in stored.items())
-    _plain(f"ingested {sum(stored.values())} pages from {file.name}: {counts}")
+    counts = ", ".join(f"{count} for {target}" for target, count in report.stored.items())
+    skipped = sum(report.already_stored.values())
+    already = f" ({skipped} already stored, skipped)" if skipped else ""
+    _plain(f"ingested {sum(report.stored.values())} pages from {file.name}: {counts}{already}")
 
 
 @_store_command()
@@ -317,13 +324,24 @@ def export_(
 def import_(
     settings: Settings,
     file: Annotated[str, typer.Argument(help="A JSON export; - for stdin.")],
-    user: UserFlag = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as-user", help="Import another user's export as this user.")
+    ] = None,
 ) -> None:
-    """Load a JSON export, into --user or else the exported user (pages keep their ids there)."""
+    """Load a JSON export into --user (pages keep their ids); another user's export needs --as-user."""
     exported = json.loads(sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8"))
+    if not isinstance(exported, dict):
+        _error(f"{file} is not a MemoryOS export (a JSON object)")
+    owner = exported.get("user_id")
+    if as_user is None and owner is not None and owner != settings.user_id:
+        # A file must not choose whose memory it writes: the user is named on the command line.
+        _error(
+            f"{file} holds the memory of {owner!r}, not of {settings.user_id!r}: add --user {owner} "
+            f"to import it for {owner!r}, or --as-user NAME to import it as another user"
+        )
     with _opened(settings) as memory:
-        count = memory.import_memory(exported, user_id=user)
-    _plain(f"imported {count} pages for {user or exported.get('user_id')}")
+        count = memory.import_memory(exported, user_id=as_user or settings.user_id)
+    _plain(f"imported {count} pages for {as_user or settings.user_id}")
 
 
 @_store_command()

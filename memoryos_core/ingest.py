@@ -2,15 +2,24 @@
 
 A page is the dict :meth:`MemoryOS.add_memories` takes: ``user_input``, ``agent_response`` and optionally
 ``timestamp`` and ``meta_data``. The LoCoMo mapping is shared with the benchmarks, so both ingest alike.
+
+Ingest is all or nothing, and idempotent: every page of the file is checked (as ``add_memories`` would)
+before the first is stored, and a page's id is derived from its user, its content (texts, timestamp,
+meta_data) and how many identical pages came before it in the file. Ingesting a file again, or a longer
+version of it, stores only the pages not stored yet; an edited turn is a new page (the old one stays
+until it is deleted).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -261,6 +270,91 @@ def load_pages(path: str | os.PathLike[str]) -> list[PageBatch]:
     return [PageBatch(None, file.name, records_to_pages(records, label=file.name))]
 
 
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest stored, per user.
+
+    Attributes:
+        stored: pages stored now.
+        already_stored: pages found stored already (an earlier ingest of the same turns), left as they are.
+    """
+
+    stored: dict[str, int] = field(default_factory=dict)
+    already_stored: dict[str, int] = field(default_factory=dict)
+
+
+def page_ids(user_id: str, pages: Sequence[Mapping[str, Any]], seen: Counter[str] | None = None) -> list[str]:
+    """Stable ids for ``pages`` of ``user_id``: a hash of the user, the page's content and its occurrence.
+
+    The same turns give the same ids whatever the file is called or where they sit in it; two identical
+    turns of one conversation (a second "ok" / "thanks") stay two pages. ``seen`` carries the occurrence
+    counts across several batches of one user.
+    """
+    seen = Counter() if seen is None else seen
+    ids = []
+    for page in pages:
+        stamp = page.get("timestamp")
+        stamp = stamp.isoformat() if isinstance(stamp, datetime) else str(stamp or "").strip()
+        content = json.dumps(
+            [
+                page.get("user_input") or "",
+                page.get("agent_response") or "",
+                stamp,
+                page.get("meta_data") or {},
+            ],
+            sort_keys=True,
+            ensure_ascii=False,
+            default=repr,  # a value add_memories will refuse anyway: the id need only be computable
+        )
+        seen[content] += 1
+        key = f"memoryos-ingest\0{user_id}\0{content}\0{seen[content]}"
+        ids.append("pg_" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32])
+    return ids
+
+
+def ingest_batches(
+    memory: MemoryOS,
+    batches: Sequence[PageBatch],
+    *,
+    user_id: str | None = None,
+    chunk_pages: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Store batches all or nothing, and idempotently (see the module docstring).
+
+    Args:
+        memory: where to store.
+        batches: from :func:`load_pages` (or built by hand).
+        user_id: store everything for this user; by default a batch's own ``user_id``, else the
+            memory's default user.
+        chunk_pages: pages written per store call (each chunk is one embedding batch).
+        on_progress: called with the number of pages handled after each chunk.
+
+    Raises:
+        InvalidInputError: a user id or a page is invalid; checked for every page of every batch before
+            anything is stored, so nothing is.
+    """
+    targets = [check_id(user_id or batch.user_id or memory.user_id, "user_id") for batch in batches]
+    seen: dict[str, Counter[str]] = {}
+    plan = []
+    for batch, target in zip(batches, targets):
+        ids = page_ids(target, batch.pages, seen.setdefault(target, Counter()))
+        plan.append((target, memory._prepare_pages(batch.pages, ids, target, batch.label)))
+    report = IngestReport()
+    for target, prepared in plan:
+
+        def count(handled: int, new: int, target: str = target) -> None:
+            report.stored[target] = report.stored.get(target, 0) + new
+            report.already_stored[target] = report.already_stored.get(target, 0) + handled - new
+            if on_progress is not None:
+                on_progress(handled)
+
+        report.stored.setdefault(target, 0)
+        report.already_stored.setdefault(target, 0)
+        memory._store_pages_once(target, prepared, chunk_pages, count)
+    return report
+
+
 def store_batches(
     memory: MemoryOS,
     batches: Sequence[PageBatch],
@@ -269,26 +363,8 @@ def store_batches(
     chunk_pages: int = 64,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """Store batches with ``add_memories``, ``chunk_pages`` at a time; returns pages stored per user.
-
-    Args:
-        memory: where to store.
-        batches: from :func:`load_pages` (or built by hand).
-        user_id: store everything for this user; by default a batch's own ``user_id``, else the
-            memory's default user.
-        on_progress: called with the number of pages stored after each chunk.
-
-    Raises:
-        InvalidInputError: a user id is invalid (checked for every batch before anything is stored), or
-            the core rejects a page that :func:`load_pages` let through (earlier chunks stay stored).
-    """
-    targets = [check_id(user_id or batch.user_id or memory.user_id, "user_id") for batch in batches]
-    stored: dict[str, int] = {}
-    for batch, target in zip(batches, targets):
-        for start in range(0, len(batch.pages), chunk_pages):
-            chunk = batch.pages[start : start + chunk_pages]
-            memory.add_memories(chunk, user_id=target)
-            stored[target] = stored.get(target, 0) + len(chunk)
-            if on_progress is not None:
-                on_progress(len(chunk))
-    return stored
+    """:func:`ingest_batches`, returning only the pages stored now, per user."""
+    report = ingest_batches(
+        memory, batches, user_id=user_id, chunk_pages=chunk_pages, on_progress=on_progress
+    )
+    return report.stored

@@ -166,9 +166,11 @@ def test_export_import_round_trip_through_files_and_pipes(tmp_path: Path) -> Non
     original = json.loads(target.read_text())
     other = tmp_path / "elsewhere"
     into_other = ["--data", str(other), "--embedding", "hash"]
-    result = invoke("import", str(target), *into_other)
+    # The file does not choose whose memory it writes (issue 13 item 15): alice's export needs --user alice.
+    assert_one_error_line(invoke("import", str(target), *into_other), "'alice'", "--user alice", "--as-user")
+    result = invoke("import", str(target), *into_other, "--user", "alice")
     assert result.exit_code == 0 and "imported 3 pages for alice" in result.stdout
-    again = invoke("import", "-", *into_other, input=target.read_text())  # stdin; same ids: nothing doubles
+    again = invoke("import", "-", *into_other, "--user", "alice", input=target.read_text())  # same ids
     assert again.exit_code == 0, again.output
     copied = json.loads(invoke("export", *into_other, "--user", "alice").stdout)
     assert [(p["id"], p["user_input"], p["source_ids"]) for p in copied["pages"]] == [

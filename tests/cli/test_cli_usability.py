@@ -112,9 +112,9 @@ def test_profile_and_export_give_iso_times_and_the_export_still_imports(tmp_path
     assert exported["user_knowledge"][0]["updated_at"] == "2023-11-14T22:13:20Z"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", exported["pages"][0]["iso_time"])
     (tmp_path / "again.json").write_text(json.dumps(exported))
-    elsewhere = ["--data", str(tmp_path / "copy"), "--embedding", "hash"]
+    elsewhere = ["--data", str(tmp_path / "copy"), "--embedding", "hash", "--user", "alice"]
     assert invoke("import", str(tmp_path / "again.json"), *elsewhere).exit_code == 0
-    copied = json.loads(invoke("export", *elsewhere, "--user", "alice").stdout)
+    copied = json.loads(invoke("export", *elsewhere).stdout)
     assert copied["pages"] == exported["pages"] and copied["profile"] == exported["profile"]
 
 

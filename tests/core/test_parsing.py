@@ -36,11 +36,14 @@ EXTRACT_CASES = [
     ("python literals", "{'a': True, 'b': False, 'c': None}", {"a": True, "b": False, "c": None}),
     ("unquoted keys", '{a: 1, b_2: "x"}', {"a": 1, "b_2": "x"}),
     ("newline in a string", '{"a": "line one\nline two"}', {"a": "line one\nline two"}),
-    ("truncated string", '{"summary": "The user likes hik', {"summary": "The user likes hik"}),
+    # A reply cut inside a string or number: the fragment goes, with its key (issue 13 item 17).
+    ("truncated string", '{"topic": "hiking", "summary": "The user likes hik', {"topic": "hiking"}),
+    ("truncated string in a list", '{"keywords": ["hiking", "alp', {"keywords": ["hiking"]}),
     ("truncated nested", '{"a": 1, "b": [{"c": 2}, {"d": tr', {"a": 1, "b": [{"c": 2}, {"d": True}]}),
     ("truncated after key", '{"a": 1, "b":', {"a": 1}),
     ("truncated key", '{"a": 1, "be', {"a": 1}),
-    ("truncated number", '{"a": [1, 2.5e', {"a": [1, 2.5]}),
+    ("truncated number", '{"a": [1, 2.5e', {"a": [1]}),
+    ("number ended by a newline", '{"a": [1, 2\n', {"a": [1, 2]}),
     (
         "truncated in fence",
         '```json\n{"topics": [{"id": 1}, {"id": 2\n```',
@@ -72,6 +75,7 @@ def test_extract_json(text: str, expected: Any) -> None:
         "<think>never closed",
         '"a string"',
         "42",
+        '{"summary": "The user likes hik',  # nothing complete but the fragment
     ],
 )
 def test_extract_json_rejects_garbage(text: str) -> None:

@@ -211,12 +211,17 @@ def test_a_truncated_json_reply_keeps_what_it_said_and_consolidates_the_rest(
 ) -> None:
     memory = make()
     memory.add_memories(topic_pages("hiking", 8))
-    server.enqueue('{"continues_previous": false, "topics": [{"pages": [1, 2], "summary": "Hiking in the alp')
+    server.enqueue(
+        '{"continues_previous": false, "topics": [{"pages": [1, 2], "summary": "Hiking in the alps.", '
+        '"keywords": ["hiking"]}, {"pages": [3, 4], "summary": "More hiking in the alp'
+    )
     memory.flush()
     export = memory.export_memory()
     assert [p["tier"] for p in export["pages"]].count("mid_term") == 6
     summaries = [s["summary"] for s in export["segments"]]
-    assert any(s.startswith("Hiking in the alp") for s in summaries)  # what it said, as far as it went
+    assert "Hiking in the alps." in summaries  # what it said completely is kept
+    assert "More hiking in the alp" not in json.dumps(export)  # the cut-off value is not (issue 13 item 17)
+    assert memory.get_memory_stats().truncated_replies == 1
     assert consistency_problems(memory, "alice") == []
 
 
