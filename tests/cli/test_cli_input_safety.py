@@ -102,7 +102,8 @@ def pages_of(data: Path, user: str) -> list[dict[str, Any]]:
     """The user's exported pages; [] where export says there is no store, no such user or no memory."""
     result = invoke("export", "--data", str(data), "--embedding", "hash", "--user", user)
     if result.exit_code == 1 and any(
-        text in result.stderr for text in ("no memory store in", f"no user {user} in", "has no memory to export")
+        text in result.stderr
+        for text in ("no memory store in", f"no user {user} in", "has no memory to export")
     ):
         return []
     assert result.exit_code == 0, result.output
