@@ -71,8 +71,11 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
 
     Example:
         >>> memo = MemoryOS(user_id="demo_user", data_storage_path="./data")
-        >>> memo.add_memory("I love hiking.", "Nice! Where do you go?")
-        >>> memo.retrieve_memory("What are my hobbies?").short_term[0].text
+        >>> page = memo.add_memory("I love hiking.", "Nice! Where do you go?")
+        >>> print(memo.retrieve_memory("What are my hobbies?").short_term[0].text)
+        [...] User: I love hiking.
+        Assistant: Nice! Where do you go?
+        >>> memo.close()
     """
 
     def __init__(

@@ -29,7 +29,10 @@ class MemoryOSMemory(BaseMemory):
         top_k: units (older pages, knowledge) recalled beyond the short-term pages.
 
     Example:
+        >>> from langchain_classic.chains import ConversationChain
         >>> chain = ConversationChain(llm=model, memory=MemoryOSMemory(memory=memory, user_id="alice"))
+        >>> chain.invoke({"input": "Hi, I'm Alice"})["response"]
+        'Hello!'
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -98,8 +98,10 @@ class MemoryOSChatMessageHistory(BaseChatMessageHistory):
         max_pages: how many recent pages ``messages`` returns (default: the short-term capacity).
 
     Example:
-        >>> chain = RunnableWithMessageHistory(prompt | model, MemoryOSChatMessageHistory.factory(memory),
-        ...                                    input_messages_key="input", history_messages_key="history")
+        >>> from langchain_core.runnables.history import RunnableWithMessageHistory
+        >>> chain = RunnableWithMessageHistory(model, MemoryOSChatMessageHistory.factory(memory))
+        >>> chain.invoke("Hi, I'm Alice", config={"configurable": {"session_id": "alice"}}).content
+        'Hello!'
     """
 
     def __init__(self, memory: MemoryOS, user_id: str, *, max_pages: int | None = None) -> None:

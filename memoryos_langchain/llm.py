@@ -42,7 +42,11 @@ class LangChainLLM:
         json_kwargs: model arguments bound for JSON calls (see above).
 
     Example:
-        >>> memory = MemoryOS(llm=LangChainLLM(ChatOpenAI(model="gpt-4o-mini")))
+        >>> from memoryos_core import MemoryOS
+        >>> memo = MemoryOS(llm=LangChainLLM(model))  # model: any chat model, e.g. ChatOpenAI(model=...)
+        >>> memo.get_response("Hi, I'm Alice", user_id="alice")
+        'Hello!'
+        >>> memo.close()
     """
 
     def __init__(

@@ -60,8 +60,10 @@ class MemoryOSMiddleware(AgentMiddleware[MemoryOSState, Any, Any]):
         tools: also give the agent ``recall_memory`` and ``remember`` tools.
 
     Example:
+        >>> from langchain.agents import create_agent
         >>> agent = create_agent(model, tools=[], middleware=[MemoryOSMiddleware(memory)])
-        >>> agent.invoke({"messages": [("user", "hi")]}, context={"user_id": "alice"})
+        >>> agent.invoke({"messages": [("user", "hi")]}, context={"user_id": "alice"})["messages"][-1].content
+        'Hello!'
     """
 
     state_schema = MemoryOSState

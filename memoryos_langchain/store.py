@@ -57,7 +57,8 @@ class MemoryOSStore(BaseStore):
     Example:
         >>> store = MemoryOSStore(memory)
         >>> store.put(("memories", "alice"), "diet", {"text": "Alice is vegetarian"})
-        >>> store.search(("memories", "alice"), query="what does alice eat?")
+        >>> [item.key for item in store.search(("memories", "alice"), query="what does alice eat?")]
+        ['diet']
     """
 
     supports_ttl = False

@@ -32,7 +32,8 @@ class MemoryOSMemoryBlock(BaseMemoryBlock[str]):
         priority: Truncation priority (0 never truncates; default 1).
 
     Example:
-        >>> block = MemoryOSMemoryBlock(memory=MemoryOS(), user_id="alice")
+        >>> from llama_index.core.memory import Memory
+        >>> block = MemoryOSMemoryBlock(memory=memory, user_id="alice")
         >>> chat_memory = Memory.from_defaults(session_id="s1", memory_blocks=[block])
     """
 

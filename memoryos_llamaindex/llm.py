@@ -25,7 +25,11 @@ class LlamaIndexLLM:
         name: The backend name in costs and errors (default ``llamaindex:<model or class>``).
 
     Example:
-        >>> memory = MemoryOS(llm=LlamaIndexLLM(OpenAI(model="gpt-4o-mini")))
+        >>> from memoryos_core import MemoryOS
+        >>> memo = MemoryOS(llm=LlamaIndexLLM(llm))  # llm: any LlamaIndex LLM, e.g. OpenAI(model=...)
+        >>> memo.get_response("Hi, I'm Alice", user_id="alice")  # the offline mock echoes
+        "Hi, I'm Alice"
+        >>> memo.close()
     """
 
     def __init__(self, llm: LlamaLLM, *, name: str | None = None) -> None:

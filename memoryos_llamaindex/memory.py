@@ -31,8 +31,13 @@ class MemoryOSMemory(BaseMemory):
     ``MemoryOS.delete_memory``.
 
     Example:
-        >>> memory = MemoryOSMemory.from_defaults(memory=MemoryOS(), user_id="alice")
-        >>> await FunctionAgent(llm=llm, tools=[]).run("Hi, I'm Alice", memory=memory)
+        >>> import asyncio
+        >>> from llama_index.core.agent.workflow import FunctionAgent
+        >>> chat_memory = MemoryOSMemory.from_defaults(memory=memory, user_id="alice")
+        >>> async def main():  # llm: any LlamaIndex LLM; an offline mock here, echoing the user
+        ...     return await FunctionAgent(llm=llm, tools=[]).run("Hi, I'm Alice", memory=chat_memory)
+        >>> print(asyncio.run(main()))
+        Hi, I'm Alice
     """
 
     model_config = ConfigDict(use_enum_values=True)  # plain JSON for Context serialisation

@@ -28,8 +28,10 @@ class MemoryOSRetriever(BaseRetriever):
         include_profile: Add the profile node.
 
     Example:
-        >>> retriever = MemoryOSRetriever(memory=MemoryOS(), user_id="alice", k=5)
-        >>> ContextChatEngine.from_defaults(retriever=retriever, llm=llm)
+        >>> from llama_index.core.chat_engine import ContextChatEngine
+        >>> retriever = MemoryOSRetriever(memory=memory, user_id="alice", k=5)
+        >>> nodes = retriever.retrieve("Do I have pets?")
+        >>> engine = ContextChatEngine.from_defaults(retriever=retriever, llm=llm)
     """
 
     def __init__(

@@ -43,7 +43,7 @@ class BM25Turns:
     """Okapi BM25 (``rank-bm25``'s ``BM25Okapi``, k1=1.5, b=0.75) over one conversation's turns.
 
     A standard BM25: on locomo10.json it gives R@5/10/25/50 within about a point of the plain
-    BM25 figures BENCHMARK.md quotes (54.8 / 61.3 / 68.8 / 74.0).
+    BM25 figures docs/benchmark.md quotes (54.8 / 61.3 / 68.8 / 74.0).
     """
 
     name = "bm25"

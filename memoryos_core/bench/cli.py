@@ -115,7 +115,7 @@ def locomo(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
 ) -> None:
-    """Turn-level recall of MemoryOS on LoCoMo, against BM25 and dense baselines (docs/BENCHMARK.md)."""
+    """Turn-level recall of MemoryOS on LoCoMo, against BM25 and dense baselines (docs/benchmark.md)."""
     from memoryos_core._exceptions import MemoryOSError
     from memoryos_core.bench.locomo import EMBEDDER_CHOICES, LLM_CHOICES, LocomoOptions, run_locomo
     from memoryos_core.bench.report import print_report

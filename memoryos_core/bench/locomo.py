@@ -1,6 +1,6 @@
 """``memoryos bench locomo``: turn-level recall of MemoryOS on LoCoMo against BM25 and dense baselines.
 
-Protocol and output shape: ``docs/BENCHMARK.md``. One memory per conversation (user_id =
+Protocol and output shape: ``docs/benchmark.md``. One memory per conversation (user_id =
 sample_id), every turn ingested with its dia_id as provenance; each question is answered by
 ``retrieve_memory`` and the ranked units are expanded into turns and cut at k turns.
 """
@@ -253,7 +253,7 @@ def evaluate(
 
 
 def run_locomo(options: LocomoOptions) -> tuple[dict[str, Any], Diagnostics]:
-    """Run the whole benchmark; returns the BENCHMARK.md JSON and the diagnostics.
+    """Run the whole benchmark; returns the docs/benchmark.md JSON and the diagnostics.
 
     Raises:
         ConfigError: a bad option or a missing key for ``--llm openai`` / ``--answer``.

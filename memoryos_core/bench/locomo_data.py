@@ -1,6 +1,6 @@
 """Reading LoCoMo-format files: turns, per-session pages and normalised evidence.
 
-The format and its quirks are described in ``docs/BENCHMARK.md``; this module accepts any file in
+The format and its quirks are described in ``docs/benchmark.md``; this module accepts any file in
 that format. Pages come from :mod:`memoryos_core.ingest`, so the benchmark ingests as the CLI does.
 """
 

@@ -23,7 +23,7 @@ _NOT_ANSWERABLE = ("no information available", "not mentioned")
 def expand_turns(units: Iterable[Sequence[str]], budget: int) -> list[str]:
     """Turn ids of ranked units, in rank order, without repeats, cut at ``budget`` turns.
 
-    A unit carrying n new turns uses n of the budget. The cut is literal (BENCHMARK.md: "cut
+    A unit carrying n new turns uses n of the budget. The cut is literal (docs/benchmark.md: "cut
     at k turns"): a unit that would overflow contributes its first turns, in its own order,
     until the budget is full, so every system is scored on exactly ``min(k, available)`` turns.
     Turns already seen in a higher-ranked unit cost nothing.

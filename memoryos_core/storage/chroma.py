@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +46,10 @@ class ChromaStore:
         prefix: str = "memoryos_",
     ) -> None:
         self._client = client
-        self._path, self._url, self.prefix = path, url, prefix
+        # Absolute now: Chroma caches clients by the path string, so a relative one opened again after a
+        # chdir would reach the first folder's data.
+        self._path = os.path.abspath(path) if path else None
+        self._url, self.prefix = url, prefix
         self._state: Any = None
         self._user_collections: dict[tuple[Kind, str], Any] = {}
         self._registered: set[str] = set()

@@ -18,7 +18,7 @@ def _turn(speaker: str, dia_id: str, text: str, caption: str | None = None) -> d
 
 
 def tiny_locomo() -> list[dict[str, Any]]:
-    """Two conversations exercising every quirk of the format (see docs/BENCHMARK.md)."""
+    """Two conversations exercising every quirk of the format (see docs/benchmark.md)."""
     first = {
         "sample_id": "conv-1",
         "conversation": {
