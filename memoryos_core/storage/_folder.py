@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from memoryos_core.storage._private import make_private_folder, open_private, tighten_new_entries
+from memoryos_core.storage._private import open_private, tighten_new_entries
 
 LOCK_NAME = ".memoryos-write.lock"
 GENERATION_NAME = ".memoryos-generation"
@@ -40,7 +40,7 @@ class SharedFolder:
     """
 
     def __init__(self, path: str, make_client: Callable[[], Any]) -> None:
-        make_private_folder(path)
+        os.makedirs(path, exist_ok=True)
         self.path, self._make_client = path, make_client
         self._lock_file = open(os.path.join(path, LOCK_NAME), "a+b", opener=open_private)  # noqa: SIM115  (lives with the process)
         self._generation_path = os.path.join(path, GENERATION_NAME)

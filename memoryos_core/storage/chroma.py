@@ -13,7 +13,7 @@ from memoryos_core._exceptions import DimensionMismatchError, StorageError
 from memoryos_core.storage._calls import ChromaCalls, is_missing, is_unloaded, where_clause
 from memoryos_core.storage._erase import erase_deleted
 from memoryos_core.storage._folder import SharedFolder, shared_folder
-from memoryos_core.storage._private import tighten_new_entries
+from memoryos_core.storage._private import make_private_folder, tighten_new_entries
 from memoryos_core.storage.base import Kind, Record, Where
 
 T = TypeVar("T")
@@ -73,6 +73,7 @@ class ChromaStore:
                 return
             with self._calls.errors("open"):
                 if self._path and self._client is None:
+                    make_private_folder(self._path)  # each open: tightens a store left loose
                     self._folder = shared_folder(self._path, self._make_client)
                     self._folder.listen(self)
                 else:
