@@ -153,11 +153,17 @@ class ChromaStore:
         """Erase from an embedded folder's files what Chroma keeps of deleted and overwritten
         records (its log, freed SQLite pages, full-text segments, dropped collections' indexes);
         see ``storage/_erase.py``. Holds the folder's exclusive lock. A no-op for a server (its
-        files are its operator's) and for an in-memory client.
+        files are its operator's) and for an in-memory client. Works on a store not opened, e.g.
+        ``ChromaStore(path=folder).erase_deleted()`` on a stopped ``chroma run``'s folder.
 
         Raises:
             StorageError: the erasure failed; the records are deleted all the same.
         """
+        if self._folder is None and self._path and not self._url and self._client is None:
+            with self._lock:
+                make_private_folder(self._path)
+                self._folder = shared_folder(self._path, self._make_client)
+                self._folder.listen(self)
         if self._folder is None:
             return
         folder = self._folder

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+from memoryos_core import ChromaStore, HashingEmbedder, MemoryConfig, MemoryOS
 from memoryos_core import _pending as pending_module
 from memoryos_core._config import MidTermConfig, ShortTermConfig
 from memoryos_core.cli import app
@@ -261,6 +261,34 @@ def test_erasure_keeps_every_other_record_findable_past_chromas_index_sync(tmp_p
     assert run.returncode == 0, run.stderr[-2000:]
     checked = json.loads(run.stdout.strip().splitlines()[-1])
     assert checked == {"wrong": [], "count": len(expected), "gone": []}
+
+
+def test_a_server_operator_erases_a_stopped_servers_folder(private_chroma: Any, tmp_path: Path) -> None:
+    """A client cannot rewrite a server's files: deleting through ``chroma run`` leaves the words
+    in its folder until the operator, with the server stopped, runs ``erase_deleted`` on it."""
+    marker = f"erase{uuid.uuid4().hex}"
+    options: dict[str, Any] = {"embedder": HashingEmbedder(64), "config": SMALL, "user_id": "alice"}
+    memory = MemoryOS(chroma_url=private_chroma.url, **options)
+    try:
+        for i in range(10):
+            memory.add_memory(f"I love {marker} hiking trail {i}", "Noted.")
+            memory.add_memory(f"I drink green tea number {i}", "Nice.", user_id="bob")
+        memory.flush()
+        memory.delete_memory(everything=True)  # erase_deleted is a no-op for a server
+        bob = memory.export_memory(user_id="bob")
+    finally:
+        memory.close()
+    private_chroma.stop()
+    folder = private_chroma.path / "db"
+    assert marker_hits(folder, marker)  # what the README tells the operator
+    ChromaStore(path=str(folder)).erase_deleted()
+    assert marker_hits(folder, marker) == {}
+    private_chroma.start()
+    again = MemoryOS(chroma_url=private_chroma.url, **options)
+    try:
+        assert again.export_memory(user_id="bob") == bob
+    finally:
+        again.close()
 
 
 def test_the_reliability_bench_reports_no_bytes_left_of_a_deleted_user() -> None:
