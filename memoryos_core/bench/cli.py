@@ -50,6 +50,7 @@ def scale(
         "retrieve p50 ms",
         "retrieve p95 ms",
         "delete page ms",
+        "erase ms",
         "rss MB",
         "disk MB",
     ):
@@ -65,6 +66,7 @@ def scale(
                     "retrieve_ms_p50",
                     "retrieve_ms_p95",
                     "delete_page_ms_p50",
+                    "erase_ms",
                     "rss_mb",
                     "disk_mb",
                 )

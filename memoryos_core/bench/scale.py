@@ -123,6 +123,9 @@ def _measure(
             memory.retrieve_memory(_sentence(rng, 8), user_id=user_ids[i % users])
             retrieves.append((time.perf_counter() - started) * 1000)
         deletes = _time_deletes(memory, added[:3])
+        started = time.perf_counter()
+        store.erase_deleted()  # the erasure part alone (a no-op for a server)
+        erase_ms = (time.perf_counter() - started) * 1000
         filled += samples // users
         points.append(
             {
@@ -133,6 +136,7 @@ def _measure(
                 "retrieve_ms_p95": _percentile(retrieves, 0.95),
                 "first_retrieve_ms": first_ms,
                 "delete_page_ms_p50": statistics.median(deletes),
+                "erase_ms": erase_ms,
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "disk_mb": _disk_mb(folder),
             }

@@ -184,17 +184,19 @@ def test_deleting_a_page_erases_its_words_from_every_file(tmp_path: Path) -> Non
         for i in range(12):
             memory.add_memory(f"I walk my dog on mountain trail {i}", "Nice.")
         doomed = memory.add_memory(f"My bank pin is {marker} on the mountain trail", "Noted.")
+        edited = memory.add_memory(f"My old address is {marker}x on the mountain trail", "Noted.")
         for i in range(6):
             memory.add_memory(f"Another walk with my dog on mountain trail {i + 20}", "Nice.")
         memory.flush()
+        memory.update_memory(edited.page_id, user_input="I moved away from the mountain trail")
         assert marker_hits(data, marker)
         assert memory.delete_memory(doomed.page_id) == 1
     finally:
         memory.close()
-    assert marker_hits(data, marker) == {}
+    assert marker_hits(data, marker) == {}  # the deleted page, and the text the update replaced
     again = memory_at(data)
     try:
-        assert len(again.export_memory()["pages"]) == 18
+        assert len(again.export_memory()["pages"]) == 19
         assert again.retrieve_memory("dog mountain trail").units
     finally:
         again.close()
