@@ -13,8 +13,12 @@ and a dropped collection's HNSW folder stays on disk. ``erase_deleted`` undoes e
 3. ``VACUUM`` with ``secure_delete`` rewrites the file, so freed pages are gone too;
 4. HNSW folders of segments that no longer exist are removed.
 
-It must run under the folder's exclusive lock: no other process is inside Chroma then, and this
-process's readers wait for ``VACUUM`` through SQLite's busy timeout.
+It must run under the folder's exclusive lock (no other process is inside Chroma then), and it
+runs in a child process (this file run as a script, standard library only). Python's ``sqlite3``
+and Chroma's bundled SQLite are two copies of the library: in one process their POSIX locks on
+the file do not see each other (and closing one drops the other's), so a ``VACUUM`` beside a
+Chroma read in another thread corrupted the file. From a child process the locks work: the
+``VACUUM`` waits for this process's Chroma readers, and they wait for it (SQLite busy timeouts).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -42,11 +48,42 @@ class _Row:
     has_vector: bool
 
 
+ERASE_TIMEOUT_S = 900.0
+
+
 def erase_deleted(folder: str) -> None:
-    """Remove what Chroma keeps of deleted or overwritten records from ``folder`` (see the module)."""
-    database = os.path.join(folder, "chroma.sqlite3")
-    if not os.path.exists(database):
+    """Remove what Chroma keeps of deleted or overwritten records from ``folder`` (see the module),
+    in a child process.
+
+    Raises:
+        OSError: the child failed (its last error line is in the message) or took too long.
+    """
+    if not os.path.exists(os.path.join(folder, "chroma.sqlite3")):
         return
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", __file__, folder],  # -I: stdlib only, no user site or PYTHON* env
+            capture_output=True,
+            text=True,
+            timeout=ERASE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"erasing deleted records in {folder} took over {ERASE_TIMEOUT_S:.0f} s") from exc
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OSError(f"erasing deleted records in {folder} failed: {last}")
+    purged, removed = (int(n) for n in done.stdout.split()[-2:])
+    logger.info(
+        "erased deleted records from %s: %d log rows purged, %d segment folders removed",
+        folder,
+        purged,
+        removed,
+    )
+
+
+def _erase_here(folder: str) -> tuple[int, int]:
+    """The erasure itself, in this process; returns (log rows purged, segment folders removed)."""
+    database = os.path.join(folder, "chroma.sqlite3")
     connection = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         connection.execute("PRAGMA secure_delete=ON")  # pages freed from here on are zeroed
@@ -61,20 +98,15 @@ def erase_deleted(folder: str) -> None:
             )
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # SQLite may have rolled back already (an I/O error)
+                connection.execute("ROLLBACK")
             raise
         connection.execute("VACUUM")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a no-op unless the file is in WAL mode
         live = {str(s) for (s,) in connection.execute("SELECT id FROM segments").fetchall()}
     finally:
         connection.close()
-    removed = _remove_orphan_segments(folder, live)
-    logger.info(
-        "erased deleted records from %s: %d log rows purged, %d segment folders removed",
-        folder,
-        purged,
-        removed,
-    )
+    return purged, _remove_orphan_segments(folder, live)
 
 
 def _seq(value: object) -> int:
@@ -161,3 +193,7 @@ def _remove_orphan_segments(folder: str, live: set[str]) -> int:
             shutil.rmtree(entry.path)
             removed += 1
     return removed
+
+
+if __name__ == "__main__":  # the child process of erase_deleted
+    print(*_erase_here(sys.argv[1]))

@@ -10,11 +10,13 @@ import logging
 import os
 import random
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,6 +202,45 @@ def test_deleting_a_page_erases_its_words_from_every_file(tmp_path: Path) -> Non
         assert again.retrieve_memory("dog mountain trail").units
     finally:
         again.close()
+
+
+def test_erasure_beside_recalls_in_other_threads_breaks_nothing(tmp_path: Path) -> None:
+    """The rewrite of ``chroma.sqlite3`` runs while this process's threads read through Chroma
+    (in-process, two SQLite copies ignored each other's locks and corrupted the file)."""
+    memory = memory_at(tmp_path / "data")
+    errors: list[str] = []
+    reads = [0]
+    stop = threading.Event()
+
+    def recall() -> None:
+        while not stop.is_set():
+            try:
+                assert memory.retrieve_memory("green tea", user_id="bob").units
+                reads[0] += 1
+            except Exception as exc:  # every failure is collected and reported below
+                errors.append(repr(exc))
+
+    try:
+        pages = [memory.add_memory(f"my cat fact {i}", "ok").page_id for i in range(40)]
+        for i in range(20):
+            memory.add_memory(f"I drink green tea number {i}", "Nice.", user_id="bob")
+        memory.flush()
+        threads = [threading.Thread(target=recall) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            for page_id in pages[:6]:
+                memory.delete_memory(page_id)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        assert errors == [] and reads[0] > 0
+        assert len(memory.export_memory()["pages"]) == 34
+    finally:
+        memory.close()
+    with sqlite3.connect(tmp_path / "data" / "chroma" / "chroma.sqlite3") as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 _CHECK_INDEX = textwrap.dedent(
