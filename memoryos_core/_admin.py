@@ -81,7 +81,16 @@ def delete_user(store: MemoryStore, user_id: str) -> int:
     pages = len(store.get("pages", where={"user_id": user_id}))
     for kind in KINDS:
         store.delete(kind, where={"user_id": user_id})
+    erase_deleted(store)
     return pages
+
+
+def erase_deleted(store: MemoryStore) -> None:
+    """Deleting is erasure: a store that keeps deleted text in its files (Chroma's log, freed
+    pages) removes it now (``ChromaStore.erase_deleted``)."""
+    erase = getattr(store, "erase_deleted", None)
+    if erase is not None:
+        erase()
 
 
 def delete_page(
@@ -116,6 +125,7 @@ def delete_page(
     if state.data["cursor"] == page_id:
         state.data["cursor"] = ""
         store.upsert("state", [state.record()])
+    erase_deleted(store)
     return 1
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from memoryos_core._exceptions import ConfigError
 
@@ -85,6 +85,11 @@ class MemoryConfig:
     """With an embedded store and background consolidation: how long a new page may wait,
     journaled on local disk, to be written to Chroma in one batch with others (0: each
     ``add_memory`` writes to Chroma itself)."""
+    durability: Literal["fsync", "process"] = "fsync"
+    """What a returned ``add_memory`` survives with write-behind on. ``"fsync"``: a power loss or
+    OS crash too (each journal write is flushed to the disk, as Chroma's own SQLite commits are).
+    ``"process"``: a killed or crashed process, not a power loss (the page may sit in the OS
+    cache for up to ``write_behind_s`` plus Chroma's write); saves one disk flush per add."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -97,6 +102,7 @@ class MemoryConfig:
             (self.retrieval.top_pages >= 1, "retrieval.top_pages must be >= 1"),
             (self.retrieval.top_segments >= 1, "retrieval.top_segments must be >= 1"),
             (0 <= self.write_behind_s <= 60, "write_behind_s must be from 0 to 60"),
+            (self.durability in ("fsync", "process"), 'durability must be "fsync" or "process"'),
         ]
         for ok, message in checks:
             if not ok:

@@ -170,7 +170,9 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
             self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)
             folder = journal_folder(self.store)
             if self._background and self.config.write_behind_s > 0 and folder is not None:
-                pending = PendingPages(self.store, folder, self.config.write_behind_s)
+                pending = PendingPages(
+                    self.store, folder, self.config.write_behind_s, is_fsync=self.config.durability == "fsync"
+                )
                 pending.start()
                 self._pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on

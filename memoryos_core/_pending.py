@@ -2,8 +2,9 @@
 
 One Chroma write costs about 5 ms on this kind of disk whatever its size, so writing each
 ``add_memory`` straight through would cost every turn that much. Instead a new page is
-appended to a journal file (one ``write`` call: it survives the process being killed, as
-Chroma's own SQLite log does) and kept in memory, and a thread writes whatever has gathered
+appended to a journal file (one ``write`` call, which survives the process being killed; with
+``durability="fsync"``, the default, also ``fdatasync``, so it survives a power loss as Chroma's
+own SQLite commits do) and kept in memory, and a thread writes whatever has gathered
 to Chroma a few tens of milliseconds later, in one upsert per user. Until then:
 
 - retrieval merges the pending pages of the user (``of``);
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from memoryos_core._exceptions import MemoryOSError, StorageError
+from memoryos_core.storage._private import DIR_MODE, open_private
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")
@@ -60,10 +62,15 @@ class PendingPages:
         store: where the pages go.
         folder: the journal folder (on the same disk as an embedded store).
         delay_s: how long a page may wait so that several are written together.
+        is_fsync: flush each journal write to the disk before ``add`` returns (and the folder
+            entry of each new journal file), so that an accepted page survives a power loss,
+            not only a killed process.
     """
 
-    def __init__(self, store: MemoryStore, folder: str | Path, delay_s: float) -> None:
-        self.store, self.folder, self.delay_s = store, Path(folder), delay_s
+    def __init__(
+        self, store: MemoryStore, folder: str | Path, delay_s: float, *, is_fsync: bool = True
+    ) -> None:
+        self.store, self.folder, self.delay_s, self.is_fsync = store, Path(folder), delay_s, is_fsync
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -78,7 +85,10 @@ class PendingPages:
     # --- start and stop -------------------------------------------------------------------
     def start(self) -> int:
         """Replay journals left by dead processes, then start the writer thread; returns pages replayed."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.folder, DIR_MODE)  # the pages of every user pass through here
+        if self.is_fsync:
+            _fsync_folder(self.folder.parent)  # the journal folder's own name
         replayed = replay_journals(self.store, self.folder)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
@@ -110,6 +120,8 @@ class PendingPages:
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(f"short write ({written} of {len(data)} bytes)")
+                if self.is_fsync:
+                    _fdatasync(fd)
             except OSError as exc:  # a full disk, say: nothing is accepted, the journal stays whole
                 os.ftruncate(fd, size)
                 raise StorageError(
@@ -156,8 +168,10 @@ class PendingPages:
     # --- internals ------------------------------------------------------------------------
     def _open_journal(self) -> IO[bytes]:
         path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:16]}.jsonl"
-        journal = open(path, "ab")  # noqa: SIM115  (closed once its pages are in the store)
+        journal = open(path, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
         fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
+        if self.is_fsync:  # a new file's name is in the folder, which needs its own fsync
+            _fsync_folder(self.folder)
         return journal
 
     def _loop(self) -> None:
@@ -176,6 +190,17 @@ class PendingPages:
             except Exception as exc:  # kept pending and retried; reads merge them meanwhile
                 self._failures += 1
                 logger.warning("writing %d pending pages failed, retrying: %s", len(self), exc)
+
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def replay_journals(store: MemoryStore, folder: Path) -> int:

@@ -290,6 +290,14 @@ def users(settings: Settings, as_json: JsonOption = False) -> None:
         _plain(f"{user}  {count} page{'s' if count != 1 else ''}")
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write an export readable by its owner only (0600, an existing file too): it is someone's memory."""
+    from memoryos_core.storage._private import open_private
+
+    with open(path, "w", encoding="utf-8", opener=open_private) as file:
+        file.write(text)
+
+
 @_store_command("export")
 def export_(
     settings: Settings,
@@ -314,7 +322,7 @@ def export_(
     if file == "-":
         typer.echo(text)
     else:
-        Path(file).write_text(text + "\n", encoding="utf-8")
+        _write_private(Path(file), text + "\n")
         stderr.print(
             f"exported {len(exported['pages'])} pages of {escape(settings.user_id)} to {escape(file)}"
         )

@@ -24,6 +24,9 @@ def scale(
     chroma_url: Annotated[str | None, typer.Option(help="A `chroma run` server instead of embedded.")] = None,
     samples: Annotated[int, typer.Option(help="Timed single calls at each size.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    durability: Annotated[
+        str, typer.Option(help="fsync (default) or process: MemoryConfig.durability of the page journal.")
+    ] = "fsync",
 ) -> None:
     """Time add_memory and retrieve_memory as the store grows through 1k, 10k, 100k pages."""
     from memoryos_core.bench.scale import run_scale
@@ -36,6 +39,7 @@ def scale(
         embedder=embedder,
         chroma_url=chroma_url,
         samples=samples,
+        durability=durability,
         progress=lambda line: console.print(f"[dim]{line}[/dim]"),
     )
     table = Table(title=f"bench scale: {result['backend']}, {result['embedder']}, {users} user(s)")
@@ -45,6 +49,8 @@ def scale(
         "add p95 ms",
         "retrieve p50 ms",
         "retrieve p95 ms",
+        "delete page ms",
+        "erase ms",
         "rss MB",
         "disk MB",
     ):
@@ -59,6 +65,8 @@ def scale(
                     "add_ms_p95",
                     "retrieve_ms_p50",
                     "retrieve_ms_p95",
+                    "delete_page_ms_p50",
+                    "erase_ms",
                     "rss_mb",
                     "disk_mb",
                 )

@@ -409,6 +409,35 @@ def check_delete(memory: MemoryOS, users: list[str]) -> dict[str, Any]:
     return {"deleted_user_records_left": left, "other_users_changed": len(changed)}
 
 
+def deleted_user_bytes_left(*, pages: int = 30) -> int:
+    """Write a user whose every page and reply carries a unique marker (beside another user),
+    consolidate, recall, delete the user, close, then count the marker in the bytes of every file
+    under the store folder: what a deleted user left on disk (0 when deletion is erasure)."""
+    marker = f"erasure{uuid.uuid4().hex}"
+    base = tempfile.mkdtemp(prefix="memoryos-erasure-")
+    try:
+        memory = MemoryOS(
+            data_storage_path=base,
+            user_id="erased",
+            embedder=HashingEmbedder(64),
+            llm=RuleBasedLLM(),
+            config=CRASH_CONFIG,
+        )
+        try:
+            for i in range(pages):
+                memory.add_memory(f"I love {marker} hiking trail {i}", f"Noted: {marker} {i}")
+                memory.add_memory(f"I drink green tea at {i}", "Nice.", user_id="neighbour")
+            memory.flush()
+            memory.retrieve_memory(f"{marker} hiking")
+            memory.delete_memory(everything=True)
+        finally:
+            memory.close()
+        needle = marker.encode()
+        return sum(path.read_bytes().count(needle) for path in Path(base).rglob("*") if path.is_file())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def run_isolation(
     spec: StoreSpec,
     *,
@@ -476,6 +505,7 @@ def run_reliability(
         **crash,
         **isolation,
         **mcp_auth,
+        "deleted_user_bytes_left": None if chroma_url else deleted_user_bytes_left(),
         "crash_wall_s": round(crash_s, 1),
         "isolation_wall_s": round(wall_s - crash_s, 1),
         "wall_s": round(wall_s, 1),
@@ -485,7 +515,15 @@ def run_reliability(
 def failed_figures(result: dict[str, Any]) -> list[str]:
     """The figures that should be zero and are not."""
     keys = ("lost", "duplicated", "problems", "leaks", "duplicate_units", "deleted_user_records_left")
-    return [key for key in (*keys, "other_users_changed", "mcp_unauthenticated_answered") if result[key]]
+    return [
+        key
+        for key in (*keys, "other_users_changed", "mcp_unauthenticated_answered", "deleted_user_bytes_left")
+        if result.get(key)
+    ]
+
+
+def _or_na(value: object) -> object:
+    return "n/a (server)" if value is None else value
 
 
 def print_report(console: Any, result: dict[str, Any]) -> None:
@@ -514,6 +552,7 @@ def print_report(console: Any, result: dict[str, Any]) -> None:
             "unauthenticated MCP calls answered",
             f"{result['mcp_unauthenticated_answered']} of {result['mcp_unauthenticated_calls']}",
         ),
+        ("bytes of a deleted user left on disk (marker hits)", _or_na(result.get("deleted_user_bytes_left"))),
         ("wall time (s)", f"{result['wall_s']:.1f}"),
     ]
     for name, value in rows:

@@ -50,10 +50,11 @@ def run_scale(
     samples: int = 200,
     sizes: list[int] | None = None,
     seed: int = 7,
+    durability: str = "fsync",
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fill ``users`` users to each size (bulk), then time ``samples`` single calls at each size."""
-    from memoryos_core import MemoryOS
+    from memoryos_core import MemoryConfig, MemoryOS
 
     rng = random.Random(seed)
     checkpoints = sorted(s for s in (sizes or [1_000, 10_000, 100_000]) if s <= pages) or [pages]
@@ -61,7 +62,8 @@ def run_scale(
     prefix = f"scale{uuid.uuid4().hex[:8]}_"
     store = ChromaStore(url=chroma_url, prefix=prefix) if chroma_url else ChromaStore(path=folder)
     model = make_embedder("hash:384" if embedder == "hash" else None)
-    memory = MemoryOS(store=store, embedder=model, background=True)
+    config = MemoryConfig(durability=durability)  # type: ignore[arg-type]  (checked by MemoryConfig)
+    memory = MemoryOS(store=store, embedder=model, background=True, config=config)
     try:
         points = _measure(memory, store, model, users, checkpoints, samples, rng, folder, progress)
     finally:
@@ -75,6 +77,7 @@ def run_scale(
         "embedder": model.name,
         "users": users,
         "samples": samples,
+        "durability": durability,
         "points": points,
     }
 
@@ -107,10 +110,10 @@ def _measure(
         for user in user_ids:
             memory.retrieve_memory(_sentence(rng, 8), user_id=user)
         first_ms = (time.perf_counter() - started) * 1000 / users
-        adds, retrieves = [], []
+        adds, retrieves, added = [], [], []
         for i in range(samples):  # back to back: the background worker consolidates meanwhile
             started = time.perf_counter()
-            memory.add_memory(_sentence(rng), _sentence(rng), user_id=user_ids[i % users])
+            added.append(memory.add_memory(_sentence(rng), _sentence(rng), user_id=user_ids[i % users]))
             adds.append((time.perf_counter() - started) * 1000)
         # Recalls are timed once that work is done, as between an agent's turns (a recall that
         # overlaps a consolidation batch in the same process shares the CPU and the GIL with it).
@@ -119,6 +122,10 @@ def _measure(
             started = time.perf_counter()
             memory.retrieve_memory(_sentence(rng, 8), user_id=user_ids[i % users])
             retrieves.append((time.perf_counter() - started) * 1000)
+        deletes = _time_deletes(memory, added[:3])
+        started = time.perf_counter()
+        store.erase_deleted()  # the erasure part alone (a no-op for a server)
+        erase_ms = (time.perf_counter() - started) * 1000
         filled += samples // users
         points.append(
             {
@@ -128,12 +135,25 @@ def _measure(
                 "retrieve_ms_p50": statistics.median(retrieves),
                 "retrieve_ms_p95": _percentile(retrieves, 0.95),
                 "first_retrieve_ms": first_ms,
+                "delete_page_ms_p50": statistics.median(deletes),
+                "erase_ms": erase_ms,
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "disk_mb": _disk_mb(folder),
             }
         )
         progress(str(points[-1]))
     return points
+
+
+def _time_deletes(memory: Any, added: list[Any]) -> list[float]:
+    """Milliseconds of ``delete_memory(page_id)`` for each page: deletion is erasure, so this
+    includes rewriting the store's files (``ChromaStore.erase_deleted``), which grows with the store."""
+    times = []
+    for result in added:
+        started = time.perf_counter()
+        memory.delete_memory(result.page_id, user_id=result.user_id)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def _bulk_fill(

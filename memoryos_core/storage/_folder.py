@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from memoryos_core.storage._private import open_private, tighten_new_entries
+
 LOCK_NAME = ".memoryos-write.lock"
 GENERATION_NAME = ".memoryos-generation"
 
@@ -40,7 +42,7 @@ class SharedFolder:
     def __init__(self, path: str, make_client: Callable[[], Any]) -> None:
         os.makedirs(path, exist_ok=True)
         self.path, self._make_client = path, make_client
-        self._lock_file = open(os.path.join(path, LOCK_NAME), "a+b")  # noqa: SIM115  (lives with the process)
+        self._lock_file = open(os.path.join(path, LOCK_NAME), "a+b", opener=open_private)  # noqa: SIM115  (lives with the process)
         self._generation_path = os.path.join(path, GENERATION_NAME)
         self._state = threading.Condition()  # guards everything below
         self._mode: int | None = None  # the file lock this process holds: LOCK_SH, LOCK_EX or none
@@ -123,7 +125,7 @@ class SharedFolder:
             try:
                 if write:  # others must reload; this process's view includes its own write
                     generation = str(int(self._generation()) + 1).encode()
-                    with open(self._generation_path, "wb") as file:
+                    with open(self._generation_path, "wb", opener=open_private) as file:
                         file.write(generation)
                     self._seen = generation if ok else None
                     if self._readers:  # readers that came in meanwhile keep a shared lock
@@ -163,6 +165,7 @@ class SharedFolder:
             self._client.close()  # drops the in-memory indexes
             self.reopens += 1
         self._client = self._make_client()
+        tighten_new_entries(self.path)  # chroma.sqlite3, on a filesystem without default ACLs
         self._seen = generation
         for store in list(self._listeners):
             store.on_reopen()

@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
 from memoryos_core.storage._calls import ChromaCalls, is_missing, is_unloaded, where_clause
+from memoryos_core.storage._erase import erase_deleted
 from memoryos_core.storage._folder import SharedFolder, shared_folder
+from memoryos_core.storage._private import make_private_folder, tighten_new_entries
 from memoryos_core.storage.base import Kind, Record, Where
 
 T = TypeVar("T")
@@ -75,6 +77,7 @@ class ChromaStore:
                 return
             with self._calls.errors("open"):
                 if self._path and self._client is None:
+                    make_private_folder(self._path)  # each open: tightens a store left loose
                     self._folder = shared_folder(self._path, self._make_client)
                     self._folder.listen(self)
                 else:
@@ -90,6 +93,7 @@ class ChromaStore:
                         },
                     )
                 self._check(state, dim, embedder_name)
+                self._keep_private()
             self._dim, self._embedder_name = dim, embedder_name
             self._state, self._opened = state, True
 
@@ -144,6 +148,32 @@ class ChromaStore:
     def _make_client(self) -> Any:
         return chroma_client(url=self._url, path=self._path)
 
+    def _keep_private(self) -> None:
+        """Chroma just created files (a collection's segment folder): make them owner-only."""
+        if self._folder is not None:
+            tighten_new_entries(self._folder.path)
+
+    def erase_deleted(self) -> None:
+        """Erase from an embedded folder's files what Chroma keeps of deleted and overwritten
+        records (its log, freed SQLite pages, full-text segments, dropped collections' indexes);
+        see ``storage/_erase.py``. Holds the folder's exclusive lock. A no-op for a server (its
+        files are its operator's) and for an in-memory client. Works on a store not opened, e.g.
+        ``ChromaStore(path=folder).erase_deleted()`` on a stopped ``chroma run``'s folder.
+
+        Raises:
+            StorageError: the erasure failed; the records are deleted all the same.
+        """
+        if self._folder is None and self._path and not self._url and self._client is None:
+            with self._lock:
+                make_private_folder(self._path)
+                self._folder = shared_folder(self._path, self._make_client)
+                self._folder.listen(self)
+        if self._folder is None:
+            return
+        folder = self._folder
+        with self._calls.errors("erase deleted records"), self._access(write=True):
+            erase_deleted(folder.path)
+
     # --- collections ------------------------------------------------------------------------
     def _ready(self) -> Any:
         if not self._opened:
@@ -180,6 +210,7 @@ class ChromaStore:
                 f"create {kind} of {user_id}",
                 lambda: client.get_or_create_collection(name, embedding_function=None, metadata=metadata),
             )
+            self._keep_private()
         else:
             try:
                 collection = self._calls.run(
