@@ -85,7 +85,7 @@ def test_the_data_folder_and_every_file_in_it_are_owner_only(open_base: Path) ->
         for i in range(8):
             memory.add_memory(f"I walk my dog on trail {i}", "Nice.")
         memory.flush()
-        assert memory.retrieve_memory("dog trail").units
+        assert memory.retrieve_memory("dog trail").all_units
         memory.delete_memory(diary.page_id)
         memory.delete_memory(everything=True, user_id="bob")
     finally:
@@ -93,7 +93,7 @@ def test_the_data_folder_and_every_file_in_it_are_owner_only(open_base: Path) ->
     again = memory_at(data)
     try:
         again.add_memory("Back again with my dog", "Welcome back.")
-        assert again.retrieve_memory("dog").units
+        assert again.retrieve_memory("dog").all_units
     finally:
         again.close()
     names = {p.name for p in data.rglob("*")}
@@ -116,7 +116,7 @@ def test_an_existing_store_with_loose_permissions_is_tightened_and_logged(
     with caplog.at_level(logging.WARNING, logger="memoryos"):
         again = memory_at(data)
         try:
-            assert again.retrieve_memory("diary").units
+            assert again.retrieve_memory("diary").all_units
         finally:
             again.close()
     assert loose_entries(store) == []
@@ -145,6 +145,9 @@ def test_memoryos_export_writes_an_owner_only_file(tmp_path: Path) -> None:
     target.write_text("old")
     target.chmod(0o644)
     store = ["--data", str(tmp_path / "data"), "--embedding", "hash", "--user", "alice"]
+    turns = tmp_path / "turns.jsonl"
+    turns.write_text(json.dumps({"user_input": "I keep a diary.", "agent_response": "Noted."}) + "\n")
+    assert CliRunner().invoke(app, ["ingest", str(turns), *store]).exit_code == 0
     fresh = tmp_path / "fresh.json"
     for file in (target, fresh):
         result = CliRunner().invoke(app, ["export", str(file), *store])
@@ -162,7 +165,7 @@ def test_deleting_a_user_erases_their_words_from_every_file(tmp_path: Path) -> N
             memory.add_memory(f"I love {marker} hiking trail {i}", f"Noted {marker} {i}.")
             memory.add_memory(f"I drink green tea number {i}", "Nice.", user_id="bob")
         memory.flush()
-        assert memory.retrieve_memory(f"{marker} hiking").units
+        assert memory.retrieve_memory(f"{marker} hiking").all_units
         assert marker_hits(data, marker)  # the words are on disk before the delete
         bob_before = memory.export_memory(user_id="bob")
         memory.delete_memory(everything=True)
@@ -173,7 +176,7 @@ def test_deleting_a_user_erases_their_words_from_every_file(tmp_path: Path) -> N
     again = memory_at(data)
     try:
         assert again.export_memory(user_id="bob") == bob_before
-        assert again.retrieve_memory("green tea number 7", user_id="bob").units
+        assert again.retrieve_memory("green tea number 7", user_id="bob").all_units
         assert again.export_memory()["pages"] == []
     finally:
         again.close()
@@ -199,7 +202,7 @@ def test_deleting_a_page_erases_its_words_from_every_file(tmp_path: Path) -> Non
     again = memory_at(data)
     try:
         assert len(again.export_memory()["pages"]) == 19
-        assert again.retrieve_memory("dog mountain trail").units
+        assert again.retrieve_memory("dog mountain trail").all_units
     finally:
         again.close()
 
@@ -215,7 +218,7 @@ def test_erasure_beside_recalls_in_other_threads_breaks_nothing(tmp_path: Path) 
     def recall() -> None:
         while not stop.is_set():
             try:
-                assert memory.retrieve_memory("green tea", user_id="bob").units
+                assert memory.retrieve_memory("green tea", user_id="bob").all_units
                 reads[0] += 1
             except Exception as exc:  # every failure is collected and reported below
                 errors.append(repr(exc))
