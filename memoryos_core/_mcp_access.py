@@ -108,7 +108,8 @@ def parse_tokens(entries: Iterable[tuple[str, str]]) -> TokenTable:
         elif scope.startswith("user:") and ID_PATTERN.fullmatch(scope[5:]):
             grant = Grant(scope[5:])
         else:
-            raise ConfigError(f"{where}: the scope is 'user:ID' or 'admin', not {scope!r}")
+            # Not echoed: a second token or a pasted secret lands here as often as a typo does.
+            raise ConfigError(f"{where}: the second word is 'user:ID' or 'admin' (it is neither)")
         if _digest(token) in grants:
             raise ConfigError(f"{where}: this token is given twice")
         grants[_digest(token)] = grant

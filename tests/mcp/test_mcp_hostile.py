@@ -1,0 +1,41 @@
+"""`memoryos mcp` against a careless operator and a hostile client: what held once and must keep holding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from memoryos_core.bench.mcp_auth import free_port, mcp_command
+
+ALICE = "alice-token-" + "a" * 32
+BOB = "bob-token-" + "b" * 32
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``memoryos mcp ARGS`` that must refuse to start: a server that serves instead times out here."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYOS_MCP_TOKENS")}
+    return subprocess.run(
+        mcp_command(*args), env=base | (env or {}), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def http_args(tmp_path: Path) -> list[str]:
+    return ["--transport", "http", "--port", str(free_port()), "--data", str(tmp_path / "d")]
+
+
+def test_a_token_in_the_scope_column_is_never_echoed(tmp_path: Path) -> None:
+    # Two tokens pasted on one line, or a long client name written before the token: the second word
+    # is a secret, and the start-up error (stderr, often a CI or service log) must not show it.
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{'production-assistant-for-alice-and-co'} {ALICE}\n")
+    tokens.chmod(0o600)
+    for args, env in (
+        ([], {"MEMORYOS_MCP_TOKENS": f"{ALICE} {BOB}"}),
+        (["--tokens-file", str(tokens)], {}),
+    ):
+        done = run_cli(*http_args(tmp_path), *args, env=env)
+        assert done.returncode == 1, done.stderr
+        assert "'user:ID' or 'admin'" in done.stderr
+        assert ALICE not in done.stderr + done.stdout and BOB not in done.stderr + done.stdout
+    assert not (tmp_path / "d").exists()
