@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from memoryos_core.bench.mcp_auth import free_port, mcp_command
 
 ALICE = "alice-token-" + "a" * 32
@@ -39,3 +41,33 @@ def test_a_token_in_the_scope_column_is_never_echoed(tmp_path: Path) -> None:
         assert "'user:ID' or 'admin'" in done.stderr
         assert ALICE not in done.stderr + done.stdout and BOB not in done.stderr + done.stdout
     assert not (tmp_path / "d").exists()
+
+
+def test_a_tokens_file_another_account_could_replace_is_refused(tmp_path: Path) -> None:
+    # 0600 is not enough when the folder lets others rename a file of theirs over it (no sticky bit).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    tokens = shared / "tokens"
+    tokens.write_text(f"{ALICE} user:alice\n")
+    tokens.chmod(0o600)
+    shared.chmod(0o777)
+    link = tmp_path / "private" / "tokens"  # a symlink from a private folder does not hide it
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(tokens)
+    for given in (tokens, link):
+        done = run_cli(*http_args(tmp_path), "--tokens-file", str(given))
+        assert done.returncode == 1, done.stderr
+        assert f"{shared} can be written by other users" in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown a file")
+def test_a_tokens_file_owned_by_another_account_is_refused(tmp_path: Path) -> None:
+    # That account can rewrite it (add its own admin token) whatever its mode says today.
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} user:alice\n")
+    tokens.chmod(0o600)
+    os.chown(tokens, 65534, 65534)
+    done = run_cli(*http_args(tmp_path), "--tokens-file", str(tokens))
+    assert done.returncode == 1, done.stderr
+    assert "belongs to another account" in done.stderr
