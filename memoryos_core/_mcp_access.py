@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memoryos_core._exceptions import ConfigError
-from memoryos_core._validation import ID_PATTERN
+from memoryos_core._exceptions import ConfigError, InvalidInputError
+from memoryos_core._validation import check_id
 
 TOKENS_ENV = "MEMORYOS_MCP_TOKENS"
 ADMIN_SCOPE = "memoryos:admin"
@@ -87,6 +87,15 @@ class TokenTable:
         )
 
 
+def _is_user_id(value: str) -> bool:
+    """Whether the store accepts ``value`` as a user id (the rule of ``check_id``)."""
+    try:
+        check_id(value)
+    except InvalidInputError:
+        return False
+    return True
+
+
 def parse_tokens(entries: Iterable[tuple[str, str]]) -> TokenTable:
     """A table from ``(where, "TOKEN SCOPE")`` entries; ``where`` names the entry in errors (never the token).
 
@@ -106,7 +115,7 @@ def parse_tokens(entries: Iterable[tuple[str, str]]) -> TokenTable:
             )
         if scope == "admin":
             grant = Grant(None)
-        elif scope.startswith("user:") and ID_PATTERN.fullmatch(scope[5:]):
+        elif scope.startswith("user:") and _is_user_id(scope[5:]):
             grant = Grant(scope[5:])
         else:
             # Not echoed: a second token or a pasted secret lands here as often as a typo does.

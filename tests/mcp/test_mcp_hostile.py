@@ -71,3 +71,11 @@ def test_a_tokens_file_owned_by_another_account_is_refused(tmp_path: Path) -> No
     done = run_cli(*http_args(tmp_path), "--tokens-file", str(tokens))
     assert done.returncode == 1, done.stderr
     assert "belongs to another account" in done.stderr
+
+
+def test_a_token_for_a_user_id_the_store_refuses_stops_the_start(tmp_path: Path) -> None:
+    # The scope passed the id pattern but not the store's own check ('..'): every call would fail.
+    done = run_cli(*http_args(tmp_path), env={"MEMORYOS_MCP_TOKENS": f"{ALICE} user:al..ice"})
+    assert done.returncode == 1, done.stderr
+    assert "entry 1: the second word is 'user:ID' or 'admin'" in done.stderr
+    assert not (tmp_path / "d").exists()
