@@ -155,7 +155,7 @@ def _file_entries(path: Path) -> list[tuple[str, str]]:
         with path.open("rb") as file:
             # The checks look at the file that was opened, not at a name that could be swapped after.
             _check_private(path, os.fstat(file.fileno()))
-            lines = file.read().decode("utf-8").splitlines()
+            lines = file.read().decode("utf-8-sig").splitlines()  # as Notepad saves it, with a BOM
     except OSError as exc:
         raise ConfigError(f"cannot read the tokens file {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:

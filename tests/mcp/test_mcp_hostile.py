@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from memoryos_core.bench.mcp_auth import free_port, mcp_command
+from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
+HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": PROTOCOL_VERSION}
+
+
+def initialize(request_id: int = 1) -> dict[str, Any]:
+    info = {"name": "probe", "version": "1"}
+    params = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": info}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -79,3 +88,16 @@ def test_a_token_for_a_user_id_the_store_refuses_stops_the_start(tmp_path: Path)
     assert done.returncode == 1, done.stderr
     assert "entry 1: the second word is 'user:ID' or 'admin'" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_tokens_file_saved_with_a_bom_and_crlf_lines_is_read(tmp_path: Path) -> None:
+    # What Notepad writes: the byte-order mark used to turn the first token into a "too short" error.
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(f"\ufeff{ALICE} user:alice\r\n{BOB} user:bob\r\n".encode())
+    tokens.chmod(0o600)
+    with http_server(tmp_path / "data", "", extra_args=["--tokens-file", str(tokens)]) as url:
+        for token in (ALICE, BOB):
+            opened = httpx.post(
+                url, json=initialize(), headers=HEADERS | {"Authorization": f"Bearer {token}"}
+            )
+            assert opened.status_code == 200 and '"result"' in opened.text
