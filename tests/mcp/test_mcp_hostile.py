@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import httpx
 import pytest
 
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
+from memoryos_core.bench.reliability import child_env
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -101,3 +105,45 @@ def test_a_tokens_file_saved_with_a_bom_and_crlf_lines_is_read(tmp_path: Path) -
                 url, json=initialize(), headers=HEADERS | {"Authorization": f"Bearer {token}"}
             )
             assert opened.status_code == 200 and '"result"' in opened.text
+
+
+def read_within(output: queue.Queue[bytes], timeout_s: float) -> bytes:
+    try:
+        return output.get(timeout=timeout_s)
+    except queue.Empty:
+        raise AssertionError(f"no reply within {timeout_s}s: the client would wait forever") from None
+
+
+@pytest.mark.parametrize("bad_id", ["1.5", "null", "true", '{"n": 1}', "[2]"])
+def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_path: Path, bad_id: str) -> None:
+    # The SDK reads such a message as a notification (no usable id) and drops it: the client that sent
+    # it would wait forever. A request method without an id is answered with -32600 and id null.
+    lines = [
+        json.dumps(initialize()),
+        '{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+        f'{{"jsonrpc": "2.0", "id": {bad_id}, "method": "tools/list"}}',
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}',
+        '{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
+    ]
+    command = mcp_command("--data", str(tmp_path / "d"), "--embedding", "hash")
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=child_env()
+        )
+        assert server.stdin is not None and server.stdout is not None
+        output: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=lambda: [output.put(line) for line in server.stdout], daemon=True).start()
+        try:
+            server.stdin.write("\n".join(lines).encode() + b"\n")
+            server.stdin.flush()
+            replies = [json.loads(read_within(output, 60)) for _ in range(3)]
+        finally:
+            server.stdin.close()  # stdin stays open until then: the SDK drops replies once it ends
+            try:
+                server.wait(20)
+            finally:
+                if server.poll() is None:
+                    server.kill()
+                    server.wait()
+    assert [reply.get("id") for reply in replies] == [1, None, 3]  # the real notification is not answered
+    assert replies[1]["error"]["code"] == -32600
