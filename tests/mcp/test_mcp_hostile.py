@@ -147,3 +147,22 @@ def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_pat
                     server.wait()
     assert [reply.get("id") for reply in replies] == [1, None, 3]  # the real notification is not answered
     assert replies[1]["error"]["code"] == -32600
+
+
+def test_a_session_answers_only_the_token_that_opened_it(tmp_path: Path) -> None:
+    # Held when tried: the SDK binds a session to its opener (client_id, subject), which Access relies
+    # on. Kept as a guard, as an SDK upgrade that dropped it would let bob's token ride alice's session.
+    tokens = f"{ALICE} user:alice\n{BOB} user:bob"
+    stats = {"name": "get_memory_stats", "arguments": {}}
+    with http_server(tmp_path / "data", tokens) as url, httpx.Client(timeout=30) as http:
+        opened = http.post(url, json=initialize(), headers=HEADERS | {"Authorization": f"Bearer {ALICE}"})
+        session = HEADERS | {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": stats}
+        as_bob = http.post(url, json=call, headers=session | {"Authorization": f"Bearer {BOB}"})
+        assert as_bob.status_code == 404 and '"result"' not in as_bob.text
+        anonymous = http.post(url, json=call, headers=session)
+        assert anonymous.status_code == 401
+        ended = http.delete(url, headers=session | {"Authorization": f"Bearer {BOB}"})
+        assert ended.status_code == 404
+        as_alice = http.post(url, json=call, headers=session | {"Authorization": f"Bearer {ALICE}"})
+        assert as_alice.status_code == 200 and '"structuredContent":{"user_id":"alice"' in as_alice.text
