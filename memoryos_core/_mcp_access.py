@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 import stat
 from collections.abc import Iterable, Sequence
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memoryos_core._exceptions import ConfigError
-from memoryos_core._validation import ID_PATTERN
+from memoryos_core._exceptions import ConfigError, InvalidInputError
+from memoryos_core._validation import check_id
 
 TOKENS_ENV = "MEMORYOS_MCP_TOKENS"
 ADMIN_SCOPE = "memoryos:admin"
@@ -86,6 +87,15 @@ class TokenTable:
         )
 
 
+def _is_user_id(value: str) -> bool:
+    """Whether the store accepts ``value`` as a user id (the rule of ``check_id``)."""
+    try:
+        check_id(value)
+    except InvalidInputError:
+        return False
+    return True
+
+
 def parse_tokens(entries: Iterable[tuple[str, str]]) -> TokenTable:
     """A table from ``(where, "TOKEN SCOPE")`` entries; ``where`` names the entry in errors (never the token).
 
@@ -105,25 +115,47 @@ def parse_tokens(entries: Iterable[tuple[str, str]]) -> TokenTable:
             )
         if scope == "admin":
             grant = Grant(None)
-        elif scope.startswith("user:") and ID_PATTERN.fullmatch(scope[5:]):
+        elif scope.startswith("user:") and _is_user_id(scope[5:]):
             grant = Grant(scope[5:])
         else:
-            raise ConfigError(f"{where}: the scope is 'user:ID' or 'admin', not {scope!r}")
+            # Not echoed: a second token or a pasted secret lands here as often as a typo does.
+            raise ConfigError(f"{where}: the second word is 'user:ID' or 'admin' (it is neither)")
         if _digest(token) in grants:
             raise ConfigError(f"{where}: this token is given twice")
         grants[_digest(token)] = grant
     return TokenTable(grants)
 
 
+def _check_private(path: Path, info: os.stat_result) -> None:
+    """Refuse a tokens file another account could read or rewrite: by its mode, owner, or folder."""
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} can be read or written by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+            f"run chmod 600 {path}"
+        )
+    euid = getattr(os, "geteuid", None)  # POSIX only
+    if euid is not None and info.st_uid not in (euid(), 0):  # root can rewrite anything anyway
+        raise ConfigError(
+            f"{path} belongs to another account (uid {info.st_uid}), which could rewrite the tokens: "
+            f"run chown $(id -u) {path}"
+        )
+    # Whoever may write the folder may rename their own file over this one (unless the sticky bit, as
+    # on /tmp, stops them): the folder of the path as given and of the file it leads to.
+    for folder in dict.fromkeys((path.absolute().parent, path.resolve().parent)):
+        mode = folder.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            raise ConfigError(
+                f"{folder} can be written by other users, who could replace the tokens file: "
+                f"run chmod go-w {folder}, or keep the file in a private folder"
+            )
+
+
 def _file_entries(path: Path) -> list[tuple[str, str]]:
     try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{path} can be read or written by other users (mode {stat.S_IMODE(mode):o}): "
-                f"run chmod 600 {path}"
-            )
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as file:
+            # The checks look at the file that was opened, not at a name that could be swapped after.
+            _check_private(path, os.fstat(file.fileno()))
+            lines = file.read().decode("utf-8-sig").splitlines()  # as Notepad saves it, with a BOM
     except OSError as exc:
         raise ConfigError(f"cannot read the tokens file {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:

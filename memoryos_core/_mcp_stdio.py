@@ -95,6 +95,26 @@ def malformed_reply(error: Exception) -> Any:
     )
 
 
+def idless_request_reply(message: Any) -> Any:
+    """The JSON-RPC error for a request method that came without a usable id, or None for anything else.
+
+    The SDK reads ``{"id": 1.5, "method": "tools/list"}`` (an id that is null, fractional, boolean or
+    structured) as a notification and drops it, so its sender would wait forever. Every MCP notification
+    is named ``notifications/...``; any other method without an id is such a request, answered with id null.
+    """
+    from mcp.types import INVALID_REQUEST, ErrorData, JSONRPCError, JSONRPCNotification
+
+    if not isinstance(message, JSONRPCNotification) or message.method.startswith("notifications/"):
+        return None
+    logger.warning(
+        "answered an MCP request without a usable id on stdin (%s) with an error", message.method[:80]
+    )
+    reason = "the id must be a string or an integer"
+    return JSONRPCError(
+        jsonrpc="2.0", id=None, error=ErrorData(code=INVALID_REQUEST, message=f"Invalid request: {reason}")
+    )
+
+
 async def serve_stdio(server: Any) -> None:
     """Serve an ``MCPServer`` over this process's stdin/stdout until stdin closes."""
     import anyio
@@ -107,10 +127,11 @@ async def serve_stdio(server: Any) -> None:
         async def screen() -> None:
             async with forward:
                 async for item in read_stream:
-                    if not isinstance(item, Exception):
+                    if isinstance(item, Exception):
+                        reply = malformed_reply(item)
+                    elif (reply := idless_request_reply(item.message)) is None:
                         await forward.send(item)
                         continue
-                    reply = malformed_reply(item)
                     if reply is not None:
                         await write_stream.send(SessionMessage(reply))
 
