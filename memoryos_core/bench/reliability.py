@@ -30,6 +30,7 @@ from memoryos_core._config import MemoryConfig, MidTermConfig, ShortTermConfig
 from memoryos_core._memory import MemoryOS
 from memoryos_core._types import ChatMessage
 from memoryos_core.bench._cleanup import drop_server_collections
+from memoryos_core.bench.reopen import run_reopens
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
@@ -443,9 +444,10 @@ def run_reliability(
     queries: int = 10_000,
     chroma_url: str | None = None,
     seed: int = 7,
+    reopen_runs: int = 200,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The whole soak: the crash rounds, then isolation and deletion; returns the figures."""
+    """The whole soak: the crash rounds, isolation and deletion, reopen runs; returns the figures."""
     started = time.perf_counter()
     folder = None if chroma_url else tempfile.mkdtemp(prefix="memoryos-reliability-")
     tag = uuid.uuid4().hex[:8]
@@ -473,6 +475,7 @@ def run_reliability(
         "backend": backend,
         **crash,
         **isolation,
+        **run_reopens(reopen_runs, progress=progress),
         "crash_wall_s": round(crash_s, 1),
         "isolation_wall_s": round(wall_s - crash_s, 1),
         "wall_s": round(wall_s, 1),
@@ -482,7 +485,8 @@ def run_reliability(
 def failed_figures(result: dict[str, Any]) -> list[str]:
     """The figures that should be zero and are not."""
     keys = ("lost", "duplicated", "problems", "leaks", "duplicate_units", "deleted_user_records_left")
-    return [key for key in (*keys, "other_users_changed") if result[key]]
+    failed = [key for key in (*keys, "other_users_changed") if result[key]]
+    return failed + (["reopen_bad_exits"] if result.get("reopen_bad_exits") else [])
 
 
 def print_report(console: Any, result: dict[str, Any]) -> None:
@@ -507,6 +511,7 @@ def print_report(console: Any, result: dict[str, Any]) -> None:
         ("duplicate units in one result", result["duplicate_units"]),
         ("records left of a deleted user", result["deleted_user_records_left"]),
         ("other users changed by the delete", result["other_users_changed"]),
+        (f"bad exits over {result['reopen_runs']} reopen runs", result["reopen_bad_exits"]),
         ("wall time (s)", f"{result['wall_s']:.1f}"),
     ]
     for name, value in rows:

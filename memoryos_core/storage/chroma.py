@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import threading
@@ -10,8 +11,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
-from memoryos_core.storage._calls import ChromaCalls, is_missing, is_unloaded, where_clause
-from memoryos_core.storage._folder import SharedFolder, shared_folder
+from memoryos_core.storage._calls import ChromaCalls, exit_gate, is_missing, is_unloaded, where_clause
+from memoryos_core.storage._folder import SharedFolder, close_folders, shared_folder
 from memoryos_core.storage.base import Kind, Record, Where
 
 T = TypeVar("T")
@@ -96,13 +97,15 @@ class ChromaStore:
 
     @contextmanager
     def _access(self, *, write: bool) -> Iterator[None]:
-        """Hold the embedded folder's lock (shared to read, exclusive to write) with a current client."""
-        if self._folder is None:
-            yield
-            return
-        with self._folder.access(write=write) as client:
-            self._client = client
-            yield
+        """Hold the embedded folder's lock (shared to read, exclusive to write) with a current client;
+        pass the process's exit gate (no Chroma call may be running when the interpreter exits)."""
+        with exit_gate.inside(self.backend):
+            if self._folder is None:
+                yield
+                return
+            with self._folder.access(write=write, backend=self.backend) as client:
+                self._client = client
+                yield
 
     @contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -417,6 +420,18 @@ class ChromaStore:
             self._per_user(kind, user, f"count {kind}", lambda c: self._calls.count(c, kind, rest)) or 0
             for user in users
         )
+
+
+def close_at_exit(timeout_s: float = 30.0) -> None:
+    """Let the threads inside Chroma finish (up to ``timeout_s``), turn new calls away, then close
+    the embedded clients; registered with ``atexit``, after MemoryOS closes its instances."""
+    if exit_gate.close(timeout_s):
+        close_folders()
+    else:  # closing a client under a running call would crash: leave it to the OS
+        logger.warning("a Chroma call was still running at exit after %.0f s", timeout_s)
+
+
+atexit.register(close_at_exit)
 
 
 def chroma_client(*, url: str | None = None, path: str | None = None) -> Any:
