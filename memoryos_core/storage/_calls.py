@@ -22,7 +22,8 @@ logger = logging.getLogger("memoryos")
 
 
 def _is_transient(exc: Exception) -> bool:
-    """Chroma's internal errors under concurrent read/write and dropped connections pass."""
+    """Chroma's internal errors under concurrent read/write and dropped connections pass; a read
+    timeout does not (a hung server: retrying would multiply the caller's time bound)."""
     name = type(exc).__name__
     return name in (
         "InternalError",
@@ -30,7 +31,6 @@ def _is_transient(exc: Exception) -> bool:
         "ReadError",
         "RemoteProtocolError",
         "ConnectTimeout",
-        "ReadTimeout",
         "ConnectionError",
     )
 

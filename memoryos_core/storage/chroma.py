@@ -5,14 +5,16 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from memoryos_core._exceptions import DimensionMismatchError, StorageError
+from memoryos_core._exceptions import ConfigError, DimensionMismatchError, StorageError
 from memoryos_core.storage._calls import ChromaCalls, exit_gate, is_missing, is_unloaded, where_clause
 from memoryos_core.storage._folder import SharedFolder, close_folders, shared_folder
+from memoryos_core.storage._integrity import check_sqlite_file, check_vector_segment
 from memoryos_core.storage.base import Kind, Record, Where
 
 T = TypeVar("T")
@@ -35,6 +37,8 @@ class ChromaStore:
         path: folder of an embedded ``PersistentClient``.
         url: address of a ``chroma run`` server, e.g. ``http://127.0.0.1:8000``.
         prefix: prefix of the collection names.
+        timeout_s: how long one call to a Chroma server may take before it is a StorageError
+            (default ``MEMORYOS_CHROMA_TIMEOUT_S`` or 30 s); a hung server never blocks a caller.
     """
 
     def __init__(
@@ -44,8 +48,10 @@ class ChromaStore:
         path: str | None = None,
         url: str | None = None,
         prefix: str = "memoryos_",
+        timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        self._timeout_s = server_timeout_s(timeout_s)
         self._path, self._url, self.prefix = path, url, prefix
         self._state: Any = None
         self._user_collections: dict[tuple[Kind, str], Any] = {}
@@ -87,6 +93,7 @@ class ChromaStore:
                         },
                     )
                 self._check(state, dim, embedder_name)
+                self._check_files(state, "the shared state")
             self._dim, self._embedder_name = dim, embedder_name
             self._state, self._opened = state, True
 
@@ -140,8 +147,13 @@ class ChromaStore:
                 backend=self.backend,
             )
 
+    def _check_files(self, collection: Any, what: str) -> None:
+        """Check an embedded collection's index files before Chroma loads them (see _integrity)."""
+        if self._folder is not None:
+            check_vector_segment(self._folder.path, str(collection.id), what)
+
     def _make_client(self) -> Any:
-        return chroma_client(url=self._url, path=self._path)
+        return chroma_client(url=self._url, path=self._path, timeout_s=self._timeout_s)
 
     # --- collections ------------------------------------------------------------------------
     def _ready(self) -> Any:
@@ -189,6 +201,7 @@ class ChromaStore:
                     return None
                 raise
         self._check(collection, self._dim or 0, self._embedder_name)
+        self._check_files(collection, f"the {kind} of user {user_id!r}")
         self._user_collections[(kind, user_id)] = collection
         return collection
 
@@ -434,22 +447,45 @@ def close_at_exit(timeout_s: float = 30.0) -> None:
 atexit.register(close_at_exit)
 
 
-def chroma_client(*, url: str | None = None, path: str | None = None) -> Any:
-    """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry."""
+def server_timeout_s(timeout_s: float | None = None) -> float:
+    """``timeout_s``, else ``MEMORYOS_CHROMA_TIMEOUT_S``, else 30 s; a ConfigError unless > 0."""
+    raw: Any = timeout_s if timeout_s is not None else os.environ.get("MEMORYOS_CHROMA_TIMEOUT_S", 30.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value <= 3600:
+        raise ConfigError(f"the Chroma timeout must be a number of seconds from 0 to 3600, got {raw!r}")
+    return value
+
+
+def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s: float | None = None) -> Any:
+    """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry.
+
+    An HTTP client's calls time out after ``timeout_s`` (see ``server_timeout_s``): Chroma's own
+    client waits forever (``httpx.Client(timeout=None)``), so a hung server would block every caller.
+    """
     import chromadb
+    import httpx
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if url:
         from urllib.parse import urlparse
 
+        timeout = server_timeout_s(timeout_s)
+        # Chroma's constructor already calls the server, without a timeout: check it answers first.
+        httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout).raise_for_status()
         parsed = urlparse(url)
-        return chromadb.HttpClient(
+        client = chromadb.HttpClient(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or (443 if parsed.scheme == "https" else 8000),
             ssl=parsed.scheme == "https",
             settings=settings,
         )
+        client._server._session.timeout = httpx.Timeout(timeout)  # shared by its admin client
+        return client
     if path:
+        check_sqlite_file(path)
         return chromadb.PersistentClient(path=path, settings=settings)
     return chromadb.EphemeralClient(settings=settings)
