@@ -25,6 +25,8 @@ def _is_transient(exc: Exception) -> bool:
     """Chroma's internal errors under concurrent read/write and dropped connections pass; a read
     timeout does not (a hung server: retrying would multiply the caller's time bound)."""
     name = type(exc).__name__
+    if is_disk_full(exc):  # Chroma's client hangs on a retry after SQLITE_FULL: reopen it instead
+        return False
     return name in (
         "InternalError",
         "ConnectError",
@@ -82,6 +84,12 @@ class ExitGate:
 
 exit_gate = ExitGate()
 """The process's gate: every ChromaStore call passes it (``ChromaStore._access``)."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """SQLite's SQLITE_FULL (code 13) or ENOSPC, as Chroma reports them."""
+    text = str(exc)
+    return "database or disk is full" in text or "No space left on device" in text
 
 
 def where_clause(where: Where | None) -> dict[str, Any] | None:

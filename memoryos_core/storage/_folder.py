@@ -181,7 +181,8 @@ class SharedFolder:
         if self._client is not None and generation == self._seen:
             return self._client
         if self._client is not None:
-            self._client.close()  # drops the in-memory indexes
+            client, self._client = self._client, None  # not used again even if the next one fails
+            client.close()  # drops the in-memory indexes
             self.reopens += 1
         self._client = self._make_client()
         self._seen = generation

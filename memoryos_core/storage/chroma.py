@@ -12,7 +12,14 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import ConfigError, DimensionMismatchError, StorageError
-from memoryos_core.storage._calls import ChromaCalls, exit_gate, is_missing, is_unloaded, where_clause
+from memoryos_core.storage._calls import (
+    ChromaCalls,
+    exit_gate,
+    is_disk_full,
+    is_missing,
+    is_unloaded,
+    where_clause,
+)
 from memoryos_core.storage._folder import SharedFolder, close_folders, shared_folder
 from memoryos_core.storage._integrity import check_sqlite_file, check_vector_segment
 from memoryos_core.storage.base import Kind, Record, Where
@@ -131,6 +138,9 @@ class ChromaStore:
                 with self._access(write=write):
                     return call()
             except StorageError as exc:
+                if self._folder is not None and is_disk_full(exc.__cause__ or exc):
+                    # Chroma's embedded client hangs on its next write after a full disk: a new one does not
+                    self._folder.invalidate()
                 if attempt or self._folder is None or not is_unloaded(exc.__cause__ or exc):
                     raise
                 logger.info("Chroma lost an index from memory; reopening the client: %s", exc)
@@ -459,6 +469,16 @@ def server_timeout_s(timeout_s: float | None = None) -> float:
     return value
 
 
+def _forget_failed_system(path: str) -> None:
+    """Chroma caches a folder's engine before starting it; when starting fails (a full disk, say),
+    the broken engine stays cached and every later client of the folder fails with AttributeError.
+    Drop it, unless a live client still holds it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    if not SharedSystemClient._identifier_to_refcount.get(path):
+        SharedSystemClient._identifier_to_system.pop(path, None)
+
+
 def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s: float | None = None) -> Any:
     """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry.
 
@@ -487,5 +507,9 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
         return client
     if path:
         check_sqlite_file(path)
-        return chromadb.PersistentClient(path=path, settings=settings)
+        try:
+            return chromadb.PersistentClient(path=path, settings=settings)
+        except Exception:
+            _forget_failed_system(path)
+            raise
     return chromadb.EphemeralClient(settings=settings)

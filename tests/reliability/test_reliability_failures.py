@@ -3,6 +3,7 @@ StorageError and never leaves the folder's exclusive lock held for other process
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -110,3 +111,54 @@ def test_a_write_failing_on_a_read_only_folder_is_a_storage_error_and_frees_the_
     finally:
         writer.kill()
         writer.wait()
+
+
+_FILLER = """
+import json, os, sys
+from memoryos_core import MemoryOS
+from memoryos_core.embeddings.fake import HashingEmbedder
+disk = sys.argv[1]
+memory = MemoryOS(data_storage_path=os.path.join(disk, "data"), embedder=HashingEmbedder(), background=False)
+memory.add_memory("I grow tomatoes.", "Nice.")
+filler = os.path.join(disk, "filler")
+with open(filler, "wb", buffering=0) as file:  # fill the disk to the last byte
+    try:
+        while True:
+            file.write(b"x" * 65536)
+    except OSError:
+        pass
+errors = []
+calls = [lambda: memory.add_memory("big " * 5000, "ok")] * 3 + [lambda: memory.retrieve_memory("tomatoes")]
+for call in calls:
+    try:
+        call()
+        errors.append("ok")
+    except Exception as exc:
+        errors.append(type(exc).__name__)
+os.remove(filler)
+memory.add_memory("I also grow basil.", "Lovely.")  # room again: the same instance carries on
+print(json.dumps({"errors": errors, "pages": [p.user_input for p in memory.recent_pages()]}))
+"""
+
+
+def test_a_full_disk_is_a_storage_error_and_the_store_carries_on_after(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("needs a small tmpfs (mount as root) to fill a disk")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _FILLER, str(disk)],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,  # Chroma's client used to hang for good on its retry after a full disk
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["errors"][:3] == ["StorageError"] * 3
+    assert result["errors"][3] in ("ok", "StorageError")
+    assert {"I grow tomatoes.", "I also grow basil."} <= set(result["pages"])
