@@ -56,7 +56,11 @@ def run_reopens(
 ) -> dict[str, Any]:
     """``runs`` reopen processes one after another; bad exits are those with a code other than 0."""
     progress(f"{runs} reopen runs ({embedder} embedder)")
-    codes = Counter(reopen_exit(embedder) for _ in range(runs))
+    codes: Counter[int] = Counter()
+    for run in range(1, runs + 1):
+        codes[reopen_exit(embedder)] += 1
+        if run % 50 == 0 or run == runs:
+            progress(f"  {run} reopen runs, {run - codes[0]} bad exits")
     return {
         "reopen_runs": runs,
         "reopen_bad_exits": runs - codes.get(0, 0),
