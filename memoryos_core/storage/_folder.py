@@ -136,7 +136,7 @@ class SharedFolder:
                         self._seen = generation if ok else None
                     finally:  # a failed write never keeps the exclusive lock
                         self._unlock_after_write()
-                else:  # readers that came in meanwhile keep a shared lock
+                else:
                     self._readers -= 1
                     if not self._readers and self._mode == fcntl.LOCK_SH:
                         self._flock(fcntl.LOCK_UN)
@@ -196,7 +196,8 @@ _FOLDERS_LOCK = threading.Lock()
 
 
 def close_folders() -> None:
-    """Close every folder's client; later accesses open new ones (see ``close_at_exit``)."""
+    """Close every folder's client and lock file, at exit once no thread is inside Chroma (see
+    ``close_at_exit``); a store still holding one gets a StorageError if it tries again."""
     with _FOLDERS_LOCK:
         folders = list(_FOLDERS.values())
         _FOLDERS.clear()

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from memoryos_core._exceptions import ConfigError, DimensionMismatchError, StorageError
+from memoryos_core._exceptions import DimensionMismatchError, StorageError
 from memoryos_core.storage._calls import (
     ChromaCalls,
-    exit_gate,
     is_disk_full,
     is_missing,
     is_unloaded,
     where_clause,
 )
-from memoryos_core.storage._folder import SharedFolder, close_folders, shared_folder
+from memoryos_core.storage._folder import SharedFolder, shared_folder
 from memoryos_core.storage._integrity import check_sqlite_file, check_vector_segment
+from memoryos_core.storage._lifecycle import exit_gate, forget_failed_system, server_timeout_s
 from memoryos_core.storage.base import Kind, Record, Where
 
 T = TypeVar("T")
@@ -445,40 +443,6 @@ class ChromaStore:
         )
 
 
-def close_at_exit(timeout_s: float = 30.0) -> None:
-    """Let the threads inside Chroma finish (up to ``timeout_s``), turn new calls away, then close
-    the embedded clients; registered with ``atexit``, after MemoryOS closes its instances."""
-    if exit_gate.close(timeout_s):
-        close_folders()
-    else:  # closing a client under a running call would crash: leave it to the OS
-        logger.warning("a Chroma call was still running at exit after %.0f s", timeout_s)
-
-
-atexit.register(close_at_exit)
-
-
-def server_timeout_s(timeout_s: float | None = None) -> float:
-    """``timeout_s``, else ``MEMORYOS_CHROMA_TIMEOUT_S``, else 30 s; a ConfigError unless > 0."""
-    raw: Any = timeout_s if timeout_s is not None else os.environ.get("MEMORYOS_CHROMA_TIMEOUT_S", 30.0)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0 < value <= 3600:
-        raise ConfigError(f"the Chroma timeout must be a number of seconds from 0 to 3600, got {raw!r}")
-    return value
-
-
-def _forget_failed_system(path: str) -> None:
-    """Chroma caches a folder's engine before starting it; when starting fails (a full disk, say),
-    the broken engine stays cached and every later client of the folder fails with AttributeError.
-    Drop it, unless a live client still holds it."""
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    if not SharedSystemClient._identifier_to_refcount.get(path):
-        SharedSystemClient._identifier_to_system.pop(path, None)
-
-
 def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s: float | None = None) -> Any:
     """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry.
 
@@ -510,6 +474,6 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
         try:
             return chromadb.PersistentClient(path=path, settings=settings)
         except Exception:
-            _forget_failed_system(path)
+            forget_failed_system(path)
             raise
     return chromadb.EphemeralClient(settings=settings)
