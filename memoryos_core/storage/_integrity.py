@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import struct
+import time
 from pathlib import Path
 
 from memoryos_core._exceptions import StorageError
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_RECHECK_S = (0.05, 0.1, 0.2)
 # hnswlib's header as Chroma's fork writes it: a version, six size_t, maxlevel, enterpoint,
 # maxM, maxM0, M, mult (a double), ef_construction.
 _HEADER = struct.Struct("<i6QiI3QdQ")
@@ -47,7 +49,7 @@ def header_problem(segment: Path) -> str | None:
         return None  # not persisted yet: Chroma builds the index from its log
     raw = header.read_bytes()
     if len(raw) != _HEADER.size:
-        return f"header.bin has {len(raw)} bytes, not {_HEADER.size}"
+        return None  # being written, or cut short: Chroma reports that as an error itself
     (_, offset0, max_elements, count, size_per, label_offset, offset_data, max_level, enter, max_m, max_m0, m,
      mult, ef) = _HEADER.unpack(raw)  # fmt: skip
     data = segment / "data_level0.bin"
@@ -74,6 +76,11 @@ def check_vector_segment(folder: str, collection_id: str, what: str) -> None:
         raise StorageError(f"cannot read {database}: {exc}", backend="chroma") from exc
     for (segment_id,) in rows:
         problem = header_problem(Path(folder) / str(segment_id))
+        for delay_s in _RECHECK_S if problem else ():
+            time.sleep(delay_s)  # this process's writer may be persisting the index right now
+            problem = header_problem(Path(folder) / str(segment_id))
+            if not problem:
+                break
         if problem:
             raise StorageError(
                 f"the vector index of {what} is damaged ({problem}) in {Path(folder) / str(segment_id)}; "

@@ -61,6 +61,7 @@ class ChromaStore:
         self._state: Any = None
         self._user_collections: dict[tuple[Kind, str], Any] = {}
         self._registered: set[str] = set()
+        self._checked: set[Any] = set()  # collections whose index files passed _check_files
         self._lock = threading.Lock()
         self._folder: SharedFolder | None = None
         self._opened = False
@@ -156,9 +157,11 @@ class ChromaStore:
             )
 
     def _check_files(self, collection: Any, what: str) -> None:
-        """Check an embedded collection's index files before Chroma loads them (see _integrity)."""
-        if self._folder is not None:
+        """Check an embedded collection's index files before Chroma first loads them (see _integrity);
+        once per collection and process, not after every reopen: a reopen must stay cheap."""
+        if self._folder is not None and collection.id not in self._checked:
             check_vector_segment(self._folder.path, str(collection.id), what)
+            self._checked.add(collection.id)
 
     def _make_client(self) -> Any:
         return chroma_client(url=self._url, path=self._path, timeout_s=self._timeout_s)
