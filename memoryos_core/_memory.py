@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -148,6 +151,7 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
         self.retriever = Retriever(self.store, self.config, self._indexes, self._pending_of)
         self._leases = Leases(self.store)
         self._worker = Worker(self._background_run, recheck_s=max(0.5, self.config.short_term.max_wait_s))
+        _LIVE.add(self)  # closed at interpreter exit if the caller did not (see _close_at_exit)
 
     # --- plumbing ---------------------------------------------------------------------------
     def _now_s(self) -> float:
@@ -409,11 +413,38 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
                 except MemoryOSError as exc:  # counters only (a busy lease included): pages are safe
                     logger.warning("could not save heat visits of user %s at close: %s", user, exc)
 
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread."""
+        await asyncio.to_thread(self.close)
+
     def __enter__(self) -> MemoryOS:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> MemoryOS:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+_LIVE: weakref.WeakSet[MemoryOS] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Close every instance still open, so no background thread is inside Chroma (or writing a
+    journal) when the interpreter ends its daemon threads; ``storage.chroma.close_at_exit``
+    (registered earlier, so it runs after this) then closes the clients."""
+    for memory in list(_LIVE):
+        try:
+            memory.close()
+        except Exception:  # one broken instance must not keep the others open
+            logger.exception("closing a MemoryOS instance at exit failed")
+
+
+atexit.register(_close_at_exit)
 
 
 Memoryos = MemoryOS

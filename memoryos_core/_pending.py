@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from memoryos_core._exceptions import MemoryOSError, StorageError
+from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError, StorageError
 from memoryos_core.storage._private import DIR_MODE, open_private
 from memoryos_core.storage.base import MemoryStore, Record
 
@@ -214,19 +214,39 @@ def replay_journals(store: MemoryStore, folder: Path) -> int:
             except BlockingIOError:
                 continue  # a live process is still writing it
             by_user: dict[str, dict[str, Record]] = {}
+            bad: list[bytes] = []
             for line in journal:
                 record = _record(line)
-                if record is not None:
-                    by_user.setdefault(str(record.metadata["user_id"]), {})[record.id] = record
+                user = record.metadata.get("user_id") if record is not None else None
+                if record is None or not isinstance(user, str) or not user:
+                    bad.append(line)
+                    continue
+                by_user.setdefault(user, {})[record.id] = record
             for user, pages in by_user.items():
                 present = {r.id for r in store.get("pages", ids=list(pages), where={"user_id": user})}
                 missing = [r for r in pages.values() if r.id not in present]
-                store.upsert("pages", missing)
+                try:
+                    store.upsert("pages", missing)
+                except DimensionMismatchError:  # not the store's fault: retrying would fail forever
+                    bad += [_line(r) for r in missing]
+                    continue
                 replayed += len(missing)
+            if bad:
+                _quarantine(path, bad)
             path.unlink()
     if replayed:
         logger.info("wrote %d journaled pages left by an earlier process", replayed)
     return replayed
+
+
+def _quarantine(path: Path, lines: list[bytes]) -> None:
+    """Move journal lines that cannot be replayed aside (``<journal>.quarantined``), so one bad
+    line does not fail every start of every user; they stay there for a person to look at."""
+    target = path.with_suffix(".quarantined")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as file:
+        file.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines))
+    logger.warning("quarantined %d journal lines that cannot be replayed in %s", len(lines), target)
 
 
 def journal_folder(store: Any) -> Path | None:

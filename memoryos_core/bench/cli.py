@@ -165,6 +165,9 @@ def reliability(
     queries: Annotated[int, typer.Option(help="Random cross-user queries.", min=0)] = 10_000,
     chroma_url: Annotated[str | None, typer.Option(help="A `chroma run` server instead of embedded.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    reopen_runs: Annotated[
+        int, typer.Option(help="Processes that write, close, reopen and exit (each must exit 0).", min=0)
+    ] = 200,
 ) -> None:
     """Kill writers mid-ingestion and mid-consolidation, then count lost and duplicated pages and
     cross-user leaks; exits 1 if any figure is not zero."""
@@ -175,6 +178,7 @@ def reliability(
         users=users,
         queries=queries,
         chroma_url=chroma_url,
+        reopen_runs=reopen_runs,
         progress=lambda line: console.print(f"[dim]{line}[/dim]"),
     )
     print_report(console, result)

@@ -31,6 +31,7 @@ from memoryos_core._memory import MemoryOS
 from memoryos_core._types import ChatMessage
 from memoryos_core.bench._cleanup import drop_server_collections
 from memoryos_core.bench.mcp_auth import run_mcp_auth
+from memoryos_core.bench.reopen import run_reopens
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
@@ -473,9 +474,10 @@ def run_reliability(
     queries: int = 10_000,
     chroma_url: str | None = None,
     seed: int = 7,
+    reopen_runs: int = 200,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The whole soak: the crash rounds, then isolation and deletion; returns the figures."""
+    """The whole soak: the crash rounds, isolation and deletion, reopen runs; returns the figures."""
     started = time.perf_counter()
     folder = None if chroma_url else tempfile.mkdtemp(prefix="memoryos-reliability-")
     tag = uuid.uuid4().hex[:8]
@@ -506,6 +508,7 @@ def run_reliability(
         **isolation,
         **mcp_auth,
         "deleted_user_bytes_left": None if chroma_url else deleted_user_bytes_left(),
+        **run_reopens(reopen_runs, progress=progress),
         "crash_wall_s": round(crash_s, 1),
         "isolation_wall_s": round(wall_s - crash_s, 1),
         "wall_s": round(wall_s, 1),
@@ -517,7 +520,13 @@ def failed_figures(result: dict[str, Any]) -> list[str]:
     keys = ("lost", "duplicated", "problems", "leaks", "duplicate_units", "deleted_user_records_left")
     return [
         key
-        for key in (*keys, "other_users_changed", "mcp_unauthenticated_answered", "deleted_user_bytes_left")
+        for key in (
+            *keys,
+            "other_users_changed",
+            "mcp_unauthenticated_answered",
+            "deleted_user_bytes_left",
+            "reopen_bad_exits",
+        )
         if result.get(key)
     ]
 
@@ -553,6 +562,7 @@ def print_report(console: Any, result: dict[str, Any]) -> None:
             f"{result['mcp_unauthenticated_answered']} of {result['mcp_unauthenticated_calls']}",
         ),
         ("bytes of a deleted user left on disk (marker hits)", _or_na(result.get("deleted_user_bytes_left"))),
+        (f"bad exits over {result['reopen_runs']} reopen runs", result["reopen_bad_exits"]),
         ("wall time (s)", f"{result['wall_s']:.1f}"),
     ]
     for name, value in rows:

@@ -4,6 +4,7 @@ reads paged and big writes chunked under Chroma's limits."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,15 +22,17 @@ logger = logging.getLogger("memoryos")
 
 
 def _is_transient(exc: Exception) -> bool:
-    """Chroma's internal errors under concurrent read/write and dropped connections pass."""
+    """Chroma's internal errors under concurrent read/write and dropped connections pass; a read
+    timeout does not (a hung server: retrying would multiply the caller's time bound)."""
     name = type(exc).__name__
+    if is_disk_full(exc):  # Chroma's client hangs on a retry after SQLITE_FULL: reopen it instead
+        return False
     return name in (
         "InternalError",
         "ConnectError",
         "ReadError",
         "RemoteProtocolError",
         "ConnectTimeout",
-        "ReadTimeout",
         "ConnectionError",
     )
 
@@ -43,6 +46,50 @@ def is_unloaded(exc: BaseException | None) -> bool:
     """Chroma dropped an index it had not persisted (its in-memory pool is full): reopen, retry."""
     text = str(exc)
     return "Nothing found on disk" in text or "Error loading hnsw index" in text
+
+
+class ExitGate:
+    """Counts the threads inside Chroma, so the process can exit with none of them there.
+
+    At interpreter exit Python ends daemon threads where they next take the GIL; one doing so
+    inside Chroma's Rust code unwinds through Rust frames and the process dies with SIGSEGV.
+    ``close`` (called at exit) waits for the threads inside to leave, then turns new calls away
+    with a StorageError.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._closed = False
+
+    @contextmanager
+    def inside(self, backend: str) -> Iterator[None]:
+        with self._cond:
+            if self._closed:
+                raise StorageError("the process is exiting: Chroma is closed", backend=backend)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout_s: float) -> bool:
+        """Turn new calls away and wait for the ones inside; False if some are still inside."""
+        with self._cond:
+            self._closed = True
+            return self._cond.wait_for(lambda: self._inside == 0, timeout_s)
+
+
+exit_gate = ExitGate()
+"""The process's gate: every ChromaStore call passes it (``ChromaStore._access``)."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """SQLite's SQLITE_FULL (code 13) or ENOSPC, as Chroma reports them."""
+    text = str(exc)
+    return "database or disk is full" in text or "No space left on device" in text
 
 
 def where_clause(where: Where | None) -> dict[str, Any] | None:

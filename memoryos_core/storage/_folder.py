@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from memoryos_core._exceptions import StorageError
 from memoryos_core.storage._private import open_private, tighten_new_entries
 
 LOCK_NAME = ".memoryos-write.lock"
@@ -61,10 +62,12 @@ class SharedFolder:
         self._listeners.add(store)
 
     @contextmanager
-    def access(self, *, write: bool) -> Iterator[Any]:
+    def access(self, *, write: bool, backend: str = "chroma") -> Iterator[Any]:
         """The client, under the folder's lock (exclusive to write); nested calls reuse the outer one.
 
         An outer read must not write inside: take the exclusive lock at the outermost call.
+        Whatever fails (a read-only or full disk, a client that cannot open), the file lock is
+        given back and the failure is a StorageError naming ``backend``.
         """
         depth = getattr(self._local, "depth", 0)
         if depth:
@@ -77,14 +80,16 @@ class SharedFolder:
         if write:
             self._writer.acquire()
         try:
-            self._enter(write)
+            with _translated(f"cannot open the store in {self.path}", backend):
+                self._enter(write)
             self._local.depth, ok = 1, False
             try:
                 yield self._client
                 ok = True
             finally:
                 self._local.depth = 0
-                self._leave(write, ok)
+                with _translated(f"cannot record a write in {self.path}", backend):
+                    self._leave(write, ok)
         finally:
             if write:
                 self._writer.release()
@@ -124,17 +129,14 @@ class SharedFolder:
         with self._state:
             try:
                 if write:  # others must reload; this process's view includes its own write
-                    generation = str(int(self._generation()) + 1).encode()
-                    with open(self._generation_path, "wb", opener=open_private) as file:
-                        file.write(generation)
-                    self._seen = generation if ok else None
-                    if self._readers:  # readers that came in meanwhile keep a shared lock
-                        self._flock(fcntl.LOCK_SH)  # (not atomic: another process may write between)
-                        self._mode = fcntl.LOCK_SH
-                        self._stale = self._generation() != self._seen
-                    else:
-                        self._flock(fcntl.LOCK_UN)
-                        self._mode = None
+                    self._seen = None  # reload here too if the generation cannot be written
+                    try:
+                        generation = str(int(self._generation()) + 1).encode()
+                        with open(self._generation_path, "wb", opener=open_private) as file:
+                            file.write(generation)
+                        self._seen = generation if ok else None
+                    finally:  # a failed write never keeps the exclusive lock
+                        self._unlock_after_write()
                 else:
                     self._readers -= 1
                     if not self._readers and self._mode == fcntl.LOCK_SH:
@@ -142,6 +144,24 @@ class SharedFolder:
                         self._mode, self._stale = None, False
             finally:
                 self._state.notify_all()
+
+    def _unlock_after_write(self) -> None:
+        if self._readers:  # readers that came in meanwhile keep a shared lock
+            self._flock(fcntl.LOCK_SH)  # (not atomic: another process may write between)
+            self._mode = fcntl.LOCK_SH
+            self._stale = self._generation() != self._seen
+        else:
+            self._flock(fcntl.LOCK_UN)
+            self._mode = None
+
+    def close(self) -> None:
+        """Close the client and the lock file (at exit, when no thread is inside Chroma)."""
+        with self._state:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._seen = None
+            self._lock_file.close()
 
     def invalidate(self) -> None:
         """Reopen at the next access (after Chroma lost an index it had not persisted)."""
@@ -162,7 +182,8 @@ class SharedFolder:
         if self._client is not None and generation == self._seen:
             return self._client
         if self._client is not None:
-            self._client.close()  # drops the in-memory indexes
+            client, self._client = self._client, None  # not used again even if the next one fails
+            client.close()  # drops the in-memory indexes
             self.reopens += 1
         self._client = self._make_client()
         tighten_new_entries(self.path)  # chroma.sqlite3, on a filesystem without default ACLs
@@ -174,6 +195,27 @@ class SharedFolder:
 
 _FOLDERS: dict[str, SharedFolder] = {}
 _FOLDERS_LOCK = threading.Lock()
+
+
+def close_folders() -> None:
+    """Close every folder's client and lock file, at exit once no thread is inside Chroma (see
+    ``close_at_exit``); a store still holding one gets a StorageError if it tries again."""
+    with _FOLDERS_LOCK:
+        folders = list(_FOLDERS.values())
+        _FOLDERS.clear()
+    for folder in folders:
+        folder.close()
+
+
+@contextmanager
+def _translated(what: str, backend: str) -> Iterator[None]:
+    """OSError and Chroma's errors from opening a client become a StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"{what}: {type(exc).__name__}: {exc}", backend=backend) from exc
 
 
 def shared_folder(path: str, make_client: Callable[[], Any]) -> SharedFolder:

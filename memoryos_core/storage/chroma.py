@@ -11,9 +11,17 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
-from memoryos_core.storage._calls import ChromaCalls, is_missing, is_unloaded, where_clause
+from memoryos_core.storage._calls import (
+    ChromaCalls,
+    is_disk_full,
+    is_missing,
+    is_unloaded,
+    where_clause,
+)
 from memoryos_core.storage._erase import erase_deleted
 from memoryos_core.storage._folder import SharedFolder, shared_folder
+from memoryos_core.storage._integrity import check_sqlite_file, check_vector_segment
+from memoryos_core.storage._lifecycle import exit_gate, forget_failed_system, server_timeout_s
 from memoryos_core.storage._private import make_private_folder, tighten_new_entries
 from memoryos_core.storage.base import Kind, Record, Where
 
@@ -37,6 +45,8 @@ class ChromaStore:
         path: folder of an embedded ``PersistentClient``.
         url: address of a ``chroma run`` server, e.g. ``http://127.0.0.1:8000``.
         prefix: prefix of the collection names.
+        timeout_s: how long one call to a Chroma server may take before it is a StorageError
+            (default ``MEMORYOS_CHROMA_TIMEOUT_S`` or 30 s); a hung server never blocks a caller.
     """
 
     def __init__(
@@ -46,8 +56,10 @@ class ChromaStore:
         path: str | None = None,
         url: str | None = None,
         prefix: str = "memoryos_",
+        timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        self._timeout_s = server_timeout_s(timeout_s)
         # Absolute now: Chroma caches clients by the path string, so a relative one opened again after a
         # chdir would reach the first folder's data.
         self._path = os.path.abspath(path) if path else None
@@ -55,6 +67,7 @@ class ChromaStore:
         self._state: Any = None
         self._user_collections: dict[tuple[Kind, str], Any] = {}
         self._registered: set[str] = set()
+        self._checked: set[Any] = set()  # collections whose index files passed _check_files
         self._lock = threading.Lock()
         self._folder: SharedFolder | None = None
         self._opened = False
@@ -94,6 +107,7 @@ class ChromaStore:
                     )
                 self._check(state, dim, embedder_name)
                 self._keep_private()
+                self._check_files(state, "the shared state")
             self._dim, self._embedder_name = dim, embedder_name
             self._state, self._opened = state, True
 
@@ -104,13 +118,15 @@ class ChromaStore:
 
     @contextmanager
     def _access(self, *, write: bool) -> Iterator[None]:
-        """Hold the embedded folder's lock (shared to read, exclusive to write) with a current client."""
-        if self._folder is None:
-            yield
-            return
-        with self._folder.access(write=write) as client:
-            self._client = client
-            yield
+        """Hold the embedded folder's lock (shared to read, exclusive to write) with a current client;
+        pass the process's exit gate (no Chroma call may be running when the interpreter exits)."""
+        with exit_gate.inside(self.backend):
+            if self._folder is None:
+                yield
+                return
+            with self._folder.access(write=write, backend=self.backend) as client:
+                self._client = client
+                yield
 
     @contextmanager
     def exclusive(self) -> Iterator[bool]:
@@ -129,6 +145,9 @@ class ChromaStore:
                 with self._access(write=write):
                     return call()
             except StorageError as exc:
+                if self._folder is not None and is_disk_full(exc.__cause__ or exc):
+                    # Chroma's embedded client hangs on its next write after a full disk: a new one does not
+                    self._folder.invalidate()
                 if attempt or self._folder is None or not is_unloaded(exc.__cause__ or exc):
                     raise
                 logger.info("Chroma lost an index from memory; reopening the client: %s", exc)
@@ -145,8 +164,15 @@ class ChromaStore:
                 backend=self.backend,
             )
 
+    def _check_files(self, collection: Any, what: str) -> None:
+        """Check an embedded collection's index files before Chroma first loads them (see _integrity);
+        once per collection and process, not after every reopen: a reopen must stay cheap."""
+        if self._folder is not None and collection.id not in self._checked:
+            check_vector_segment(self._folder.path, str(collection.id), what)
+            self._checked.add(collection.id)
+
     def _make_client(self) -> Any:
-        return chroma_client(url=self._url, path=self._path)
+        return chroma_client(url=self._url, path=self._path, timeout_s=self._timeout_s)
 
     def _keep_private(self) -> None:
         """Chroma just created files (a collection's segment folder): make them owner-only."""
@@ -221,6 +247,7 @@ class ChromaStore:
                     return None
                 raise
         self._check(collection, self._dim or 0, self._embedder_name)
+        self._check_files(collection, f"the {kind} of user {user_id!r}")
         self._user_collections[(kind, user_id)] = collection
         return collection
 
@@ -454,22 +481,37 @@ class ChromaStore:
         )
 
 
-def chroma_client(*, url: str | None = None, path: str | None = None) -> Any:
-    """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry."""
+def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s: float | None = None) -> Any:
+    """A Chroma client: HTTP to ``url``, else embedded in ``path``, else in memory; no telemetry.
+
+    An HTTP client's calls time out after ``timeout_s`` (see ``server_timeout_s``): Chroma's own
+    client waits forever (``httpx.Client(timeout=None)``), so a hung server would block every caller.
+    """
     import chromadb
+    import httpx
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if url:
         from urllib.parse import urlparse
 
+        timeout = server_timeout_s(timeout_s)
+        # Chroma's constructor already calls the server, without a timeout: check it answers first.
+        httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout).raise_for_status()
         parsed = urlparse(url)
-        return chromadb.HttpClient(
+        client = chromadb.HttpClient(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or (443 if parsed.scheme == "https" else 8000),
             ssl=parsed.scheme == "https",
             settings=settings,
         )
+        client._server._session.timeout = httpx.Timeout(timeout)  # shared by its admin client
+        return client
     if path:
-        return chromadb.PersistentClient(path=path, settings=settings)
+        check_sqlite_file(path)
+        try:
+            return chromadb.PersistentClient(path=path, settings=settings)
+        except Exception:
+            forget_failed_system(path)
+            raise
     return chromadb.EphemeralClient(settings=settings)

@@ -27,7 +27,8 @@ def test_the_command_prints_the_figures_and_writes_them_as_json(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     out = tmp_path / "reliability.json"
-    args = ["reliability", "--kills", "1", "--users", "3", "--queries", "40", "--out", str(out)]
+    args = ["reliability", "--kills", "1", "--users", "3", "--queries", "40", "--reopen-runs", "2"]
+    args += ["--out", str(out)]
     url = request.getfixturevalue("chroma_server_url") if backend == "server" else None
     before = _collections(url) if url else set()
     result = CliRunner().invoke(bench_app, [*args, *(["--chroma-url", url] if url else [])])
@@ -35,6 +36,7 @@ def test_the_command_prints_the_figures_and_writes_them_as_json(
     data = json.loads(out.read_text())
     assert data["backend"] == ("chroma-http" if url else "chroma-embedded")
     assert (data["kills"], data["users"], data["cross_user_queries"]) == (1, 3, 40)
+    assert (data["reopen_runs"], data["reopen_bad_exits"]) == (2, 0)
     assert data["pages_accepted"] > 0 and data["pages_stored"] >= data["pages_accepted"]
     assert failed_figures(data) == [] and data["wall_s"] > 0
     assert (data["mcp_unauthenticated_calls"], data["mcp_unauthenticated_answered"]) == (200, 0)
@@ -57,3 +59,9 @@ def test_a_bad_figure_fails_the_command() -> None:
         "mcp_unauthenticated_answered": 3,
     }
     assert failed_figures(figures) == ["lost", "leaks", "mcp_unauthenticated_answered"]
+    assert failed_figures(figures | {"reopen_bad_exits": 1}) == [
+        "lost",
+        "leaks",
+        "mcp_unauthenticated_answered",
+        "reopen_bad_exits",
+    ]

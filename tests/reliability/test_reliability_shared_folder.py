@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memoryos_core._exceptions import StorageError
 from memoryos_core.storage.base import Record
 from memoryos_core.storage.chroma import ChromaStore
 
@@ -76,8 +77,8 @@ def test_a_client_that_cannot_open_gives_the_lock_back(tmp_path: Path) -> None:
         try:
             with folder.access(write=write):
                 raise AssertionError("unreachable")
-        except RuntimeError:
-            pass
+        except StorageError as exc:  # the error contract: Chroma's failure, translated
+            assert isinstance(exc.__cause__, RuntimeError)
     assert len(attempts) == 3  # each access tried again: no lock or state was left behind
     other = SharedFolder(str(tmp_path), lambda: "client")  # another process's view: the file lock is free
     with other.access(write=True) as client:
