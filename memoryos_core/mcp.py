@@ -2,7 +2,7 @@
 
 Every tool takes the ``user_id`` of the call, so one server serves many users. Bad input is answered with
 a tool error (``isError``) naming the problem, and nothing is stored. Built on the ``mcp`` SDK 2.x
-(``MCPServer``), imported lazily: ``pip install "memoryos[mcp]"``.
+(``MCPServer``), imported lazily: ``pip install "memoryos-py[mcp]"``.
 """
 
 import logging
