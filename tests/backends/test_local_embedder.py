@@ -210,7 +210,9 @@ def test_the_built_model_is_cached_and_reused(
 
     assert counted_builds == [1]
     assert cached.stat().st_mtime_ns == mtime
-    assert list((tmp_path / "cache").iterdir()) == [cached]  # no temp files left behind
+    weights = cached.with_name(cached.name + ".data")  # the graph's weights, mapped by onnxruntime
+    assert sorted((tmp_path / "cache").iterdir()) == [cached, weights]  # no temp files left behind
+    assert weights.stat().st_size > 80e6 > 1e6 > cached.stat().st_size
     assert np.allclose(second, first, atol=1e-6)
 
 
