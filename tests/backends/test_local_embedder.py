@@ -98,7 +98,10 @@ def test_long_text_exceeds_the_256_token_limit() -> None:
     assert len(tokenizer.encode(LONG_TEXT).ids) > 256 * 2
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 64])
+# Batch size 3 (and the default 4, in local_vectors) run every time; 1 and 64 are the long variants.
+@pytest.mark.parametrize(
+    "batch_size", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(64, marks=pytest.mark.slow)]
+)
 def test_matches_the_stored_sentence_transformers_vectors(reference: np.ndarray, batch_size: int) -> None:
     vectors = np.asarray(LocalEmbedder(batch_size=batch_size).embed(TEXTS), dtype=np.float32)
 
