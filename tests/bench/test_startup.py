@@ -1,8 +1,11 @@
-"""``memoryos bench startup`` runs and reports its fields (a benchmark, so no figure is asserted)."""
+"""``memoryos bench startup`` runs and reports its fields (a benchmark, so no figure is asserted), and what a
+fresh process imports for ``memoryos stats`` and a first ``add_memory``."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,3 +35,48 @@ def test_bench_startup_reports_medians_and_ratios(tmp_path: Path) -> None:
     }
     assert "first add_memory" in done.output and "memoryos stats" in done.output  # the table
     assert set(Path(tempfile.gettempdir()).glob("memoryos-startup-*")) == scratch_before  # cleaned up
+
+
+# Modules that a command which neither ranks text nor calls an LLM has no use for.
+HEAVY = (
+    "onnxruntime",
+    "onnx",
+    "tokenizers",
+    "safetensors",
+    "torch",
+    "sentence_transformers",
+    "openai",
+    "tiktoken",
+    "snowballstemmer",
+    "langchain_core",
+    "llama_index",
+    "memoryos_langchain",
+    "memoryos_llamaindex",
+    "mcp",
+)
+
+
+def _imported_after(code: str, tmp_path: Path) -> set[str]:
+    probe = f"import sys\n{code}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "data")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split()) & set(HEAVY)
+
+
+def test_stats_and_a_first_add_memory_import_only_what_they_use(tmp_path: Path) -> None:
+    add = (
+        "from memoryos_core import MemoryOS\n"
+        "memory = MemoryOS(data_storage_path=sys.argv[1])\n"
+        "memory.add_memory('I adopted a cat called Pixel.', 'Lovely name!', user_id='u')\n"
+        "memory.close()"
+    )
+    stats = (
+        "from memoryos_core.cli import main\n"
+        "sys.argv = ['memoryos', 'stats', '--data', sys.argv[1], '--user', 'u']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code"
+    )
+
+    assert _imported_after(add, tmp_path) == {"onnxruntime", "tokenizers"}  # the embedder, nothing more
+    assert _imported_after(stats, tmp_path) == set()
