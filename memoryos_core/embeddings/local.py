@@ -240,11 +240,14 @@ def prepare(model_path: str | Path | None = None) -> Path:
         EmbeddingError: The weights do not match the pinned sha256.
     """
     spec = _read_spec(_resolve_folder(model_path))
+    unwritable = f"cannot write the ONNX graph into {cache_dir()}: set {CACHE_ENV} to a writable folder"
+    try:  # before the build, which takes seconds, rather than after it
+        cache_dir().mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{unwritable} ({exc})") from exc
     source = _model_source(spec)
     if isinstance(source, bytes):
-        raise ConfigError(
-            f"cannot write the ONNX graph into {cache_dir()}: set {CACHE_ENV} to a writable folder"
-        )
+        raise ConfigError(unwritable)
     return Path(source)
 
 
