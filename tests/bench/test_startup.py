@@ -27,13 +27,14 @@ def test_bench_startup_reports_medians_and_ratios(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert set(FIELDS) <= set(data) and data["runs"] == 2
     assert all(data[field] > 0 for field in FIELDS)
+    assert all(data["cpu"][field] > 0 for field in FIELDS)  # the same figures in CPU seconds
     assert data["add_memory_ratio"] == pytest.approx(data["add_memory_s"] / data["baseline_s"], abs=0.02)
     assert {name: len(values) for name, values in data["samples"].items()} == {
         "baseline_s": 2,
         "add_memory_s": 2,
         "stats_s": 2,
     }
-    assert "first add_memory" in done.output and "memoryos stats" in done.output  # the table
+    assert "first add_memory" in done.output and "cpu x baseline" in done.output  # the table
     assert set(Path(tempfile.gettempdir()).glob("memoryos-startup-*")) == scratch_before  # cleaned up
 
 
