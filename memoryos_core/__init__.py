@@ -44,7 +44,15 @@ from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage.base import MemoryStore, Record
 from memoryos_core.storage.chroma import ChromaStore
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    # Read lazily: importlib.metadata costs an import at every start, and most callers never ask.
+    if name == "__version__":
+        from memoryos_core._version import package_version
+
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AddResult",

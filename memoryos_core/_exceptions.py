@@ -16,6 +16,14 @@ MemoryOSError
 
 from __future__ import annotations
 
+DISTRIBUTION = "memoryos-py"
+"""The name to ``pip install`` (``memoryos`` on the package index is another project); every hint uses it."""
+
+
+def install_hint(extra: str | None = None) -> str:
+    """The ``pip install`` line for this package, with ``extra`` (e.g. ``"mcp"``) if given."""
+    return f'pip install "{DISTRIBUTION}[{extra}]"' if extra else f"pip install {DISTRIBUTION}"
+
 
 class MemoryOSError(Exception):
     """Root of every error raised by MemoryOS."""
@@ -29,7 +37,7 @@ class MissingDependencyError(ConfigError, ImportError):
     """An optional package is missing; the message says which extra to install."""
 
     def __init__(self, package: str, extra: str | None = None, *, hint: str | None = None) -> None:
-        install = f'pip install "memoryos[{extra}]"' if extra else f"pip install {package}"
+        install = install_hint(extra) if extra else f"pip install {package}"
         message = f"{package} is required for this feature: {hint or install}"
         super().__init__(message)
         self.package = package

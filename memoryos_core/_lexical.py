@@ -16,9 +16,9 @@ from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
-import snowballstemmer
 
 from memoryos_core._policy.dates import places_in_time
 from memoryos_core._policy.text import STOPWORDS
@@ -28,13 +28,20 @@ K1, B = 0.9, 0.4  # BM25 parameters: measured best on LoCoMo among the usual set
 REFRESH_S = 60.0
 """An index is checked against the store at most this often (pages written by other processes)."""
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_STEMMER = snowballstemmer.stemmer("english")
+_STEMMER: Any = None
 _STEM_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
+    global _STEMMER
     with _STEM_LOCK:  # snowballstemmer objects are not thread-safe
+        if _STEMMER is None:
+            # Imported on first use: snowballstemmer loads all of its ~30 languages (~0.1 s), and a
+            # process that never ranks text (`memoryos stats`, a first add_memory) should not pay that.
+            import snowballstemmer
+
+            _STEMMER = snowballstemmer.stemmer("english")
         return _STEMMER.stemWord(word)
 
 

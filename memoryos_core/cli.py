@@ -67,6 +67,18 @@ def demo(user: UserOption = "demo_user", data: DataOption = None, chroma_url: Ch
         raise typer.Exit(code=1) from None
 
 
+@app.command()
+def setup() -> None:
+    """Build the offline model's ONNX graph into the cache (MEMORYOS_CACHE_DIR) so no command waits for it."""
+    from memoryos_core.embeddings.local import prepare
+
+    try:
+        path = prepare()
+    except MemoryOSError as exc:
+        _error(str(exc))
+    console.print(f"offline model ready: {escape(str(path))}", soft_wrap=True, highlight=False)
+
+
 # --- shared options and plumbing of the memory commands -----------------------------------------
 UserFlag = Annotated[
     str | None, typer.Option("--user", help="User id (default: config file, MEMORYOS_USER_ID, default_user).")

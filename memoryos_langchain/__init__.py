@@ -1,7 +1,7 @@
 """LangChain and LangGraph adapters for MemoryOS: a thin layer over the public ``memoryos_core`` API.
 
 Names are imported on first use, so ``import memoryos_langchain`` stays cheap and a missing optional
-package (``pip install "memoryos[langchain]"``, or ``[classic]`` for ``MemoryOSMemory``) is reported
+package (``pip install "memoryos-py[langchain]"``, or ``[classic]`` for ``MemoryOSMemory``) is reported
 as a ``MissingDependencyError`` naming the extra to install.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -26,6 +27,27 @@ def _no_network() -> Iterator[None]:
     undo = block_network()
     yield
     undo()
+
+
+@pytest.fixture(autouse=True)
+def _release_unused_folders() -> Iterator[None]:
+    """After each test, close the embedded Chroma folders no live store uses any more.
+
+    The process keeps one client per folder (``storage._folder``) for its lifetime; a test session opens
+    hundreds of folders, ~10 MB each, which took the pytest process past 3 GB. A folder whose stores are
+    all gone (a module fixture's store is still alive, so its folder stays) is closed and forgotten.
+    """
+    yield
+    from memoryos_core.storage import _folder
+
+    with _folder._FOLDERS_LOCK:
+        unused = [key for key, folder in _folder._FOLDERS.items() if not len(folder._listeners)]
+        released = [_folder._FOLDERS.pop(key) for key in unused]
+    for folder in released:
+        with contextlib.suppress(Exception):  # best effort: the test itself has passed or failed already
+            if folder._client is not None:
+                folder._client.close()
+            folder._lock_file.close()
 
 
 def _free_port() -> int:

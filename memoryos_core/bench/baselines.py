@@ -52,7 +52,7 @@ class BM25Turns:
         try:
             from rank_bm25 import BM25Okapi
         except ImportError as exc:  # pragma: no cover - installed with the bench dependencies
-            raise MissingDependencyError("rank-bm25") from exc
+            raise MissingDependencyError("rank-bm25", extra="bench") from exc
         self.ids = [turn.dia_id for turn in turns]
         self._index = BM25Okapi([bm25_tokens(turn.document) or [""] for turn in turns])
 

@@ -187,3 +187,29 @@ def reliability(
     if failed_figures(result):
         console.print(f"[red]failed:[/red] {', '.join(failed_figures(result))}")
         raise typer.Exit(code=1)
+
+
+@bench_app.command()
+def startup(
+    runs: Annotated[int, typer.Option(help="Timed fresh processes of each kind (median).", min=1)] = 7,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Time a fresh first add_memory and `memoryos stats` against `import chromadb, onnxruntime`."""
+    from memoryos_core.bench.startup import run_startup
+
+    result = run_startup(runs=runs, progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+    table = Table(title=f"bench startup: median of {runs} fresh processes, Python {result['python']}")
+    for column in ("process", "wall s", "x baseline", "cpu s", "cpu x baseline"):
+        table.add_column(column, justify="left" if column == "process" else "right")
+    rows = (
+        ('python -c "import chromadb, onnxruntime"', "baseline_s", None),
+        ("first add_memory (import, open, embed, store)", "add_memory_s", "add_memory_ratio"),
+        ("memoryos stats", "stats_s", "stats_ratio"),
+    )
+    cpu = result["cpu"]
+    for label, key, ratio in rows:
+        wall_ratio, cpu_ratio = (result[ratio], cpu[ratio]) if ratio else (1.0, 1.0)
+        table.add_row(label, f"{result[key]:.2f}", f"{wall_ratio:.2f}", f"{cpu[key]:.2f}", f"{cpu_ratio:.2f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")

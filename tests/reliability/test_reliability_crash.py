@@ -52,6 +52,7 @@ def _assert_all_there_once(memory: MemoryOS, user: str, accepted: dict[str, str]
     assert len(short) <= memory.config.short_term.capacity
 
 
+@pytest.mark.slow  # soak: writers killed at random moments, many rounds; ~30-40 s per store
 def test_writers_sigkilled_at_random_moments_lose_no_accepted_page(store_spec: StoreSpec) -> None:
     kills = KILLS["embedded" if store_spec.path else "server"]
     rng = random.Random(11)

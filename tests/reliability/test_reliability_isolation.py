@@ -47,6 +47,7 @@ def local_memory(tmp_path: Path) -> Iterator[MemoryOS]:
     memory.close()
 
 
+@pytest.mark.slow  # soak: thousands of random cross-user queries from four threads; ~25-30 s per store
 def test_cross_user_queries_from_four_threads_never_leak(memory: MemoryOS, store_spec: StoreSpec) -> None:
     users, queries = SIZES["embedded" if store_spec.path else "server"]
     names = fill_users(memory, users, 12, random.Random(5))

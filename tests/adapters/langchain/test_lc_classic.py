@@ -48,6 +48,6 @@ def test_missing_langchain_classic_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "langchain_classic.base_memory", None)
     monkeypatch.delitem(sys.modules, "memoryos_langchain.classic")
     monkeypatch.delattr(memoryos_langchain, "MemoryOSMemory", raising=False)
-    with pytest.raises(MissingDependencyError, match=r"memoryos\[classic\]") as caught:
+    with pytest.raises(MissingDependencyError, match=r"memoryos-py\[classic\]") as caught:
         memoryos_langchain.MemoryOSMemory  # noqa: B018 - the lazy import is the point
     assert caught.value.extra == "classic"

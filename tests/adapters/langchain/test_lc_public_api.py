@@ -43,6 +43,6 @@ def test_a_missing_langchain_package_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "langgraph.store.base", None)
     monkeypatch.delitem(sys.modules, "memoryos_langchain.store", raising=False)
     monkeypatch.delattr(memoryos_langchain, "MemoryOSStore", raising=False)
-    with pytest.raises(MissingDependencyError, match=r"memoryos\[langchain\]") as caught:
+    with pytest.raises(MissingDependencyError, match=r"memoryos-py\[langchain\]") as caught:
         memoryos_langchain.MemoryOSStore  # noqa: B018 - the lazy import is the point
     assert caught.value.package == "langgraph"
