@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, UserProfile
-from memoryos_core._validation import _TIME_FORMATS
+from memoryos_core._validation import parse_moment
 
 RELEVANCE_NOTE = (
     "relevance 0-100: 50 = a typical page of this user, 84 = one standard deviation better, 98 = two"
@@ -39,16 +39,7 @@ def iso_time(text: str) -> str:
     text = text.strip()
     if not text or _DATE_ONLY.fullmatch(text):
         return text  # a bare date is ISO 8601 already; a time of day would be invented
-    moment: datetime | None = None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        for fmt in _TIME_FORMATS:
-            try:
-                moment = datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
+    moment = parse_moment(text)
     if moment is None:
         return text
     # A time without a zone is UTC for the engine's recency and date filters: say so.

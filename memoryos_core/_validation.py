@@ -24,6 +24,20 @@ _TIME_FORMATS = (
 )
 
 
+def parse_moment(text: str) -> datetime | None:
+    """The time in ``text`` (ISO 8601 or one of ``_TIME_FORMATS``), naive if it names no zone; else None."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for fmt in _TIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
 def check_id(value: Any, what: str = "id") -> str:
     """Return ``value`` if it is a safe id: 1-128 of ``A-Z a-z 0-9 _ . @ : -``, not starting with a symbol."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
@@ -120,16 +134,7 @@ def parse_timestamp(value: Any, now: datetime) -> tuple[str, float]:
     if not isinstance(value, str) or len(value) > 200:
         raise InvalidInputError("timestamp must be a datetime or a str of at most 200 characters")
     text = check_text(value, "timestamp", 200).strip()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-        for fmt in _TIME_FORMATS:
-            try:
-                moment = datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
+    moment = parse_moment(text)
     if moment is None:
         return text, now.timestamp()
     if moment.tzinfo is None:
