@@ -21,7 +21,6 @@ from memoryos_core._exceptions import (
     NotFoundError,
     StorageError,
 )
-from memoryos_core._memory import MemoryOS, Memoryos
 from memoryos_core._types import (
     AddResult,
     ChatMessage,
@@ -38,6 +37,7 @@ from memoryos_core._types import (
 from memoryos_core._validation import SOURCE_KEYS, validate_id
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.embeddings.fake import HashingEmbedder
+from memoryos_core.engine.memory import MemoryOS, Memoryos
 from memoryos_core.llm.base import LLM
 from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
 from memoryos_core.llm.rules import RuleBasedLLM

@@ -135,7 +135,7 @@ class RetrievedContext:
         Args:
             max_units: keep only this many units of ``all_units`` (best score first).
         """
-        from memoryos_core._prompts import render_context  # prompts import types, not the reverse
+        from memoryos_core.llm.prompts import render_context  # prompts import types, not the reverse
 
         return render_context(self, max_units=max_units)
 

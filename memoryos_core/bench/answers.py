@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memoryos_core._tokens import default_counter
 from memoryos_core._types import ChatMessage, Cost, RetrievedContext
-from memoryos_core._usage import CountingLLM, measure
 from memoryos_core.bench.metrics import AnswerTable, units_within
+from memoryos_core.llm.tokens import default_counter
+from memoryos_core.llm.usage import CountingLLM, measure
 
 if TYPE_CHECKING:
     from memoryos_core.bench.locomo_data import Conversation, Question

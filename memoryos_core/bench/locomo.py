@@ -21,7 +21,6 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from memoryos_core._exceptions import ConfigError
-from memoryos_core._registry import make_embedder
 from memoryos_core._types import ContextUnit, Cost
 from memoryos_core.bench.answers import Answerer
 from memoryos_core.bench.baselines import BM25Turns, DenseTurns
@@ -34,6 +33,7 @@ from memoryos_core.bench.locomo_data import (
 )
 from memoryos_core.bench.metrics import RecallTable, expand_turns, percentile, recall
 from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.registry import make_embedder
 from memoryos_core.storage.chroma import ChromaStore
 
 LLM_CHOICES = ("none", "fake", "openai")

@@ -1,7 +1,7 @@
 """Reading LoCoMo-format files: turns, per-session pages and normalised evidence.
 
 The format and its quirks are described in ``docs/benchmark.md``; this module accepts any file in
-that format. Pages come from :mod:`memoryos_core.ingest`, so the benchmark ingests as the CLI does.
+that format. Pages come from :mod:`memoryos_core.app.ingest`, so the benchmark ingests as the CLI does.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def normalize_evidence(
 
 
 def _turn_text(turn: Mapping[str, Any]) -> str:
-    # The same text as memoryos_core.ingest gives the pages, so baselines index the same turns.
+    # The same text as memoryos_core.app.ingest gives the pages, so baselines index the same turns.
     text = str(turn.get("text") or "").strip()
     caption = str(turn.get("blip_caption") or "").strip()
     return f"{text} (shares a photo: {caption})".strip() if caption else text
@@ -118,7 +118,7 @@ def _turn_text(turn: Mapping[str, Any]) -> str:
 def session_turns(conversation: Mapping[str, Any]) -> list[tuple[str, tuple[Turn, ...]]]:
     """``(date, turns)`` of every session in numeric order; dates without a session are ignored.
 
-    Turns without any text are left out, as :func:`memoryos_core.ingest.locomo_pages` stores none.
+    Turns without any text are left out, as :func:`memoryos_core.app.ingest.locomo_pages` stores none.
     """
     numbers = sorted(
         int(m.group(1))
@@ -152,10 +152,10 @@ def speaker_a_of(conversation: Mapping[str, Any], sessions: Sequence[tuple[str, 
 def session_pages(conversation: Conversation) -> list[list[dict[str, Any]]]:
     """The pages of each session (empty sessions left out), ready for one ``add_memories`` each.
 
-    The mapping is :func:`memoryos_core.ingest.locomo_pages` (shared with ``memoryos ingest``),
+    The mapping is :func:`memoryos_core.app.ingest.locomo_pages` (shared with ``memoryos ingest``),
     applied one session at a time with the conversation's own speaker A.
     """
-    from memoryos_core.ingest import locomo_pages
+    from memoryos_core.app.ingest import locomo_pages
 
     raw = conversation.raw
     numbers = sorted(

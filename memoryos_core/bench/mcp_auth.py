@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from memoryos_core._mcp_access import TOKENS_ENV
+from memoryos_core.app.mcp_access import TOKENS_ENV
 
 PROTOCOL_VERSION = "2025-06-18"
 
@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def mcp_command(*args: str) -> list[str]:
     """``memoryos mcp ARGS`` run by this interpreter (this checkout's code, not an installed script)."""
-    return [sys.executable, "-m", "memoryos_core.cli", "mcp", *args]
+    return [sys.executable, "-m", "memoryos_core.app.cli", "mcp", *args]
 
 
 @contextmanager

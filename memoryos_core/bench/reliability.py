@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from memoryos_core._config import MemoryConfig, MidTermConfig, ShortTermConfig
-from memoryos_core._memory import MemoryOS
 from memoryos_core._types import ChatMessage
 from memoryos_core.bench._cleanup import drop_server_collections
 from memoryos_core.bench.mcp_auth import run_mcp_auth
 from memoryos_core.bench.reopen import run_reopens
 from memoryos_core.embeddings.fake import HashingEmbedder
+from memoryos_core.engine.memory import MemoryOS
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage.chroma import ChromaStore
@@ -119,7 +119,7 @@ def page_text(rng: random.Random, marker: str) -> str:
 def child_main(raw_spec: str) -> None:
     """Write pages forever, printing ``page <id> <user> <marker>`` after each add returned."""
     spec = json.loads(raw_spec)
-    from memoryos_core import _lease
+    from memoryos_core.engine import lease as _lease
 
     # One writer runs at a time and the last one was SIGKILLed holding its lease: a short TTL
     # lets this one take over within seconds instead of LEASE_TTL_S (see the bench's notes).

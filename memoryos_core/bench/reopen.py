@@ -17,8 +17,8 @@ from typing import Any
 
 def child_main(path: str, embedder: str) -> None:
     """The pattern of issue 13 item 9: write, flush, recall, close, reopen, recall, exit."""
-    from memoryos_core._memory import MemoryOS
     from memoryos_core.embeddings.fake import HashingEmbedder
+    from memoryos_core.engine.memory import MemoryOS
 
     def make() -> MemoryOS:
         return MemoryOS(

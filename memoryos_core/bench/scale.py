@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memoryos_core._registry import make_embedder
 from memoryos_core._types import render_page
 from memoryos_core.bench._cleanup import drop_server_collections
+from memoryos_core.engine.registry import make_embedder
 from memoryos_core.storage.chroma import ChromaStore
 
 _WORDS = (
@@ -164,9 +164,9 @@ def _bulk_fill(
     Bulk loading skips consolidation (the benchmark measures calls on a store of a given
     size, not how it got there); pages go to a few hundred segments as mid-term pages.
     """
-    from memoryos_core._policy.mid_term import SegmentState
-    from memoryos_core._records import page_record, segment_record
     from memoryos_core._types import Page
+    from memoryos_core.engine.records import page_record, segment_record
+    from memoryos_core.policy.mid_term import SegmentState
 
     memory.get_memory_stats(user)  # opens the store
     segments = [f"seg_{user}_{i}" for i in range(200)]

@@ -27,7 +27,7 @@ ADD_CODE = (
     "memory.add_memory('I adopted a cat called Pixel.', 'Lovely name!', user_id='startup')\n"
     "memory.close()\n"
 )
-CLI_CODE = "import sys\nfrom memoryos_core.cli import main\nsys.argv[0] = 'memoryos'\nmain()\n"
+CLI_CODE = "import sys\nfrom memoryos_core.app.cli import main\nsys.argv[0] = 'memoryos'\nmain()\n"
 FIELDS = ("baseline_s", "add_memory_s", "stats_s", "add_memory_ratio", "stats_ratio")
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from memoryos_core._policy.text import content_words, words
+from memoryos_core.policy.text import content_words, words
 
 
 class HashingEmbedder:

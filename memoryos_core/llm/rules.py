@@ -6,8 +6,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from memoryos_core._policy.text import content_words, jaccard, keywords
 from memoryos_core._types import ChatMessage
+from memoryos_core.policy.text import content_words, jaccard, keywords
 
 _PAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)  # pages are numbered, one line each
 _USER_FACT = re.compile(r"\bI (?:am|'m|love|like|enjoy|work|live|have|prefer|hate)\b[^.!?\n]*", re.IGNORECASE)

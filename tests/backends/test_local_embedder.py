@@ -348,7 +348,7 @@ def test_the_pinned_package_holds_the_pinned_weights() -> None:
 
 def test_setup_builds_the_graph_once_and_a_fresh_process_only_loads_it(tmp_path: Path) -> None:
     env = {**os.environ, "MEMORYOS_CACHE_DIR": str(tmp_path / "cache")}
-    memoryos = [sys.executable, "-c", "from memoryos_core.cli import main; main()"]
+    memoryos = [sys.executable, "-c", "from memoryos_core.app.cli import main; main()"]
 
     first = subprocess.run([*memoryos, "setup"], env=env, capture_output=True, text=True, timeout=120)
     (built,) = (tmp_path / "cache").glob("*.onnx")
@@ -372,7 +372,7 @@ def test_setup_builds_the_graph_once_and_a_fresh_process_only_loads_it(tmp_path:
 def test_setup_reports_an_unwritable_cache_as_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     env = {**os.environ, "MEMORYOS_CACHE_DIR": str(tmp_path / "a-file" / "cache")}
-    memoryos = [sys.executable, "-c", "from memoryos_core.cli import main; main()"]
+    memoryos = [sys.executable, "-c", "from memoryos_core.app.cli import main; main()"]
 
     done = subprocess.run([*memoryos, "setup"], env=env, capture_output=True, text=True, timeout=120)
 

@@ -74,7 +74,7 @@ def test_stats_and_a_first_add_memory_import_only_what_they_use(tmp_path: Path) 
         "memory.close()"
     )
     stats = (
-        "from memoryos_core.cli import main\n"
+        "from memoryos_core.app.cli import main\n"
         "sys.argv = ['memoryos', 'stats', '--data', sys.argv[1], '--user', 'u']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code"
     )

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from memoryos_core._settings import CONFIG_ENV, ENVIRONMENT
-from memoryos_core.cli import app
+from memoryos_core.app.cli import app
+from memoryos_core.app.settings import CONFIG_ENV, ENVIRONMENT
 from memoryos_core.testing import FakeOpenAIServer
 
 SCRUBBED: dict[str, str | None] = {name: None for name in [*ENVIRONMENT.values(), CONFIG_ENV]}
@@ -276,7 +276,7 @@ def test_the_commands_work_against_a_chroma_server(tmp_path: Path, chroma_server
 
 def test_python_dash_m_runs_the_same_cli() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "memoryos_core.cli", "bench", "--help"],
+        [sys.executable, "-m", "memoryos_core.app.cli", "bench", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

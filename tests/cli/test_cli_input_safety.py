@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from memoryos_core._settings import CONFIG_ENV, ENVIRONMENT
+from memoryos_core.app.settings import CONFIG_ENV, ENVIRONMENT
 
 SCRUBBED = {*ENVIRONMENT.values(), CONFIG_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
 
@@ -85,7 +85,7 @@ def invoke(*args: str, input: str | None = None) -> Any:
     """Run a command in-process (the store options come from the arguments)."""
     from typer.testing import CliRunner
 
-    from memoryos_core.cli import app
+    from memoryos_core.app.cli import app
 
     return CliRunner().invoke(app, list(args), input=input, env=dict.fromkeys(SCRUBBED))
 

@@ -16,7 +16,7 @@ import pytest
 import typer.main
 
 import memoryos_core
-from memoryos_core.cli import app
+from memoryos_core.app.cli import app
 from memoryos_core.testing import FakeOpenAIServer
 from tests.cli.test_cli_commands import SCRUBBED, assert_one_error_line, invoke, store, write_jsonl
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from memoryos_core import ConfigError, InvalidInputError
-from memoryos_core._settings import load_settings
-from memoryos_core.ingest import load_pages, locomo_pages, messages_to_pages
+from memoryos_core.app.ingest import load_pages, locomo_pages, messages_to_pages
+from memoryos_core.app.settings import load_settings
 
 
 def turn(speaker: str, dia_id: str, text: str, **extra: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer.main
 
+from memoryos_core.app.cli import STORE_OPTIONS, app
 from memoryos_core.bench.cli import bench_app
-from memoryos_core.cli import STORE_OPTIONS, app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 STORE = {"--" + name.replace("_", "-") for name in STORE_OPTIONS}

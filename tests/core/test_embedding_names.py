@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from memoryos_core import ConfigError, MemoryOS
-from memoryos_core._registry import check_embedding_name, make_embedder
-from memoryos_core._settings import load_settings
+from memoryos_core.app.settings import load_settings
+from memoryos_core.engine.registry import check_embedding_name, make_embedder
 
 
 @pytest.mark.parametrize("name", ["no-such-model", "all-MiniLM-L6-v3", "hash:abc", "hash:1", "openai:"])

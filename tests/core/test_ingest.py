@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, InvalidInputError, MemoryOS
-from memoryos_core.ingest import PageBatch, ingest_batches, page_ids
+from memoryos_core.app.ingest import PageBatch, ingest_batches, page_ids
 
 
 def open_memory(folder: Path, **kwargs: Any) -> MemoryOS:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from memoryos_core import ChromaStore, MemoryOS, Record
-from memoryos_core._lease import LeaseBusyError, Leases
+from memoryos_core.engine.lease import LeaseBusyError, Leases
 from tests.conftest import topic_pages
 
 

@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memoryos_core._exceptions import LLMError, LLMOutputError
-from memoryos_core._parsing import (
+from memoryos_core._types import ChatMessage
+from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
+from memoryos_core.llm.parsing import (
     acomplete_json,
     complete_json,
     extract_json,
     parse_json_reply,
     strip_reasoning,
 )
-from memoryos_core._types import ChatMessage
-from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
 
 EXTRACT_CASES = [
     ("plain", '{"a": 1}', {"a": 1}),

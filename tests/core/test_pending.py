@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, StorageError
-from memoryos_core._pending import PendingPages
+from memoryos_core.engine.pending import PendingPages
 from memoryos_core.storage.base import Kind, Record
 from memoryos_core.storage.chroma import ChromaStore
 

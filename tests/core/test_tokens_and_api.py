@@ -9,7 +9,7 @@ import pytest
 
 import memoryos_core
 from memoryos_core import ChatMessage, ConfigError, MemoryConfig
-from memoryos_core._tokens import TokenCounter
+from memoryos_core.llm.tokens import TokenCounter
 
 
 def test_token_counting_is_exact_offline_and_never_zero_for_text() -> None:
@@ -23,7 +23,7 @@ def test_token_counting_is_exact_offline_and_never_zero_for_text() -> None:
 
 
 def test_the_approximate_fallback_never_counts_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    from memoryos_core import _tokens
+    from memoryos_core.llm import tokens as _tokens
 
     monkeypatch.setattr(_tokens, "_load_encoding", lambda name: None)
     counter = TokenCounter("no_such_encoding")

@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable, Sequence
 
 from memoryos_core import MemoryOS
-from memoryos_core._parsing import complete_json, was_truncated
 from memoryos_core._types import ChatMessage
 from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
+from memoryos_core.llm.parsing import complete_json, was_truncated
 from tests.conftest import topic_pages
 
 CUT_CONSOLIDATION = (

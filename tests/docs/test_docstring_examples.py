@@ -55,7 +55,8 @@ def example_params() -> list[Any]:
 def test_docstring_examples_found() -> None:
     """The finder sees the examples (a typo in the package list would make the test below vacuous)."""
     names = {test.name for test in docstring_examples()}
-    assert {"memoryos_core._memory.MemoryOS", "memoryos_langchain.middleware.MemoryOSMiddleware"} <= names
+    expected = {"memoryos_core.engine.memory.MemoryOS", "memoryos_langchain.middleware.MemoryOSMiddleware"}
+    assert expected <= names
     assert len(names) >= 17
 
 

@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from memoryos_core import ConfigError
-from memoryos_core._mcp_access import load_tokens, transport_security
+from memoryos_core.app.mcp_access import load_tokens, transport_security
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
 
 ALICE = "alice-token-" + "a" * 32

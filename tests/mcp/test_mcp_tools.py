@@ -12,8 +12,8 @@ import pytest
 from mcp import Client
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, MissingDependencyError
-from memoryos_core._settings import Settings
-from memoryos_core.mcp import create_server, run_server
+from memoryos_core.app.mcp import create_server, run_server
+from memoryos_core.app.settings import Settings
 
 TOOLS = {"add_memory", "retrieve_memory", "get_user_profile", "delete_memory", "get_memory_stats"}
 

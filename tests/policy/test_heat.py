@@ -7,7 +7,7 @@ import math
 import pytest
 
 from memoryos_core import MidTermConfig
-from memoryos_core._policy.heat import HeatState, coldest, heat, is_hot, recency
+from memoryos_core.policy.heat import HeatState, coldest, heat, is_hot, recency
 
 PAPER = MidTermConfig()
 

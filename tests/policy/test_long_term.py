@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from memoryos_core import HashingEmbedder
-from memoryos_core._policy.long_term import KnowledgeItem, Trait, find_duplicate, merge_profile, over_capacity
+from memoryos_core.policy.long_term import KnowledgeItem, Trait, find_duplicate, merge_profile, over_capacity
 
 EMBED = HashingEmbedder(64)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from memoryos_core import HashingEmbedder, MidTermConfig
-from memoryos_core._policy import mid_term, text
-from memoryos_core._policy.mid_term import SegmentState, Topic
+from memoryos_core.policy import mid_term, text
+from memoryos_core.policy.mid_term import SegmentState, Topic
 
 EMBED = HashingEmbedder(64)
 

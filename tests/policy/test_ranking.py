@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from memoryos_core._lexical import PageIndex, tokens
-from memoryos_core._policy import retrieval as ranking
-from memoryos_core._policy.dates import asks_when, places_in_time, query_window
+from memoryos_core.engine.lexical import PageIndex, tokens
+from memoryos_core.policy import ranking
+from memoryos_core.policy.dates import asks_when, places_in_time, query_window
 
 
 def _day(text: str) -> float:

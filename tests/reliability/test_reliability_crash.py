@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from memoryos_core import HashingEmbedder, MemoryOS
-from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core.bench.reliability import (
     CRASH_CONFIG,
     CRASH_USERS,
@@ -29,6 +28,7 @@ from memoryos_core.bench.reliability import (
     crash_memory,
     kill_round,
 )
+from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core.llm.rules import RuleBasedLLM
 
 KILLS = {"embedded": 5, "server": 3}

@@ -26,9 +26,9 @@ import pytest
 from typer.testing import CliRunner
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryConfig, MemoryOS
-from memoryos_core import _pending as pending_module
 from memoryos_core._config import MidTermConfig, ShortTermConfig
-from memoryos_core.cli import app
+from memoryos_core.app.cli import app
+from memoryos_core.engine import pending as pending_module
 from memoryos_core.llm.rules import RuleBasedLLM
 
 SMALL = MemoryConfig(

@@ -70,7 +70,7 @@ class Settings:
 
     def open_memory(self, **kwargs: Any) -> Any:
         """A :class:`MemoryOS` built from these settings; ``kwargs`` (``background=``, ...) are passed on."""
-        from memoryos_core._memory import MemoryOS
+        from memoryos_core.engine.memory import MemoryOS
 
         return MemoryOS(**asdict(self), **kwargs)
 
@@ -108,7 +108,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{origin}: {key} must be a non-empty string, got {value!r}")
     if key == "embedding_model_name":
-        from memoryos_core._registry import check_embedding_name
+        from memoryos_core.engine.registry import check_embedding_name
 
         try:  # refused here, before any store is opened or model looked for
             check_embedding_name(value.strip())

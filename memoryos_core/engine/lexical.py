@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from memoryos_core._policy.dates import places_in_time
-from memoryos_core._policy.text import STOPWORDS
+from memoryos_core.policy.dates import places_in_time
+from memoryos_core.policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
 
 K1, B = 0.9, 0.4  # BM25 parameters: measured best on LoCoMo among the usual settings

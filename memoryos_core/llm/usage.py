@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from memoryos_core._tokens import TokenCounter
 from memoryos_core._types import ChatMessage, Cost
 from memoryos_core.llm.base import LLM, acomplete
+from memoryos_core.llm.tokens import TokenCounter
 
 
 class Tally:

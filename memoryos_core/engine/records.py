@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from memoryos_core._policy.long_term import KnowledgeItem, Trait
-from memoryos_core._policy.mid_term import SegmentState
 from memoryos_core._types import Page, render_page
+from memoryos_core.policy.long_term import KnowledgeItem, Trait
+from memoryos_core.policy.mid_term import SegmentState
 from memoryos_core.storage.base import Record
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from memoryos_core._exceptions import LLMError, MemoryOSError, MissingDependencyError
-from memoryos_core._settings import Settings, load_settings
+from memoryos_core.app.settings import Settings, load_settings
 
 try:
     import typer
@@ -58,7 +58,7 @@ ChromaOption = Annotated[str | None, typer.Option("--chroma-url", help="A `chrom
 @app.command()
 def demo(user: UserOption = "demo_user", data: DataOption = None, chroma_url: ChromaOption = None) -> None:
     """Ingest a short built-in conversation offline, show the tiers, and recall with provenance."""
-    from memoryos_core._demo import run_demo
+    from memoryos_core.app.demo import run_demo
 
     try:
         run_demo(console, user=user, data=data, chroma_url=chroma_url)
@@ -168,8 +168,8 @@ def _store_command(
 
 def _existing_store(settings: Settings) -> None:
     """Refuse to go on when the embedded store does not exist, so a reading command creates nothing."""
-    from memoryos_core._registry import make_store
     from memoryos_core._validation import check_id
+    from memoryos_core.engine.registry import make_store
 
     check_id(settings.user_id, "user_id")  # a bad id is the error to report, store or not
     check_id(settings.assistant_id, "assistant_id")
@@ -221,7 +221,7 @@ def ingest(
     """
     from rich.progress import Progress
 
-    from memoryos_core.ingest import ingest_batches, load_pages
+    from memoryos_core.app.ingest import ingest_batches, load_pages
 
     batches = load_pages(file)
     with _opened(settings) as memory, Progress(console=stderr, transient=True) as progress:
@@ -250,7 +250,7 @@ def recall(
     as_json: JsonOption = False,
 ) -> None:
     """Recall the memory relevant to QUERY: the recent pages, then the best older pages and knowledge."""
-    from memoryos_core._cli_output import print_recall, recall_json
+    from memoryos_core.app.cli_output import print_recall, recall_json
 
     with _opened(settings, existing=True) as memory:
         top_k = top_k or memory.config.retrieval.top_pages  # always a cap: pages and knowledge together
@@ -265,7 +265,7 @@ def recall(
 @_store_command()
 def profile(settings: Settings, as_json: JsonOption = False) -> None:
     """Show the user's profile traits and knowledge, with the pages each came from."""
-    from memoryos_core._cli_output import print_profile, with_iso_times
+    from memoryos_core.app.cli_output import print_profile, with_iso_times
 
     with _opened(settings, existing=True) as memory:
         found = memory.get_user_profile()
@@ -278,7 +278,7 @@ def profile(settings: Settings, as_json: JsonOption = False) -> None:
 @_store_command()
 def stats(settings: Settings, as_json: JsonOption = False) -> None:
     """Show counts per tier, pending work and the LLM cost so far."""
-    from memoryos_core._cli_output import print_stats
+    from memoryos_core.app.cli_output import print_stats
 
     with _opened(settings, existing=True) as memory:
         found = memory.get_memory_stats()
@@ -316,7 +316,7 @@ def export_(
     file: Annotated[str, typer.Argument(help="Where to write the JSON; - for stdout.")] = "-",
 ) -> None:
     """Write all of the user's memory as JSON: pages, segments, profile, knowledge (times also ISO 8601)."""
-    from memoryos_core._cli_output import with_iso_times
+    from memoryos_core.app.cli_output import with_iso_times
 
     with _opened(settings, existing=True) as memory:
         exported = memory.export_memory()
@@ -386,7 +386,7 @@ def chat(settings: Settings) -> None:
     """Chat with an LLM that remembers (OPENAI_API_KEY, or openai_api_key in --config); exit or EOF ends."""
     if not settings.has_llm:
         _error("chat needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL) or openai_api_key in --config")
-    from memoryos_core._cli_output import prompt_safe_logging
+    from memoryos_core.app.cli_output import prompt_safe_logging
 
     with _opened(settings, background=True) as memory, prompt_safe_logging(stderr) as logs:
         banner = f"chatting as {escape(settings.user_id)} ({escape(settings.describe())}); exit to stop"
@@ -447,8 +447,8 @@ def mcp(
     the user. Over http, every request needs a bearer token, and a user-bound token acts for its user only.
     """
     with _errors():
-        from memoryos_core._mcp_access import TOKENS_ENV, load_tokens
-        from memoryos_core.mcp import run_server
+        from memoryos_core.app.mcp import run_server
+        from memoryos_core.app.mcp_access import TOKENS_ENV, load_tokens
 
         if transport not in ("stdio", "http"):
             _error(f"--transport must be stdio or http, not {transport!r}")

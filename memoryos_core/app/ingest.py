@@ -27,7 +27,7 @@ from memoryos_core._exceptions import InvalidInputError
 from memoryos_core._validation import check_id
 
 if TYPE_CHECKING:
-    from memoryos_core._memory import MemoryOS
+    from memoryos_core.engine.memory import MemoryOS
 
 PAGE_KEYS = frozenset({"user_input", "agent_response", "timestamp", "meta_data"})
 MESSAGE_KEYS = frozenset({"role", "content", "timestamp", "message_id", "id", "name"})

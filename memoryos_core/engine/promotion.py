@@ -8,16 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core import _prompts
 from memoryos_core._config import MemoryConfig
-from memoryos_core._consolidation import EventSink, UserState
 from memoryos_core._exceptions import LLMOutputError
-from memoryos_core._parsing import complete_json
-from memoryos_core._policy import heat as heat_policy
-from memoryos_core._policy import long_term
-from memoryos_core._policy.long_term import KnowledgeItem, Trait
-from memoryos_core._policy.mid_term import SegmentState
-from memoryos_core._records import (
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.consolidation import EventSink, UserState
+from memoryos_core.engine.records import (
     knowledge_from_record,
     knowledge_record,
     segment_from_record,
@@ -26,8 +21,13 @@ from memoryos_core._records import (
     traits_from_json,
     traits_to_json,
 )
-from memoryos_core._usage import measure
-from memoryos_core.embeddings.base import Embedder
+from memoryos_core.llm import prompts as _prompts
+from memoryos_core.llm.parsing import complete_json
+from memoryos_core.llm.usage import measure
+from memoryos_core.policy import heat as heat_policy
+from memoryos_core.policy import long_term
+from memoryos_core.policy.long_term import KnowledgeItem, Trait
+from memoryos_core.policy.mid_term import SegmentState
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")

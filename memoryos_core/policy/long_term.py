@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from memoryos_core._config import MidTermConfig
-from memoryos_core._policy.heat import HeatState, is_hot
-from memoryos_core._policy.mid_term import SegmentState
+from memoryos_core.policy.heat import HeatState, is_hot
+from memoryos_core.policy.mid_term import SegmentState
 
 # A trait value like these carries no information: the LLM saying it knows nothing.
 _EMPTY_VALUES = frozenset({"", "none", "null", "unknown", "n/a", "na", "not specified", "not mentioned", "-"})

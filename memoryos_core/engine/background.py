@@ -6,10 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 from memoryos_core._exceptions import LLMNotConfiguredError
-from memoryos_core._lease import LEASE_TTL_S, LeaseBusyError
-from memoryos_core._records import segment_from_record, segment_record
 from memoryos_core._types import Cost
-from memoryos_core._usage import measure
+from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError
+from memoryos_core.engine.records import segment_from_record, segment_record
+from memoryos_core.llm.usage import measure
 
 
 class BackgroundMixin:

@@ -14,17 +14,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core import _prompts
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import LLMOutputError
-from memoryos_core._parsing import complete_json, was_truncated
-from memoryos_core._policy import mid_term
-from memoryos_core._policy.mid_term import SegmentState, Topic
-from memoryos_core._policy.text import mean_vector
-from memoryos_core._records import segment_from_record, segment_record, state_record
 from memoryos_core._types import Cost, render_page
-from memoryos_core._usage import measure
 from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.records import segment_from_record, segment_record, state_record
+from memoryos_core.llm import prompts as _prompts
+from memoryos_core.llm.parsing import complete_json, was_truncated
+from memoryos_core.llm.usage import measure
+from memoryos_core.policy import mid_term
+from memoryos_core.policy.mid_term import SegmentState, Topic
+from memoryos_core.policy.text import mean_vector
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")

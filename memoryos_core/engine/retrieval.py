@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from memoryos_core._config import MemoryConfig
-from memoryos_core._lexical import REFRESH_S, PageIndex, PageIndexes, tokens
-from memoryos_core._policy import retrieval as ranking
-from memoryos_core._policy.dates import asks_when, query_window
-from memoryos_core._policy.long_term import render_profile
-from memoryos_core._policy.text import cosine
-from memoryos_core._promotion import load_profile
-from memoryos_core._records import knowledge_from_record, source_ids
 from memoryos_core._types import ContextUnit
+from memoryos_core.engine.lexical import REFRESH_S, PageIndex, PageIndexes, tokens
+from memoryos_core.engine.promotion import load_profile
+from memoryos_core.engine.records import knowledge_from_record, source_ids
+from memoryos_core.policy import ranking
+from memoryos_core.policy.dates import asks_when, query_window
+from memoryos_core.policy.long_term import render_profile
+from memoryos_core.policy.text import cosine
 from memoryos_core.storage.base import MemoryStore, Record
 
 

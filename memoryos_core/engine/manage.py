@@ -9,17 +9,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core import _admin, _import
-from memoryos_core._consolidation import UserState
 from memoryos_core._exceptions import InvalidInputError, NotFoundError
-from memoryos_core._lease import LEASE_TTL_S
-from memoryos_core._policy.heat import HeatState, is_hot
-from memoryos_core._policy.long_term import render_profile
-from memoryos_core._promotion import load_profile
-from memoryos_core._records import page_from_record, page_record, source_ids
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, UserProfile
-from memoryos_core._usage import measure
 from memoryos_core._validation import check_id, check_meta, check_text
+from memoryos_core.engine import admin as _admin
+from memoryos_core.engine import importer as _import
+from memoryos_core.engine.consolidation import UserState
+from memoryos_core.engine.lease import LEASE_TTL_S
+from memoryos_core.engine.promotion import load_profile
+from memoryos_core.engine.records import page_from_record, page_record, source_ids
+from memoryos_core.llm.usage import measure
+from memoryos_core.policy.heat import HeatState, is_hot
+from memoryos_core.policy.long_term import render_profile
 
 
 class ManageMixin:

@@ -16,26 +16,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from memoryos_core import _admin, _prompts
-from memoryos_core._async import AsyncTwins
-from memoryos_core._background import BackgroundMixin
 from memoryos_core._config import MemoryConfig
-from memoryos_core._consolidation import Consolidator, UserState
 from memoryos_core._exceptions import (
     InvalidInputError,
     LLMNotConfiguredError,
     LLMOutputError,
     MemoryOSError,
 )
-from memoryos_core._lease import Leases
-from memoryos_core._lexical import PageIndexes
-from memoryos_core._manage import ManageMixin
-from memoryos_core._pending import PendingPages, journal_folder, replay_journals
-from memoryos_core._promotion import Promoter
-from memoryos_core._records import page_record
-from memoryos_core._registry import make_embedder, make_llm, make_store
-from memoryos_core._retrieval import Retriever
-from memoryos_core._tokens import default_counter
 from memoryos_core._types import (
     AddResult,
     Cost,
@@ -43,11 +30,25 @@ from memoryos_core._types import (
     ResponseResult,
     RetrievedContext,
 )
-from memoryos_core._usage import CountingLLM, measure
 from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
-from memoryos_core._worker import Worker
 from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine import admin as _admin
+from memoryos_core.engine.async_twins import AsyncTwins
+from memoryos_core.engine.background import BackgroundMixin
+from memoryos_core.engine.consolidation import Consolidator, UserState
+from memoryos_core.engine.lease import Leases
+from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.manage import ManageMixin
+from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
+from memoryos_core.engine.promotion import Promoter
+from memoryos_core.engine.records import page_record
+from memoryos_core.engine.registry import make_embedder, make_llm, make_store
+from memoryos_core.engine.retrieval import Retriever
+from memoryos_core.engine.worker import Worker
+from memoryos_core.llm import prompts as _prompts
 from memoryos_core.llm.base import LLM
+from memoryos_core.llm.tokens import default_counter
+from memoryos_core.llm.usage import CountingLLM, measure
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")

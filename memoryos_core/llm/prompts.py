@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memoryos_core._exceptions import LLMOutputError
-from memoryos_core._fence import SECTION_HEADERS, indented
-from memoryos_core._policy.text import clip
 from memoryos_core._types import ChatMessage
+from memoryos_core.llm.fence import SECTION_HEADERS, indented
+from memoryos_core.policy.text import clip
 
 if TYPE_CHECKING:
     from memoryos_core._types import RetrievedContext

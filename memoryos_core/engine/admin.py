@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from memoryos_core._config import MemoryConfig
-from memoryos_core._consolidation import UserState
 from memoryos_core._exceptions import NotFoundError
-from memoryos_core._import import EXPORT_VERSION
-from memoryos_core._policy import text as text_policy
-from memoryos_core._policy.long_term import render_profile
-from memoryos_core._promotion import load_profile
-from memoryos_core._records import (
+from memoryos_core._types import KnowledgeEntry, ProfileTrait, UserProfile
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.consolidation import UserState
+from memoryos_core.engine.importer import EXPORT_VERSION
+from memoryos_core.engine.promotion import load_profile
+from memoryos_core.engine.records import (
     knowledge_from_record,
     page_from_record,
     segment_from_record,
@@ -23,8 +23,8 @@ from memoryos_core._records import (
     source_ids,
     traits_to_json,
 )
-from memoryos_core._types import KnowledgeEntry, ProfileTrait, UserProfile
-from memoryos_core.embeddings.base import Embedder
+from memoryos_core.policy import text as text_policy
+from memoryos_core.policy.long_term import render_profile
 from memoryos_core.storage.base import KINDS, MemoryStore, Record
 
 

@@ -1,6 +1,6 @@
 """The MCP server: MemoryOS as tools (add, retrieve, profile, delete, stats) for any MCP client.
 
-Who a call acts for is decided by :class:`~memoryos_core._mcp_access.Access`: over stdio without a pin,
+Who a call acts for is decided by :class:`~memoryos_core.app.mcp_access.Access`: over stdio without a pin,
 every tool names its ``user_id`` (a trusted backend serving many users); with ``--user`` or a user-bound
 HTTP token, the call acts for that user only and naming another one is a tool error. Bad input is answered
 with a tool error (``isError``) naming the problem, and nothing is stored. Built on the ``mcp`` SDK 2.x
@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from memoryos_core._exceptions import BackendError, ConfigError, MemoryOSError, MissingDependencyError
-from memoryos_core._mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
-from memoryos_core._memory import MemoryOS
-from memoryos_core._settings import Settings
 from memoryos_core._types import KnowledgeEntry
 from memoryos_core._validation import ID_PATTERN
+from memoryos_core.app.mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
+from memoryos_core.app.settings import Settings
+from memoryos_core.engine.memory import MemoryOS
 
 logger = logging.getLogger("memoryos")
 T = TypeVar("T")
@@ -371,7 +371,7 @@ def run_server(
         else:
             import anyio
 
-            from memoryos_core._mcp_stdio import serve_stdio
+            from memoryos_core.app.mcp_stdio import serve_stdio
 
             anyio.run(serve_stdio, server)
     finally:

@@ -18,10 +18,6 @@ from typing import Any
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import InvalidInputError
-from memoryos_core._policy.long_term import KnowledgeItem, Trait
-from memoryos_core._policy.mid_term import SegmentState
-from memoryos_core._promotion import load_profile
-from memoryos_core._records import knowledge_record, page_record, segment_record, traits_to_json
 from memoryos_core._types import Page
 from memoryos_core._validation import (
     MAX_FUTURE_S,
@@ -34,6 +30,10 @@ from memoryos_core._validation import (
     parse_timestamp,
 )
 from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.promotion import load_profile
+from memoryos_core.engine.records import knowledge_record, page_record, segment_record, traits_to_json
+from memoryos_core.policy.long_term import KnowledgeItem, Trait
+from memoryos_core.policy.mid_term import SegmentState
 from memoryos_core.storage.base import MemoryStore, Record
 
 EXPORT_VERSION = 1

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from memoryos_core._cli_output import iso_time, print_stats, relevance
+from memoryos_core.app.cli_output import iso_time, print_stats, relevance
 
 DEMO_CONVERSATION = [
     ("Hi! I'm Maya. I just moved to Lisbon for a job as a data scientist.", "Welcome to Lisbon, Maya!"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from memoryos_core._config import MidTermConfig
-from memoryos_core._policy import text as text_policy
+from memoryos_core.policy import text as text_policy
 
 
 @dataclass(frozen=True)
