@@ -16,63 +16,26 @@ from typing import Any
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import LLMOutputError
-from memoryos_core._types import Cost, render_page
+from memoryos_core._types import render_page
 from memoryos_core.embeddings.base import Embedder
-from memoryos_core.engine.records import segment_from_record, segment_record, state_record
+from memoryos_core.engine.records import (
+    record_from_json,
+    record_to_json,
+    segment_from_record,
+    segment_record,
+    state_record,
+)
+from memoryos_core.engine.repository import EventSink, Repository, UserState
 from memoryos_core.llm import prompts as _prompts
-from memoryos_core.llm.parsing import complete_json, was_truncated
+from memoryos_core.llm.base import LLM
+from memoryos_core.llm.parsing import complete_json
 from memoryos_core.llm.usage import measure
 from memoryos_core.policy import mid_term
 from memoryos_core.policy.mid_term import SegmentState, Topic
 from memoryos_core.policy.text import mean_vector
-from memoryos_core.storage.base import MemoryStore, Record
+from memoryos_core.storage.base import Record
 
 logger = logging.getLogger("memoryos")
-
-EventSink = Callable[[str, dict[str, Any]], None]
-
-
-def record_to_json(record: Record) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "document": record.document,
-        "metadata": record.metadata,
-        "embedding": list(record.embedding or ()),
-    }
-
-
-def record_from_json(data: dict[str, Any]) -> Record:
-    return Record(data["id"], data["document"], data["metadata"], data["embedding"])
-
-
-class UserState:
-    """Per-user bookkeeping kept in the store: chain cursor, cumulative LLM cost, degradations."""
-
-    def __init__(self, store: MemoryStore, user_id: str) -> None:
-        self.store, self.user_id = store, user_id
-        found = store.get("state", ids=[f"user:{user_id}"])
-        self.data: dict[str, Any] = json.loads(found[0].document) if found else {}
-        self.data.setdefault("cursor", "")
-        self.data.setdefault("cost", Cost().to_dict())
-        self.data.setdefault("skipped_llm_steps", 0)
-        self.data.setdefault("llm_fallbacks", 0)
-        self.data.setdefault("truncated_replies", 0)
-
-    def count_truncated(self, raws: Sequence[str], emit: EventSink, step: str) -> None:
-        """Count a reply the LLM was cut off in (its cut-off value was dropped, see ``_parsing``)."""
-        if raws and was_truncated(raws[-1]):
-            self.data["truncated_replies"] += 1
-            logger.warning("%s reply for user %s was cut off; its last value was dropped", step, self.user_id)
-            emit("llm_truncated", {"user_id": self.user_id, "step": step})
-
-    def add_cost(self, cost: Cost) -> None:
-        total = Cost(**self.data["cost"]) + Cost(
-            cost.llm_calls, cost.prompt_tokens, cost.completion_tokens, 0.0
-        )
-        self.data["cost"] = total.to_dict()
-
-    def record(self) -> Record:
-        return state_record("user", self.user_id, self.data)
 
 
 class Consolidator:
@@ -80,14 +43,15 @@ class Consolidator:
 
     def __init__(
         self,
-        store: MemoryStore,
+        repository: Repository,
         embedder: Embedder,
-        llm: Any,
+        llm: LLM | None,
         config: MemoryConfig,
         now_s: Callable[[], float],
         emit: EventSink,
     ) -> None:
-        self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
+        self.repository, self.store = repository, repository.store
+        self.embedder, self.llm, self.config = embedder, llm, config
         self.now_s, self.emit = now_s, emit
 
     # --- short-term -> mid-term ---------------------------------------------------------------
@@ -136,7 +100,7 @@ class Consolidator:
         return moved
 
     def _plan(self, user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
-        state = UserState(self.store, user_id)
+        state = self.repository.user_state(user_id)
         previous = (
             self.store.get(
                 "pages", ids=[state.data["cursor"]], where={"user_id": user_id}, with_embeddings=True
@@ -155,7 +119,7 @@ class Consolidator:
         if self.llm is not None:
             try:
                 with measure() as tally:
-                    topics, flags = self._llm_topics(ids, texts, vectors, previous_page, state)
+                    topics, flags = self._llm_topics(self.llm, ids, texts, vectors, previous_page, state)
                 state.add_cost(tally.cost)
             except LLMOutputError as exc:
                 state.add_cost(tally.cost)
@@ -198,6 +162,7 @@ class Consolidator:
 
     def _llm_topics(
         self,
+        llm: LLM,
         ids: list[str],
         texts: list[str],
         vectors: list[list[float]],
@@ -205,7 +170,7 @@ class Consolidator:
         state: UserState,
     ) -> tuple[list[Topic], list[bool]]:
         messages = _prompts.consolidation_messages(texts, previous_page.document if previous_page else None)
-        reply, raws = complete_json(self.llm, messages, required_keys=("topics",))
+        reply, raws = complete_json(llm, messages, required_keys=("topics",))
         state.count_truncated(raws, self.emit, "consolidation")
         replies, continues, missing = _prompts.parse_consolidation(reply, len(ids))
         flags = [False] * len(ids)

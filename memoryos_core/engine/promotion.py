@@ -6,29 +6,28 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import LLMOutputError
+from memoryos_core._types import KnowledgeEntry, KnowledgeKind, ProfileTrait
 from memoryos_core.embeddings.base import Embedder
-from memoryos_core.engine.consolidation import EventSink, UserState
 from memoryos_core.engine.records import (
     knowledge_from_record,
     knowledge_record,
+    profile_record,
     segment_from_record,
     segment_record,
     source_ids,
-    traits_from_json,
-    traits_to_json,
 )
+from memoryos_core.engine.repository import EventSink, Repository
 from memoryos_core.llm import prompts as _prompts
+from memoryos_core.llm.base import LLM
 from memoryos_core.llm.parsing import complete_json
 from memoryos_core.llm.usage import measure
 from memoryos_core.policy import heat as heat_policy
 from memoryos_core.policy import long_term
-from memoryos_core.policy.long_term import KnowledgeItem, Trait
 from memoryos_core.policy.mid_term import SegmentState
-from memoryos_core.storage.base import MemoryStore, Record
+from memoryos_core.storage.base import Record
 
 logger = logging.getLogger("memoryos")
 
@@ -38,35 +37,25 @@ MAX_ANALYSIS_FAILURES = 3
 """Unparseable replies for one segment before its pending pages are given up (logged)."""
 
 
-def load_profile(store: MemoryStore, user_id: str) -> dict[str, Trait]:
-    found = store.get("state", ids=[f"profile:{user_id}"])
-    return traits_from_json(found[0].document) if found else {}
-
-
 class Promoter:
     """Analyses every hot segment of a user with the LLM; archives segments over capacity."""
 
     def __init__(
         self,
-        store: MemoryStore,
+        repository: Repository,
         embedder: Embedder,
-        llm: Any,
+        llm: LLM | None,
         config: MemoryConfig,
         now_s: Callable[[], float],
         emit: EventSink,
     ) -> None:
-        self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
+        self.repository, self.store = repository, repository.store
+        self.embedder, self.llm, self.config = embedder, llm, config
         self.now_s, self.emit = now_s, emit
-
-    def active_segments(self, user_id: str) -> list[SegmentState]:
-        records = self.store.get(
-            "segments", where={"user_id": user_id, "status": "active"}, with_embeddings=True
-        )
-        return [segment_from_record(r) for r in records]
 
     def promote(self, user_id: str, *, force: bool = False) -> int:
         """Analyse hot segments (all with new pages when ``force``); returns segments analysed."""
-        segments = self.active_segments(user_id)
+        segments = self.repository.active_segments(user_id)
         hot = (
             [s for s in segments if s.pending_page_ids]
             if force
@@ -75,22 +64,23 @@ class Promoter:
         if not hot:
             return 0
         if self.llm is None:
-            state = UserState(self.store, user_id)
+            state = self.repository.user_state(user_id)
             state.data["skipped_llm_steps"] += 1
             self.store.upsert("state", [state.record()])
             self.emit("llm_skipped", {"user_id": user_id, "step": "promotion", "hot_segments": len(hot)})
             return 0
         analysed = 0
         while hot:
-            chosen, budget = [], MAX_PAGES_PER_ANALYSIS
+            chosen: list[SegmentState] = []
+            budget = MAX_PAGES_PER_ANALYSIS
             while hot and (not chosen or len(hot[0].pending_page_ids) <= budget):
                 budget -= len(hot[0].pending_page_ids)
                 chosen.append(hot.pop(0))
-            self._analyse(user_id, chosen)
+            self._analyse(self.llm, user_id, chosen)
             analysed += len(chosen)
         return analysed
 
-    def _analyse(self, user_id: str, segments: Sequence[SegmentState]) -> None:
+    def _analyse(self, llm: LLM, user_id: str, segments: Sequence[SegmentState]) -> None:
         page_ids = [pid for s in segments for pid in s.pending_page_ids][-MAX_PAGES_PER_ANALYSIS:]
         pages = {r.id: r for r in self.store.get("pages", ids=page_ids, where={"user_id": user_id})}
         page_ids = [pid for pid in page_ids if pid in pages]
@@ -98,14 +88,14 @@ class Promoter:
             return
         # Assistant knowledge belongs to the assistant of the pages it came from.
         assistant_id = str(pages[page_ids[-1]].metadata.get("assistant_id", ""))
-        profile = load_profile(self.store, user_id)
-        state = UserState(self.store, user_id)
+        profile = self.repository.profile(user_id)
+        state = self.repository.user_state(user_id)
         messages = _prompts.promotion_messages(
             long_term.render_profile(profile), [pages[p].document for p in page_ids]
         )
         with measure() as tally:
             try:
-                reply, raws = complete_json(self.llm, messages, required_keys=())
+                reply, raws = complete_json(llm, messages, required_keys=())
                 state.count_truncated(raws, self.emit, "promotion")
                 parsed = _prompts.parse_promotion(reply, len(page_ids))
             except LLMOutputError as exc:
@@ -123,15 +113,16 @@ class Promoter:
         def refs(indexes: tuple[int, ...]) -> tuple[str, ...]:
             return tuple(page_ids[i - 1] for i in indexes) or tuple(page_ids)
 
-        traits = [Trait(name, value, refs(ix), now) for name, value, ix in parsed.traits]
+        traits = [ProfileTrait(name, value, refs(ix), now) for name, value, ix in parsed.traits]
         profile, applied = long_term.merge_profile(profile, traits, self.config.long_term.profile_capacity)
         # Order matters for crashes: the counters are reset last, so an interrupted analysis
         # simply runs again (its knowledge then merges into the duplicates it left).
-        profile_record = Record(
-            f"profile:{user_id}", traits_to_json(profile), {"user_id": user_id, "key": "profile"}
+        self.store.upsert("state", [profile_record(user_id, profile), state.record()])
+        knowledge: tuple[tuple[KnowledgeKind, list[tuple[str, tuple[int, ...]]]], ...] = (
+            ("user", parsed.user_knowledge),
+            ("assistant", parsed.assistant_knowledge),
         )
-        self.store.upsert("state", [profile_record, state.record()])
-        for kind, facts in (("user", parsed.user_knowledge), ("assistant", parsed.assistant_knowledge)):
+        for kind, facts in knowledge:
             self._store_knowledge(user_id, assistant_id, kind, [(t, refs(ix)) for t, ix in facts], pages, now)
         # The paper resets N_visit and L_interaction once a segment has been analysed.
         reset = [replace(s, n_visit=0, l_interaction=0, pending_page_ids=()) for s in segments]
@@ -173,7 +164,7 @@ class Promoter:
         self,
         user_id: str,
         assistant_id: str,
-        kind: str,
+        kind: KnowledgeKind,
         facts: list[tuple[str, tuple[str, ...]]],
         pages: dict[str, Record],
         now: float,
@@ -187,7 +178,7 @@ class Promoter:
             knowledge_from_record(r) for r in self.store.get("knowledge", where=where, with_embeddings=True)
         ]
         vectors = self.embedder.embed([text for text, _ in facts])
-        changed: dict[str, KnowledgeItem] = {}
+        changed: dict[str, KnowledgeEntry] = {}
         for (text, page_ids), vector in zip(facts, vectors):
             pool = [changed.get(item.id, item) for item in existing] + [
                 item for item in changed.values() if item.id not in {e.id for e in existing}
@@ -199,25 +190,25 @@ class Promoter:
                     duplicate, text=text, page_ids=merged_pages, updated_s=now, embedding=tuple(vector)
                 )
             else:
-                item = KnowledgeItem(f"kn_{uuid.uuid4().hex}", kind, text, page_ids, now, tuple(vector))
+                item = KnowledgeEntry(f"kn_{uuid.uuid4().hex}", kind, text, page_ids, (), now, tuple(vector))
                 changed[item.id] = item
         all_items = {item.id: item for item in existing} | changed
         dropped = long_term.over_capacity(list(all_items.values()), self.config.long_term.knowledge_capacity)
         keep = [item for item in changed.values() if item.id not in {d.id for d in dropped}]
 
-        def sources(item: KnowledgeItem) -> tuple[str, ...]:
+        def with_sources(item: KnowledgeEntry) -> KnowledgeEntry:
             found = [s for pid in item.page_ids if pid in pages for s in source_ids(pages[pid])]
-            return tuple(dict.fromkeys(found))
+            return replace(item, source_ids=tuple(dict.fromkeys(found)))
 
         self.store.upsert(
-            "knowledge", [knowledge_record(user_id, assistant_id, item, sources(item)) for item in keep]
+            "knowledge", [knowledge_record(user_id, assistant_id, with_sources(item)) for item in keep]
         )
         if dropped:
             self.store.delete("knowledge", ids=[item.id for item in dropped], where={"user_id": user_id})
 
     def evict(self, user_id: str) -> int:
         """Archive the coldest segments beyond capacity; their pages stay, in the archive tier."""
-        segments = self.active_segments(user_id)
+        segments = self.repository.active_segments(user_id)
         excess = len(segments) - self.config.mid_term.capacity
         if excess <= 0:
             return 0

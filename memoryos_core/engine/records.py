@@ -1,18 +1,27 @@
-"""Conversion between the engine's values and store records (metadata is flat: JSON for lists)."""
+"""Conversion between the engine's values and store records (metadata is flat: JSON for lists).
+
+Every record <-> value conversion lives here: pages, segments, knowledge, the profile record, the
+per-user state records, and the one JSON form of a whole record (journals and batch plans).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from memoryos_core._types import Page, render_page
-from memoryos_core.policy.long_term import KnowledgeItem, Trait
+from memoryos_core._types import KnowledgeEntry, Page, ProfileTrait, Tier, render_page
 from memoryos_core.policy.mid_term import SegmentState
 from memoryos_core.storage.base import Record
 
 
 def page_record(
-    page: Page, embedding: Any, *, ts_s: float, source_ids: tuple[str, ...], chain_prev: str = ""
+    page: Page,
+    embedding: Sequence[float] | None,
+    *,
+    ts_s: float,
+    source_ids: tuple[str, ...],
+    chain_prev: str = "",
 ) -> Record:
     return Record(
         id=page.id,
@@ -45,7 +54,7 @@ def page_from_record(record: Record) -> Page:
         user_input=str(m.get("user_input", "")),
         agent_response=str(m.get("agent_response", "")),
         timestamp=str(m.get("timestamp", "")),
-        tier=m.get("tier", "short_term"),  # type: ignore[arg-type]
+        tier=cast(Tier, m.get("tier", "short_term")),
         segment_id=str(m.get("segment_id") or "") or None,
         chain_overview=str(m.get("chain_overview", "")),
         meta_data=json.loads(str(m.get("meta_json") or "{}")),
@@ -95,59 +104,84 @@ def segment_from_record(record: Record) -> SegmentState:
     )
 
 
-def knowledge_record(
-    user_id: str, assistant_id: str, item: KnowledgeItem, source_ids: tuple[str, ...]
-) -> Record:
+def knowledge_record(user_id: str, assistant_id: str, entry: KnowledgeEntry) -> Record:
     return Record(
-        id=item.id,
-        document=item.text,
-        embedding=list(item.embedding),
+        id=entry.id,
+        document=entry.text,
+        embedding=list(entry.embedding),
         metadata={
             "user_id": user_id,
             "assistant_id": assistant_id,
-            "kind": item.kind,
-            "page_ids_json": json.dumps(list(item.page_ids)),
-            "source_ids_json": json.dumps(list(source_ids)),
-            "updated_s": item.updated_s,
+            "kind": entry.kind,
+            "page_ids_json": json.dumps(list(entry.page_ids)),
+            "source_ids_json": json.dumps(list(entry.source_ids)),
+            "updated_s": entry.updated_s,
         },
     )
 
 
-def knowledge_from_record(record: Record) -> KnowledgeItem:
+def knowledge_from_record(record: Record) -> KnowledgeEntry:
     m = record.metadata
-    return KnowledgeItem(
+    return KnowledgeEntry(
         id=record.id,
-        kind=str(m.get("kind", "user")),
+        kind="assistant" if m.get("kind") == "assistant" else "user",
         text=record.document,
         page_ids=tuple(json.loads(str(m.get("page_ids_json") or "[]"))),
+        source_ids=source_ids(record),
         updated_s=float(m.get("updated_s", 0.0)),
         embedding=tuple(record.embedding or ()),
     )
 
 
-def traits_to_json(profile: dict[str, Trait]) -> str:
-    return json.dumps(
+def profile_record(user_id: str, profile: Mapping[str, ProfileTrait]) -> Record:
+    """The state record holding the user's whole profile (``profile:<user>``)."""
+    document = json.dumps(
         [
             {"name": t.name, "value": t.value, "page_ids": list(t.page_ids), "updated_s": t.updated_s}
             for t in profile.values()
         ],
         ensure_ascii=False,
     )
+    return Record(f"profile:{user_id}", document, {"user_id": user_id, "key": "profile"})
 
 
-def traits_from_json(document: str) -> dict[str, Trait]:
-    items = json.loads(document or "[]")
+def profile_from_record(record: Record | None) -> dict[str, ProfileTrait]:
+    """The traits of a profile record, keyed by lower-cased name (empty without a record)."""
+    items = json.loads(record.document or "[]") if record is not None else []
     return {
-        item["name"].lower(): Trait(
+        item["name"].lower(): ProfileTrait(
             item["name"], item["value"], tuple(item.get("page_ids", ())), float(item.get("updated_s", 0.0))
         )
         for item in items
     }
 
 
-def state_record(key: str, user_id: str, payload: dict[str, Any]) -> Record:
+def state_record(key: str, user_id: str, payload: Mapping[str, Any]) -> Record:
     return Record(
         id=f"{key}:{user_id}",
         document=json.dumps(payload, ensure_ascii=False),
         metadata={"user_id": user_id, "key": key},
     )
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    """A whole record as JSON-ready data: the one form of page journals and batch plans."""
+    return {
+        "id": record.id,
+        "doc": record.document,
+        "meta": record.metadata,
+        "vec": list(record.embedding or ()),
+    }
+
+
+def record_from_json(data: Mapping[str, Any]) -> Record:
+    """The record of :func:`record_to_json` data.
+
+    Raises:
+        KeyError, TypeError, ValueError: not such data (a line cut short by a crash, say).
+    """
+    # Batch plans journaled by versions before the one format used the long key names.
+    document = data["doc"] if "doc" in data else data["document"]
+    metadata = data["meta"] if "meta" in data else data["metadata"]
+    vector = data["vec"] if "vec" in data else data["embedding"]
+    return Record(str(data["id"]), str(document), dict(metadata), [float(x) for x in vector])

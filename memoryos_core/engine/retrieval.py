@@ -9,17 +9,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import cast
 
 from memoryos_core._config import MemoryConfig
-from memoryos_core._types import ContextUnit
+from memoryos_core._types import ContextUnit, Tier
 from memoryos_core.engine.lexical import REFRESH_S, PageIndex, PageIndexes, tokens
-from memoryos_core.engine.promotion import load_profile
 from memoryos_core.engine.records import knowledge_from_record, source_ids
+from memoryos_core.engine.repository import Repository
 from memoryos_core.policy import ranking
 from memoryos_core.policy.dates import asks_when, query_window
 from memoryos_core.policy.long_term import render_profile
 from memoryos_core.policy.text import cosine
-from memoryos_core.storage.base import MemoryStore, Record
+from memoryos_core.storage.base import Record
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,11 @@ class Recall:
     short_term: tuple[ContextUnit, ...] = ()
 
 
-def page_unit(record: Record, tier: str, score: float) -> ContextUnit:
+def page_unit(record: Record, tier: Tier, score: float) -> ContextUnit:
     m = record.metadata
     return ContextUnit(
         id=record.id,
-        tier=tier,  # type: ignore[arg-type]
+        tier=tier,
         text=record.document,
         score=score,
         timestamp=str(m.get("timestamp", "")),
@@ -56,12 +57,13 @@ class Retriever:
 
     def __init__(
         self,
-        store: MemoryStore,
+        repository: Repository,
         config: MemoryConfig,
         indexes: PageIndexes,
         pending: Callable[[str], list[Record]] = lambda user_id: [],
     ) -> None:
-        self.store, self.config, self.indexes = store, config, indexes
+        self.repository, self.store = repository, repository.store
+        self.config, self.indexes = config, indexes
         self.pending = pending  # the user's new pages not yet written to the store
 
     def index(self, user_id: str) -> PageIndex:
@@ -136,7 +138,7 @@ class Retriever:
         units = [
             page_unit(
                 records[index.ids[p]],
-                str(records[index.ids[p]].metadata.get("tier", "mid_term")),
+                cast(Tier, records[index.ids[p]].metadata.get("tier", "mid_term")),
                 float(scores[p]),
             )
             for p in chosen
@@ -177,12 +179,12 @@ class Retriever:
             units.append(
                 ContextUnit(
                     id=item.id,
-                    tier=f"{item.kind}_knowledge",
-                    text=item.text,  # type: ignore[arg-type]
+                    tier="user_knowledge" if item.kind == "user" else "assistant_knowledge",
+                    text=item.text,
                     score=(similarity - mean) / std,
                     timestamp=_iso(item.updated_s),
                     page_ids=item.page_ids,
-                    source_ids=source_ids(record),
+                    source_ids=item.source_ids,
                 )
             )
         units.sort(key=lambda u: u.score, reverse=True)
@@ -193,7 +195,7 @@ class Retriever:
                 str(unit.meta_data["segment_id"]) for unit in kept if unit.meta_data.get("segment_id")
             )
         )
-        profile = render_profile(load_profile(self.store, user_id))
+        profile = render_profile(self.repository.profile(user_id))
         return Recall(tuple(kept), profile, visited, tuple(recent))
 
 

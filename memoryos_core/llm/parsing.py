@@ -1,6 +1,6 @@
 """Parsing of model replies (pure, no I/O): reasoning blocks, JSON in prose or fences, repair of near-JSON.
 
-``complete_json`` / ``acomplete_json`` add the one corrective re-ask around an LLM call.
+``complete_json`` adds the one corrective re-ask around an LLM call.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from memoryos_core._exceptions import LLMOutputError
 from memoryos_core._types import ChatMessage
-from memoryos_core.llm.base import LLM, acomplete
+from memoryos_core.llm.base import LLM
 
 _BLOCK_RE = re.compile(r"<(think|thinking)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _LEADING_BLOCK_RE = re.compile(r"\A\s*<(think|thinking)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -137,28 +137,6 @@ def complete_json(
     for _attempt in range(max(0, retries) + 1):
         try:
             raw = llm.complete(prompt, json_mode=True)
-        except LLMOutputError as exc:  # e.g. an empty reply: worth the same re-ask
-            raws.append(exc.raw)
-            error = exc
-        else:
-            raws.append(raw)
-            try:
-                return parse_json_reply(raw, required_keys=required_keys), raws
-            except LLMOutputError as exc:
-                error = exc
-        prompt = _corrective_prompt(messages, error, required_keys)
-    raise _give_up(llm, raws, error)
-
-
-async def acomplete_json(
-    llm: LLM, messages: Sequence[ChatMessage], *, required_keys: Sequence[str] = (), retries: int = 1
-) -> tuple[dict[str, Any], list[str]]:
-    """Async twin of :func:`complete_json`."""
-    raws: list[str] = []
-    prompt = list(messages)
-    for _attempt in range(max(0, retries) + 1):
-        try:
-            raw = await acomplete(llm, prompt, json_mode=True)
         except LLMOutputError as exc:  # e.g. an empty reply: worth the same re-ask
             raws.append(exc.raw)
             error = exc

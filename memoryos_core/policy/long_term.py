@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from memoryos_core._config import MidTermConfig
+from memoryos_core._types import KnowledgeEntry, ProfileTrait
 from memoryos_core.policy.heat import HeatState, is_hot
 from memoryos_core.policy.mid_term import SegmentState
 
 # A trait value like these carries no information: the LLM saying it knows nothing.
 _EMPTY_VALUES = frozenset({"", "none", "null", "unknown", "n/a", "na", "not specified", "not mentioned", "-"})
-
-
-@dataclass(frozen=True)
-class Trait:
-    """One profile entry (a personality trait, preference or stable attribute)."""
-
-    name: str
-    value: str
-    page_ids: tuple[str, ...]
-    updated_s: float
-
-
-@dataclass(frozen=True)
-class KnowledgeItem:
-    """One fact in user or assistant knowledge, with the pages it came from."""
-
-    id: str
-    kind: str
-    """"user" or "assistant"."""
-    text: str
-    page_ids: tuple[str, ...]
-    updated_s: float
-    embedding: tuple[float, ...] = ()
 
 
 def hot_segments(segments: Sequence[SegmentState], now_s: float, config: MidTermConfig) -> list[SegmentState]:
@@ -49,8 +26,8 @@ def hot_segments(segments: Sequence[SegmentState], now_s: float, config: MidTerm
 
 
 def merge_profile(
-    profile: dict[str, Trait], updates: Sequence[Trait], capacity: int
-) -> tuple[dict[str, Trait], list[Trait]]:
+    profile: dict[str, ProfileTrait], updates: Sequence[ProfileTrait], capacity: int
+) -> tuple[dict[str, ProfileTrait], list[ProfileTrait]]:
     """The profile with ``updates`` applied one trait at a time; returns (profile, applied).
 
     Nothing is ever replaced by an empty or placeholder value, so a bad reply can at worst
@@ -66,7 +43,7 @@ def merge_profile(
         key = name.lower()
         previous = merged.get(key)
         page_ids = tuple(dict.fromkeys([*(previous.page_ids if previous else ()), *trait.page_ids]))
-        merged[key] = Trait(name=name, value=value, page_ids=page_ids, updated_s=trait.updated_s)
+        merged[key] = ProfileTrait(name, value, page_ids, trait.updated_s)
         applied.append(merged[key])
     if len(merged) > capacity:
         keep = sorted(merged.values(), key=lambda t: t.updated_s, reverse=True)[:capacity]
@@ -75,8 +52,8 @@ def merge_profile(
 
 
 def find_duplicate(
-    vector: Sequence[float], existing: Sequence[KnowledgeItem], threshold: float
-) -> KnowledgeItem | None:
+    vector: Sequence[float], existing: Sequence[KnowledgeEntry], threshold: float
+) -> KnowledgeEntry | None:
     """The existing item closest to ``vector`` if their cosine reaches ``threshold``."""
     if not existing:
         return None
@@ -86,13 +63,13 @@ def find_duplicate(
     return existing[best] if float(scores[best]) >= threshold else None
 
 
-def over_capacity(items: Sequence[KnowledgeItem], capacity: int) -> list[KnowledgeItem]:
+def over_capacity(items: Sequence[KnowledgeEntry], capacity: int) -> list[KnowledgeEntry]:
     """Items beyond ``capacity``, least recently updated first: the ones to drop."""
     if len(items) <= capacity:
         return []
     return sorted(items, key=lambda item: item.updated_s)[: len(items) - capacity]
 
 
-def render_profile(profile: dict[str, Trait]) -> str:
+def render_profile(profile: dict[str, ProfileTrait]) -> str:
     """The profile as one line per trait, oldest first."""
     return "\n".join(f"- {t.name}: {t.value}" for t in sorted(profile.values(), key=lambda t: t.updated_s))

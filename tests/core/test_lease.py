@@ -65,8 +65,8 @@ def test_a_busy_user_is_retried_later_and_nothing_is_lost(
     first = make_memory(short_term_capacity=2)
     second = make_memory(short_term_capacity=2)
     first.add_memories(topic_pages("hiking", 10))
-    with first._leases.hold("alice"):
-        assert second._background_run("alice") is True  # busy: try again later
+    with first._runtime.leases.hold("alice"):
+        assert second._scheduler.run_due("alice") is True  # busy: try again later
         assert second.get_memory_stats().pending_pages == 8
     second.flush()
     stats = second.get_memory_stats()

@@ -13,7 +13,6 @@ from memoryos_core._exceptions import LLMError, LLMOutputError
 from memoryos_core._types import ChatMessage
 from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
 from memoryos_core.llm.parsing import (
-    acomplete_json,
     complete_json,
     extract_json,
     parse_json_reply,
@@ -188,14 +187,14 @@ def test_complete_json_with_no_retry() -> None:
     assert len(llm.calls) == 1
 
 
-async def test_acomplete_json_mirrors_the_sync_version() -> None:
+def test_complete_json_repairs_a_truncated_reply_before_reasking() -> None:
     llm = ScriptedLLM(["```json\n{'summary': 'ok',", '{"summary": "ok"}'])
-    value, raws = await acomplete_json(llm, PROMPT, required_keys=("summary",))
+    value, raws = complete_json(llm, PROMPT, required_keys=("summary",))
     assert value == {"summary": "ok"}  # the truncated first reply was repaired
     assert raws == ["```json\n{'summary': 'ok',"]
     failing = ScriptedLLM(["no", "no"])
     with pytest.raises(LLMOutputError):
-        await acomplete_json(failing, PROMPT)
+        complete_json(failing, PROMPT)
     assert len(failing.calls) == 2
 
 

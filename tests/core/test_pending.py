@@ -58,7 +58,7 @@ def test_the_writer_thread_writes_a_batch_soon(tmp_path: Path) -> None:
     try:
         for i in range(5):
             memory.add_memory(f"note {i}", "ok")
-        pending = memory._pending
+        pending = memory._runtime.pending
         assert pending is not None
         for _ in range(200):
             if not len(pending) and len(_stored(memory)) == 5:
@@ -78,7 +78,7 @@ def test_write_behind_is_off_for_a_server_inline_mode_or_zero(tmp_path: Path, ch
     for memory in cases:
         try:
             memory.add_memory("hello", "hi")
-            assert memory._pending is None
+            assert memory._runtime.pending is None
             assert len(memory.store.get("pages", where={"user_id": memory.user_id})) == 1
         finally:
             memory.close()

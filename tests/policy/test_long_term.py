@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from memoryos_core import HashingEmbedder
-from memoryos_core.policy.long_term import KnowledgeItem, Trait, find_duplicate, merge_profile, over_capacity
+from memoryos_core import HashingEmbedder, KnowledgeEntry, ProfileTrait
+from memoryos_core.policy.long_term import find_duplicate, merge_profile, over_capacity
 
 EMBED = HashingEmbedder(64)
 
 
 def test_profile_updates_one_trait_at_a_time_and_keeps_provenance() -> None:
-    profile = {"job": Trait("job", "nurse", ("p1",), 1.0), "hobby": Trait("hobby", "hiking", ("p2",), 1.0)}
-    merged, applied = merge_profile(profile, [Trait("Job", "doctor", ("p9",), 2.0)], capacity=10)
+    profile = {
+        "job": ProfileTrait("job", "nurse", ("p1",), 1.0),
+        "hobby": ProfileTrait("hobby", "hiking", ("p2",), 1.0),
+    }
+    merged, applied = merge_profile(profile, [ProfileTrait("Job", "doctor", ("p9",), 2.0)], capacity=10)
     assert merged["job"].value == "doctor"
     assert merged["job"].page_ids == ("p1", "p9")
     assert merged["hobby"].value == "hiking"
@@ -18,26 +21,26 @@ def test_profile_updates_one_trait_at_a_time_and_keeps_provenance() -> None:
 
 
 def test_placeholder_or_empty_values_never_replace_a_trait() -> None:
-    profile = {"job": Trait("job", "nurse", ("p1",), 1.0)}
+    profile = {"job": ProfileTrait("job", "nurse", ("p1",), 1.0)}
     updates = [
-        Trait("job", "unknown", ("p2",), 2.0),
-        Trait("job", "  ", ("p3",), 2.0),
-        Trait("", "x", (), 2.0),
+        ProfileTrait("job", "unknown", ("p2",), 2.0),
+        ProfileTrait("job", "  ", ("p3",), 2.0),
+        ProfileTrait("", "x", (), 2.0),
     ]
     merged, applied = merge_profile(profile, updates, capacity=10)
     assert merged == profile and applied == []
 
 
 def test_profile_capacity_drops_the_least_recently_updated() -> None:
-    profile = {f"t{i}": Trait(f"t{i}", "v", (), float(i)) for i in range(5)}
-    merged, _ = merge_profile(profile, [Trait("new", "v", (), 10.0)], capacity=3)
+    profile = {f"t{i}": ProfileTrait(f"t{i}", "v", (), float(i)) for i in range(5)}
+    merged, _ = merge_profile(profile, [ProfileTrait("new", "v", (), 10.0)], capacity=3)
     assert set(merged) == {"t3", "t4", "new"}
 
 
 def test_near_duplicate_knowledge_is_found_and_distinct_is_not() -> None:
     texts = ["user works as a nurse in berlin", "user loves hiking"]
     items = [
-        KnowledgeItem(f"k{i}", "user", t, (), 0.0, tuple(v))
+        KnowledgeEntry(f"k{i}", "user", t, (), (), 0.0, tuple(v))
         for i, (t, v) in enumerate(zip(texts, EMBED.embed(texts)))
     ]
     same = EMBED.embed(["user works as a nurse in berlin"])[0]
@@ -48,6 +51,6 @@ def test_near_duplicate_knowledge_is_found_and_distinct_is_not() -> None:
 
 
 def test_over_capacity_returns_the_oldest_items() -> None:
-    items = [KnowledgeItem(f"k{i}", "user", "t", (), float(i)) for i in range(5)]
+    items = [KnowledgeEntry(f"k{i}", "user", "t", (), (), float(i)) for i in range(5)]
     assert [i.id for i in over_capacity(items, 3)] == ["k0", "k1"]
     assert over_capacity(items, 5) == []

@@ -343,7 +343,7 @@ def _two_processes(tmp_path: Path) -> tuple[MemoryOS, MemoryOS, _Interleaving]:
 
 def _consolidate_now(memory: MemoryOS) -> Callable[[], object]:
     # What the other process's background worker does; it skips the user if the lease is taken.
-    return lambda: memory._background_run("alice")
+    return lambda: memory._scheduler.run_due("alice")
 
 
 def test_heat_written_at_close_never_overwrites_another_process_consolidation(tmp_path: Path) -> None:

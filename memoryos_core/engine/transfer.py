@@ -1,4 +1,5 @@
-"""Import of an export: every value validated, the whole file built, and only then written.
+"""Export of one user's memory as JSON-ready data, and import of an export: every value validated,
+the whole file built, and only then written.
 
 An export may come from anywhere (a backup, another machine, a file someone sent), so it is treated
 as hostile input: ids must be well-formed, counters bounded integers, times finite epoch seconds no
@@ -14,11 +15,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import InvalidInputError
-from memoryos_core._types import Page
+from memoryos_core._types import KnowledgeEntry, KnowledgeKind, Page, ProfileTrait
 from memoryos_core._validation import (
     MAX_FUTURE_S,
     check_count,
@@ -30,11 +31,17 @@ from memoryos_core._validation import (
     parse_timestamp,
 )
 from memoryos_core.embeddings.base import Embedder
-from memoryos_core.engine.promotion import load_profile
-from memoryos_core.engine.records import knowledge_record, page_record, segment_record, traits_to_json
-from memoryos_core.policy.long_term import KnowledgeItem, Trait
+from memoryos_core.engine.records import (
+    knowledge_from_record,
+    knowledge_record,
+    page_from_record,
+    page_record,
+    segment_from_record,
+    segment_record,
+    source_ids,
+)
+from memoryos_core.engine.repository import Repository
 from memoryos_core.policy.mid_term import SegmentState
-from memoryos_core.storage.base import MemoryStore, Record
 
 EXPORT_VERSION = 1
 _TIERS = ("short_term", "mid_term", "archive")
@@ -42,11 +49,88 @@ _STATUSES = ("active", "archived")
 _SHORT_TEXT = 1000  # keywords, trait names, provenance ids
 
 PageEntry = tuple[Page, float, tuple[str, ...]]
-KnowledgeEntry = tuple[KnowledgeItem, str, tuple[str, ...]]
+AssistantEntry = tuple[KnowledgeEntry, str]
+"""A knowledge entry and the assistant it belongs to."""
+
+
+def export_user(repository: Repository, user_id: str) -> dict[str, Any]:
+    """Everything of one user as JSON-ready data (see ``MemoryOS.export_memory``)."""
+    store = repository.store
+    pages = sorted(
+        store.get("pages", where={"user_id": user_id}), key=lambda r: int(r.metadata["created_ns"])
+    )
+    members: dict[str, list[str]] = {}
+    exported_pages = []
+    for record in pages:
+        page = page_from_record(record)
+        if page.segment_id:
+            members.setdefault(page.segment_id, []).append(page.id)
+        exported_pages.append(
+            {
+                "id": page.id,
+                "assistant_id": page.assistant_id,
+                "user_input": page.user_input,
+                "agent_response": page.agent_response,
+                "timestamp": page.timestamp,
+                "tier": page.tier,
+                "segment_id": page.segment_id,
+                "chain_overview": page.chain_overview,
+                "meta_data": page.meta_data,
+                "source_ids": list(source_ids(record)),
+                "created_ns": page.created_ns,
+            }
+        )
+    segments = []
+    for record in store.get("segments", where={"user_id": user_id}):
+        seg = segment_from_record(record)
+        segments.append(
+            {
+                "id": seg.id,
+                "summary": seg.summary,
+                "keywords": list(seg.keywords),
+                "page_ids": members.get(seg.id, []),
+                "n_visit": seg.n_visit,
+                "l_interaction": seg.l_interaction,
+                "last_access_s": seg.last_access_s,
+                "created_s": seg.created_s,
+                "pending_page_ids": list(seg.pending_page_ids),
+                "status": record.metadata.get("status", "active"),
+            }
+        )
+    knowledge = repository.knowledge(user_id)
+
+    def entries(kind: str) -> list[dict[str, Any]]:
+        out = []
+        for record in (r for r in knowledge if r.metadata.get("kind") == kind):
+            entry = knowledge_from_record(record)
+            item: dict[str, Any] = {
+                "id": entry.id,
+                "text": entry.text,
+                "page_ids": list(entry.page_ids),
+                "source_ids": list(entry.source_ids),
+                "updated_s": entry.updated_s,
+            }
+            if kind == "assistant":
+                item["assistant_id"] = str(record.metadata.get("assistant_id", ""))
+            out.append(item)
+        return out
+
+    return {
+        "version": EXPORT_VERSION,
+        "user_id": user_id,
+        "pages": exported_pages,
+        "segments": segments,
+        "profile": [
+            {"name": t.name, "value": t.value, "page_ids": list(t.page_ids), "updated_s": t.updated_s}
+            for t in repository.profile(user_id).values()
+        ],
+        "user_knowledge": entries("user"),
+        "assistant_knowledge": entries("assistant"),
+    }
 
 
 def import_user(
-    store: MemoryStore,
+    repository: Repository,
     embedder: Embedder,
     config: MemoryConfig,
     user_id: str,
@@ -58,15 +142,16 @@ def import_user(
     Ids are kept unless another user owns them; those are remapped deterministically (per
     collection), so importing the same export twice stores everything once.
     """
+    store = repository.store
     try:
-        pages, segments, knowledge, traits = _parse_export(store, config, user_id, data, now)
+        pages, segments, knowledge, traits = _parse_export(repository, config, user_id, data, now)
     except InvalidInputError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise InvalidInputError(f"malformed export: {type(exc).__name__}: {exc}") from exc
     vectors = embedder.embed([p.text for p, _, _ in pages]) if pages else []
     segment_vectors = embedder.embed([seg.summary for seg, _ in segments]) if segments else []
-    knowledge_vectors = embedder.embed([item.text for item, _, _ in knowledge]) if knowledge else []
+    knowledge_vectors = embedder.embed([item.text for item, _ in knowledge]) if knowledge else []
     store.upsert(
         "pages", [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
     )
@@ -80,21 +165,19 @@ def import_user(
     store.upsert(
         "knowledge",
         [
-            knowledge_record(user_id, assistant, replace(item, embedding=tuple(v)), sources)
-            for (item, assistant, sources), v in zip(knowledge, knowledge_vectors)
+            knowledge_record(user_id, assistant, replace(item, embedding=tuple(v)))
+            for (item, assistant), v in zip(knowledge, knowledge_vectors)
         ],
     )
     if traits:
-        merged = load_profile(store, user_id) | traits
-        store.upsert(
-            "state",
-            [Record(f"profile:{user_id}", traits_to_json(merged), {"user_id": user_id, "key": "profile"})],
-        )
+        repository.save_profile(user_id, repository.profile(user_id) | traits)
     return len(pages)
 
 
-def _owned_by_others(store: MemoryStore, kind: str, ids: list[str], user_id: str) -> set[str]:
-    return {r.id for r in store.get(kind, ids=ids) if r.metadata.get("user_id") != user_id}  # type: ignore[arg-type]
+def _owned_by_others(
+    repository: Repository, kind: Literal["pages", "segments", "knowledge"], ids: list[str], user_id: str
+) -> set[str]:
+    return {r.id for r in repository.store.get(kind, ids=ids) if r.metadata.get("user_id") != user_id}
 
 
 def _listed(data: Mapping[str, Any], key: str, where: str = "") -> list[Any]:
@@ -133,8 +216,8 @@ def _required_text(value: Any, what: str, limit: int) -> str:
 
 
 def _parse_export(
-    store: MemoryStore, config: MemoryConfig, user_id: str, data: Mapping[str, Any], now: datetime
-) -> tuple[list[PageEntry], list[tuple[SegmentState, str]], list[KnowledgeEntry], dict[str, Trait]]:
+    repository: Repository, config: MemoryConfig, user_id: str, data: Mapping[str, Any], now: datetime
+) -> tuple[list[PageEntry], list[tuple[SegmentState, str]], list[AssistantEntry], dict[str, ProfileTrait]]:
     version = data.get("version", EXPORT_VERSION)
     if version != EXPORT_VERSION:
         raise InvalidInputError(f"unknown export version {version!r}: this MemoryOS reads version 1")
@@ -143,7 +226,7 @@ def _parse_export(
         for index, item in enumerate(_objects(data, "pages"))
     ]
     _unique([p.id for p, _, _ in pages], "page id")
-    copied = bool(_owned_by_others(store, "pages", [p.id for p, _, _ in pages], user_id))
+    copied = bool(_owned_by_others(repository, "pages", [p.id for p, _, _ in pages], user_id))
     remap = {p.id: _remapped("pg", user_id, p.id) for p, _, _ in pages} if copied else {}
     raw_segments = _objects(data, "segments")
     segment_ids = [check_id(s.get("id"), f"segments[{i}] id") for i, s in enumerate(raw_segments)]
@@ -151,7 +234,7 @@ def _parse_export(
     for page, _, _ in pages:
         if page.segment_id and page.segment_id not in segment_ids:
             raise InvalidInputError(f"page {page.id!r} names segment {page.segment_id!r}, not in the export")
-    foreign = _owned_by_others(store, "segments", segment_ids, user_id)
+    foreign = _owned_by_others(repository, "segments", segment_ids, user_id)
     seg_remap = {sid: _remapped("seg", user_id, sid) for sid in segment_ids if copied or sid in foreign}
     pages = [
         (
@@ -166,14 +249,15 @@ def _parse_export(
         _import_segment(item, seg_remap.get(sid, sid), remap, config, now_s, f"segments[{index}]")
         for index, (item, sid) in enumerate(zip(raw_segments, segment_ids))
     ]
-    knowledge: list[KnowledgeEntry] = []
-    for kind in ("user", "assistant"):
+    knowledge: list[AssistantEntry] = []
+    kinds: tuple[KnowledgeKind, ...] = ("user", "assistant")
+    for kind in kinds:
         items = _objects(data, f"{kind}_knowledge")
         given = [
             check_id(i["id"], f"{kind}_knowledge[{n}] id") if i.get("id") not in (None, "") else ""
             for n, i in enumerate(items)
         ]
-        foreign = _owned_by_others(store, "knowledge", [g for g in given if g], user_id)
+        foreign = _owned_by_others(repository, "knowledge", [g for g in given if g], user_id)
         for index, (item, known) in enumerate(zip(items, given)):
             where = f"{kind}_knowledge[{index}]"
             text = _required_text(item.get("text"), f"{where} text", config.max_text_chars)
@@ -184,22 +268,23 @@ def _parse_export(
             else:
                 new_id = known
             cited = check_ids(item.get("page_ids", []), f"{where} page_ids")
-            entry = KnowledgeItem(
+            updated_s = check_epoch_s(item.get("updated_s", 0.0), f"{where} updated_s", now_s)
+            entry = KnowledgeEntry(
                 new_id,
                 kind,
                 text,
                 tuple(remap.get(p, p) for p in cited),
-                check_epoch_s(item.get("updated_s", 0.0), f"{where} updated_s", now_s),
+                _strings(item.get("source_ids", []), f"{where} source_ids"),
+                updated_s,
             )
-            sources = _strings(item.get("source_ids", []), f"{where} source_ids")
             assistant = check_id(item.get("assistant_id") or "default_assistant", f"{where} assistant_id")
-            knowledge.append((entry, assistant, sources))
-    traits: dict[str, Trait] = {}
+            knowledge.append((entry, assistant))
+    traits: dict[str, ProfileTrait] = {}
     for index, item in enumerate(_objects(data, "profile")):
         where = f"profile[{index}]"
         name = _required_text(item.get("name"), f"{where} name", _SHORT_TEXT)
         cited = check_ids(item.get("page_ids", []), f"{where} page_ids")
-        traits[name.lower()] = Trait(
+        traits[name.lower()] = ProfileTrait(
             name,
             _required_text(item.get("value"), f"{where} value", config.max_text_chars),
             tuple(remap.get(p, p) for p in cited),

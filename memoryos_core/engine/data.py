@@ -1,0 +1,257 @@
+"""MemoryOS's data management: update, delete (with what was derived), export, import, listings,
+profile views and stats. Every call opens the store; every change holds the user's lock and lease."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from memoryos_core._exceptions import InvalidInputError
+from memoryos_core._types import AddResult, Cost, MemoryStats, Page, UserProfile
+from memoryos_core._validation import check_id, check_meta, check_text
+from memoryos_core.engine import transfer
+from memoryos_core.engine.lease import LEASE_TTL_S
+from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
+from memoryos_core.engine.records import source_ids as record_source_ids
+from memoryos_core.engine.repository import Repository
+from memoryos_core.engine.runtime import Runtime
+from memoryos_core.engine.scheduler import Scheduler
+from memoryos_core.llm.usage import measure
+from memoryos_core.policy import text as text_policy
+from memoryos_core.policy.heat import HeatState, is_hot
+from memoryos_core.policy.long_term import render_profile
+from memoryos_core.storage.base import KINDS
+
+
+class DataManager:
+    """The calls on stored memory other than adding and recalling (ids are resolved by the caller)."""
+
+    def __init__(
+        self, runtime: Runtime, repository: Repository, indexes: PageIndexes, scheduler: Scheduler
+    ) -> None:
+        self._runtime, self._repository = runtime, repository
+        self._indexes, self._scheduler = indexes, scheduler
+
+    # --- reads --------------------------------------------------------------------------------
+    def list_users(self) -> list[str]:
+        self._runtime.settled()
+        return self._repository.users()
+
+    def recent_pages(self, user: str, limit: int | None) -> list[Page]:
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise InvalidInputError("limit must be a positive int")
+        self._runtime.settled()
+        store = self._runtime.store
+        records = store.get("pages", where={"user_id": user, "tier": "short_term"})
+        if limit is not None and len(records) < limit:
+            records = store.get("pages", where={"user_id": user})  # reach into older tiers
+        records.sort(key=lambda r: int(r.metadata["created_ns"]))
+        return [page_from_record(r) for r in (records[-limit:] if limit else records)]
+
+    def user_profile(self, user: str) -> UserProfile:
+        self._runtime.settled()
+        return self._repository.user_profile(user)
+
+    def profile_summary(self, user: str) -> str:
+        self._runtime.settled()
+        return render_profile(self._repository.profile(user))
+
+    def assistant_knowledge(self, user: str, assistant: str) -> list[dict[str, Any]]:
+        self._runtime.settled()
+        return self._repository.assistant_knowledge(user, assistant)
+
+    def stats(self, user: str) -> MemoryStats:
+        runtime, config = self._runtime, self._runtime.config
+        runtime.settled()
+        pages = runtime.store.get("pages", where={"user_id": user})
+        tiers = Counter(str(p.metadata.get("tier")) for p in pages)
+        segments = self._repository.active_segments(user)
+        now = runtime.now_s()
+        hot = sum(
+            1
+            for s in segments
+            if s.pending_page_ids
+            and is_hot(HeatState(s.n_visit, s.l_interaction, s.last_access_s), now, config.mid_term)
+        )
+        knowledge = runtime.store.get("knowledge", where={"user_id": user})
+        kinds = Counter(str(k.metadata.get("kind")) for k in knowledge)
+        state = self._repository.user_state(user).data
+        stored = Cost(**state["cost"])
+        session = runtime.session_cost(user)
+        short = tiers["short_term"]
+        return MemoryStats(
+            user_id=user,
+            short_term_pages=min(short, config.short_term.capacity),
+            pending_pages=max(0, short - config.short_term.capacity),
+            mid_term_pages=tiers["mid_term"],
+            archived_pages=tiers["archive"],
+            segments=len(segments),
+            user_knowledge=kinds["user"],
+            assistant_knowledge=kinds["assistant"],
+            profile_traits=len(self._repository.profile(user)),
+            hot_segments=hot,
+            skipped_llm_steps=int(state["skipped_llm_steps"]),
+            llm_fallbacks=int(state["llm_fallbacks"]),
+            cost=Cost(stored.llm_calls, stored.prompt_tokens, stored.completion_tokens, session.ms),
+            truncated_replies=int(state["truncated_replies"]),
+        )
+
+    def export_memory(self, user: str) -> dict[str, Any]:
+        self._runtime.settled()
+        with self._runtime.lock(user):
+            return transfer.export_user(self._repository, user)
+
+    # --- changes ------------------------------------------------------------------------------
+    def update_memory(
+        self,
+        user: str,
+        page_id: str,
+        *,
+        user_input: str | None,
+        agent_response: str | None,
+        meta_data: Mapping[str, Any] | None,
+    ) -> AddResult:
+        runtime, config = self._runtime, self._runtime.config
+        page_id = check_id(page_id, "page_id")
+        runtime.settled()
+        with measure() as tally, runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+            old = self._repository.page(user, page_id)
+            page = page_from_record(old)
+            limit = config.max_text_chars
+            new_input = page.user_input if user_input is None else check_text(user_input, "user_input", limit)
+            new_response = (
+                page.agent_response
+                if agent_response is None
+                else check_text(agent_response, "agent_response", limit)
+            )
+            if not new_input.strip() and not new_response.strip():
+                raise InvalidInputError("a page needs a non-empty user_input or agent_response")
+            sources = record_source_ids(old)
+            new_meta = page.meta_data
+            if meta_data is not None:
+                meta_json, sources = check_meta(meta_data, config.max_meta_bytes)
+                new_meta = json.loads(meta_json)
+            page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
+            vector = runtime.embedder.embed([page.text])[0]
+            self._indexes.forget(user)
+            record = page_record(
+                page,
+                vector,
+                ts_s=float(old.metadata.get("ts_s", 0.0)),
+                source_ids=sources,
+                chain_prev=str(old.metadata.get("chain_prev", "")),
+            )
+            runtime.store.upsert("pages", [record])
+        runtime.account(user, tally.cost)
+        return AddResult(page.id, user, page.assistant_id, tally.cost)
+
+    def delete_memory(self, user: str, page_id: str | None, *, everything: bool) -> int:
+        if page_id is None and not everything:
+            raise InvalidInputError("give a page_id, or everything=True to delete all of the user's memory")
+        runtime = self._runtime
+        runtime.settled()
+        with runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+            self._indexes.forget(user)
+            if everything:
+                self._scheduler.forget(user)
+                self._repository.unregister(user)
+                return self._delete_user(user)
+            return self._delete_page(user, check_id(page_id, "page_id"))
+
+    def import_memory(self, data: Mapping[str, Any], user_id: str | None, *, default_user: str) -> int:
+        if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):
+            raise InvalidInputError("import_memory takes the dict returned by export_memory")
+        owner = data.get("user_id")
+        if owner is not None:
+            owner = check_id(owner, "user_id of the export")
+        if user_id is None and owner is not None and owner != default_user:
+            raise InvalidInputError(
+                f"this export holds the memory of user {owner!r}, and this MemoryOS's user is "
+                f"{default_user!r}: pass user_id={owner!r} (or another user) to import it as that user"
+            )
+        user = default_user if user_id is None else check_id(user_id, "user_id")
+        runtime = self._runtime
+        runtime.settled()
+        with runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+            count = transfer.import_user(
+                self._repository, runtime.embedder, runtime.config, user, data, runtime.now()
+            )
+            self._indexes.forget(user)
+        self._repository.register(user)
+        self._scheduler.schedule(user)
+        return count
+
+    # --- deletion -----------------------------------------------------------------------------
+    def _delete_user(self, user: str) -> int:
+        """Remove every record of the user from every collection; returns pages removed."""
+        store = self._runtime.store
+        pages = len(store.get("pages", where={"user_id": user}))
+        for kind in KINDS:
+            store.delete(kind, where={"user_id": user})
+        self._erase_deleted()
+        return pages
+
+    def _delete_page(self, user: str, page_id: str) -> int:
+        """Delete one page and what was derived from it: its segment is rebuilt from the pages
+        left (or deleted), and knowledge and profile traits citing it are deleted."""
+        store = self._runtime.store
+        page = self._repository.page(user, page_id)
+        store.delete("pages", ids=[page_id], where={"user_id": user})
+        segment_id = str(page.metadata.get("segment_id") or "")
+        if segment_id:
+            self._rebuild_segment(user, segment_id, page_id)
+        linked = store.get("pages", where={"user_id": user, "chain_prev": page_id}, with_embeddings=True)
+        store.upsert("pages", [replace(p, metadata=p.metadata | {"chain_prev": ""}) for p in linked])
+        cited = [
+            r.id
+            for r in store.get("knowledge", where={"user_id": user})
+            if page_id in json.loads(str(r.metadata.get("page_ids_json") or "[]"))
+        ]
+        store.delete("knowledge", ids=cited, where={"user_id": user})
+        profile = self._repository.profile(user)
+        kept = {key: t for key, t in profile.items() if page_id not in t.page_ids}
+        if len(kept) != len(profile):
+            self._repository.save_profile(user, kept)
+        state = self._repository.user_state(user)
+        if state.data["cursor"] == page_id:
+            state.data["cursor"] = ""
+            store.upsert("state", [state.record()])
+        self._erase_deleted()
+        return 1
+
+    def _rebuild_segment(self, user: str, segment_id: str, page_id: str) -> None:
+        store, config = self._runtime.store, self._runtime.config
+        records = store.get("segments", ids=[segment_id], where={"user_id": user}, with_embeddings=True)
+        rest = store.get("pages", where={"user_id": user, "segment_id": segment_id}, with_embeddings=True)
+        if not records:
+            return
+        if not rest:
+            store.delete("segments", ids=[segment_id], where={"user_id": user})
+            return
+        # The old summary may quote the deleted page: rebuild it from the pages left, extractively.
+        segment = segment_from_record(records[0])
+        texts, vectors = [p.document for p in rest], [list(p.embedding or ()) for p in rest]
+        rebuilt = replace(
+            segment,
+            summary=text_policy.extractive_summary(texts, vectors, config.mid_term.summary_max_chars),
+            keywords=tuple(text_policy.keywords(texts, config.mid_term.max_keywords)),
+            embedding=tuple(text_policy.mean_vector(vectors)),
+            page_count=len(rest),
+            pending_page_ids=tuple(p for p in segment.pending_page_ids if p != page_id),
+        )
+        status = str(records[0].metadata.get("status"))
+        store.upsert("segments", [segment_record(user, rebuilt, status=status, source="extractive")])
+        # The pages' chain overviews may quote the deleted page too: they take the rebuilt one.
+        overview = text_policy.clip(rebuilt.summary, 240)
+        store.upsert("pages", [replace(p, metadata=p.metadata | {"chain_overview": overview}) for p in rest])
+
+    def _erase_deleted(self) -> None:
+        """Deleting is erasure: a store that keeps deleted text in its files (Chroma's log, freed
+        pages) removes it now (``ChromaStore.erase_deleted``)."""
+        erase = getattr(self._runtime.store, "erase_deleted", None)
+        if erase is not None:
+            erase()

@@ -1,0 +1,161 @@
+"""What MemoryOS's collaborators share: the backends, the clock and event hook, per-user locks and
+leases, the session's cost per user, and the store, opened once (with its page journal)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from memoryos_core._config import MemoryConfig
+from memoryos_core._types import Cost
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine.lease import Leases
+from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
+from memoryos_core.llm.base import LLM
+from memoryos_core.storage.base import MemoryStore, Record
+
+logger = logging.getLogger("memoryos")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Runtime:
+    """The shared plumbing (see the module docstring); holds no memory of its own.
+
+    Args:
+        store, embedder, llm, config: the backends and tunables.
+        clock: the current time (injected in tests).
+        on_event: called with (event name, details); a failing hook is logged, never raised.
+        is_write_behind: journal new pages and write them to the store in batches (when the
+            store has a local folder and ``config.write_behind_s`` > 0).
+        on_open: called once, right after the store was opened (to schedule work left pending).
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        embedder: Embedder,
+        llm: LLM | None,
+        config: MemoryConfig,
+        *,
+        clock: Callable[[], datetime] | None,
+        on_event: Callable[[str, dict[str, Any]], None] | None,
+        is_write_behind: bool,
+        on_open: Callable[[], None],
+    ) -> None:
+        self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
+        self.leases = Leases(store)
+        self.pending: PendingPages | None = None
+        """New pages journaled but not yet in the store (None without write-behind)."""
+        self._clock: Callable[[], datetime] = clock or _utc_now
+        self._on_event = on_event
+        self._is_write_behind = is_write_behind
+        self._on_open = on_open
+        self._is_open = False
+        self._open_lock = threading.Lock()
+        self._guard = threading.Lock()
+        self._user_locks: dict[str, threading.RLock] = {}
+        self._session_cost: dict[str, Cost] = {}
+
+    # --- time and events ----------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self._clock()
+
+    def now_s(self) -> float:
+        return self._clock().timestamp()
+
+    def emit(self, event: str, details: dict[str, Any]) -> None:
+        logger.debug("event %s %s", event, details)
+        if self._on_event is not None:
+            try:
+                self._on_event(event, details)
+            except Exception:  # a broken hook must not break memory
+                logger.exception("on_event hook failed for %s", event)
+
+    # --- the store ----------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._is_open
+
+    def ready(self) -> None:
+        """Open the store (once), start the page journal or replay one left by a dead process."""
+        if self._is_open:
+            return
+        with self._open_lock:
+            if self._is_open:
+                return
+            self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)  # type: ignore[attr-defined]
+            folder = journal_folder(self.store)
+            if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
+                pending = PendingPages(
+                    self.store, folder, self.config.write_behind_s, is_fsync=self.config.durability == "fsync"
+                )
+                pending.start()
+                self.pending = pending
+            elif folder is not None:  # pages journaled by a process that died, with write-behind on
+                replay_journals(self.store, folder)
+            self._is_open = True
+        self._on_open()
+
+    def settled(self) -> None:
+        """Open the store and write any pages still waiting in the journal (before reading pages)."""
+        self.ready()
+        if self.pending is not None:
+            self.pending.flush()
+
+    def pending_of(self, user_id: str) -> list[Record]:
+        """The user's new pages not yet written to the store."""
+        return self.pending.of(user_id) if self.pending is not None else []
+
+    def close_journal(self) -> None:
+        """Write the journaled pages to the store and stop the journal's writer."""
+        if self.pending is not None:
+            self.pending.close()
+
+    # --- per user -----------------------------------------------------------------------------
+    def lock(self, user_id: str) -> threading.RLock:
+        """The user's lock in this process (the lease guards against other processes)."""
+        with self._guard:
+            return self._user_locks.setdefault(user_id, threading.RLock())
+
+    def account(self, user_id: str, cost: Cost) -> None:
+        """Add to what this session spent for the user."""
+        with self._guard:
+            self._session_cost[user_id] = self._session_cost.get(user_id, Cost()) + cost
+
+    def session_cost(self, user_id: str) -> Cost:
+        with self._guard:
+            return self._session_cost.get(user_id, Cost())
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_LIVE: weakref.WeakSet[_Closable] = weakref.WeakSet()
+
+
+def close_at_exit(memory: _Closable) -> None:
+    """Close ``memory`` at interpreter exit if it is still alive then (see :func:`_close_all`)."""
+    _LIVE.add(memory)
+
+
+def _close_all() -> None:
+    """Close every instance still open, so no background thread is inside Chroma (or writing a
+    journal) when the interpreter ends its daemon threads; ``storage.chroma.close_at_exit``
+    (registered earlier, so it runs after this) then closes the clients."""
+    for memory in list(_LIVE):
+        try:
+            memory.close()
+        except Exception:  # one broken instance must not keep the others open
+            logger.exception("closing a MemoryOS instance at exit failed")
+
+
+atexit.register(_close_all)
