@@ -39,10 +39,10 @@ def _stem(word: str) -> str:
         if _STEMMER is None:
             # Imported on first use: snowballstemmer loads all of its ~30 languages (~0.1 s), and a
             # process that never ranks text (`memoryos stats`, a first add_memory) should not pay that.
-            import snowballstemmer
+            import snowballstemmer  # type: ignore[import-untyped]
 
             _STEMMER = snowballstemmer.stemmer("english")
-        return _STEMMER.stemWord(word)
+        return str(_STEMMER.stemWord(word))
 
 
 def tokens(text: str) -> list[str]:
@@ -59,7 +59,7 @@ class PageIndex:
         self.times = array("d")
         self.lengths = array("f")
         self.timed = array("b")  # the page's words place something in time
-        self.postings: dict[str, tuple[array, array]] = {}
+        self.postings: dict[str, tuple[array[int], array[float]]] = {}
         self.checked_at = time.monotonic()
         # Writers append while readers score: every access holds the lock, and reads copy out of
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
@@ -118,10 +118,6 @@ class PageIndex:
             idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
             scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
         return scores
-
-    def time_array(self) -> np.ndarray:
-        with self._lock:
-            return np.array(self.times, dtype=np.float64)
 
 
 class PageIndexes:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError, StorageError
+from memoryos_core.engine.records import record_from_json, record_to_json
 from memoryos_core.storage._private import DIR_MODE, open_private
 from memoryos_core.storage.base import MemoryStore, Record
 
@@ -38,19 +39,12 @@ _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def _line(record: Record) -> bytes:
-    item = {
-        "id": record.id,
-        "doc": record.document,
-        "meta": record.metadata,
-        "vec": list(record.embedding or ()),
-    }
-    return (json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (json.dumps(record_to_json(record), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def _record(line: bytes) -> Record | None:
     try:
-        item = json.loads(line)
-        return Record(str(item["id"]), str(item["doc"]), dict(item["meta"]), [float(x) for x in item["vec"]])
+        return record_from_json(json.loads(line))
     except (ValueError, KeyError, TypeError):  # a line cut short by a crash: its add never returned
         return None
 

@@ -219,7 +219,7 @@ def _parse_export(
     repository: Repository, config: MemoryConfig, user_id: str, data: Mapping[str, Any], now: datetime
 ) -> tuple[list[PageEntry], list[tuple[SegmentState, str]], list[AssistantEntry], dict[str, ProfileTrait]]:
     version = data.get("version", EXPORT_VERSION)
-    if version != EXPORT_VERSION:
+    if version != EXPORT_VERSION or isinstance(version, bool):  # True == 1 in Python
         raise InvalidInputError(f"unknown export version {version!r}: this MemoryOS reads version 1")
     pages = [
         _import_page(item, user_id, config, now, f"pages[{index}]")

@@ -31,7 +31,6 @@ class Worker:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self.last_error: BaseException | None = None
 
     def notify(self, user_id: str, delay_s: float = 0.0) -> None:
         with self._cond:
@@ -41,10 +40,6 @@ class Worker:
                 self._thread = threading.Thread(target=self._loop, name="memoryos-worker", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
-
-    def pending_users(self) -> list[str]:
-        with self._cond:
-            return list(self._due)
 
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Wait until no user is due now and nothing runs; False on timeout."""
@@ -88,7 +83,6 @@ class Worker:
                 if again:
                     self.notify(user, self._recheck_s)
             except MemoryOSError as exc:
-                self.last_error = exc
                 failures = self._failures[user] = self._failures.get(user, 0) + 1
                 delay = min(self._max_backoff_s, 0.5 * 2 ** (failures - 1))
                 logger.warning(
@@ -98,8 +92,7 @@ class Worker:
                     delay,
                 )
                 self.notify(user, delay)
-            except Exception as exc:  # a bug: keep the work pending and say so loudly
-                self.last_error = exc
+            except Exception:  # a bug: keep the work pending and say so loudly
                 logger.exception("unexpected error consolidating user %s; pending work kept", user)
                 self.notify(user, self._max_backoff_s)
             finally:

@@ -69,7 +69,8 @@ def session_prior(score: np.ndarray, session: np.ndarray) -> np.ndarray:
     """Each page's session's best score, z-scaled across sessions (zeros for a single session)."""
     best = np.full(int(session[-1]) + 1, -np.inf)
     np.maximum.at(best, session, score)
-    return zscore(best)[session]
+    prior: np.ndarray = zscore(best)[session]
+    return prior
 
 
 def fuse(

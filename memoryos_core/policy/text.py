@@ -71,7 +71,8 @@ def cosine(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> 
 def normalise(vector: Sequence[float] | np.ndarray) -> list[float]:
     v = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(v))
-    return (v / norm).tolist() if norm else v.tolist()
+    values: list[float] = (v / norm).tolist() if norm else v.tolist()
+    return values
 
 
 def mean_vector(vectors: Sequence[Sequence[float]], weights: Sequence[float] | None = None) -> list[float]:
