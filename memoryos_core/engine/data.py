@@ -13,7 +13,6 @@ from memoryos_core._exceptions import InvalidInputError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import transfer
-from memoryos_core.engine.lease import LEASE_TTL_S
 from memoryos_core.engine.lexical import PageIndexes
 from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
 from memoryos_core.engine.records import source_ids as record_source_ids
@@ -118,7 +117,7 @@ class DataManager:
         runtime, config = self._runtime, self._runtime.config
         page_id = check_id(page_id, "page_id")
         runtime.settled()
-        with measure() as tally, runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+        with measure() as tally, runtime.hold(user):
             old = self._repository.page(user, page_id)
             page = page_from_record(old)
             limit = config.max_text_chars
@@ -154,7 +153,7 @@ class DataManager:
             raise InvalidInputError("give a page_id, or everything=True to delete all of the user's memory")
         runtime = self._runtime
         runtime.settled()
-        with runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+        with runtime.hold(user):
             self._indexes.forget(user)
             if everything:
                 self._scheduler.forget(user)
@@ -176,7 +175,7 @@ class DataManager:
         user = default_user if user_id is None else check_id(user_id, "user_id")
         runtime = self._runtime
         runtime.settled()
-        with runtime.lock(user), runtime.leases.hold(user, wait_s=LEASE_TTL_S):
+        with runtime.hold(user):
             count = transfer.import_user(
                 self._repository, runtime.embedder, runtime.config, user, data, runtime.now()
             )

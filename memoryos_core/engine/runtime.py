@@ -7,14 +7,15 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder
-from memoryos_core.engine.lease import Leases
+from memoryos_core.engine.lease import LEASE_TTL_S, Leases
 from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
 from memoryos_core.llm.base import LLM
 from memoryos_core.storage.base import MemoryStore, Record
@@ -124,6 +125,18 @@ class Runtime:
         """The user's lock in this process (the lease guards against other processes)."""
         with self._guard:
             return self._user_locks.setdefault(user_id, threading.RLock())
+
+    @contextmanager
+    def hold(self, user_id: str, *, wait_s: float = LEASE_TTL_S) -> Iterator[Callable[[], None]]:
+        """Hold the user's lock (this process) and lease (other processes) while changing their memory.
+
+        Yields the lease's ``renew()``, to call between long steps.
+
+        Raises:
+            LeaseBusyError: another process still holds the lease after ``wait_s``.
+        """
+        with self.lock(user_id), self.leases.hold(user_id, wait_s=wait_s) as renew:
+            yield renew
 
     def account(self, user_id: str, cost: Cost) -> None:
         """Add to what this session spent for the user."""

@@ -107,11 +107,7 @@ class Scheduler:
     def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
         runtime = self._runtime
         runtime.settled()
-        with (
-            measure() as tally,
-            runtime.lock(user_id),
-            runtime.leases.hold(user_id, wait_s=wait_s) as renew,
-        ):
+        with measure() as tally, runtime.hold(user_id, wait_s=wait_s) as renew:
             moved = self._consolidator.consolidate(user_id, force=force, on_batch=renew)
             with self._guard:
                 if user_id in self._short_counts:
@@ -161,11 +157,7 @@ class Scheduler:
         """Consolidate all pending pages, then analyse every segment with new pages into long-term memory."""
         runtime = self._runtime
         runtime.settled()
-        with (
-            measure() as tally,
-            runtime.lock(user_id),
-            runtime.leases.hold(user_id, wait_s=LEASE_TTL_S) as renew,
-        ):
+        with measure() as tally, runtime.hold(user_id) as renew:
             self._consolidator.consolidate(user_id, force=True, on_batch=renew)
             self._apply_visits(user_id)
             if runtime.llm is None:
@@ -185,7 +177,7 @@ class Scheduler:
             users = list(self._visits)
         for user in users:
             try:
-                with self._runtime.lock(user), self._runtime.leases.hold(user, wait_s=5.0):
+                with self._runtime.hold(user, wait_s=5.0):
                     self._apply_visits(user)
             except MemoryOSError as exc:  # counters only (a busy lease included): pages are safe
                 logger.warning("could not save heat visits of user %s at close: %s", user, exc)

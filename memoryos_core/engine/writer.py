@@ -132,11 +132,7 @@ class WritePath:
         runtime = self._runtime
         runtime.settled()
         stored, renewed = 0, time.monotonic()
-        with (
-            measure() as tally,
-            runtime.lock(user),
-            runtime.leases.hold(user, wait_s=LEASE_TTL_S) as renew,
-        ):
+        with measure() as tally, runtime.hold(user) as renew:
             for start in range(0, len(prepared), max(1, chunk_pages)):
                 chunk = prepared[start : start + max(1, chunk_pages)]
                 ids = [page.id for page, _, _ in chunk]
