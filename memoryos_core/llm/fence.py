@@ -23,7 +23,7 @@ SECTION_HEADERS = (
     "Relevant past conversation",
     "Recent conversation",
 )
-"""The section headers :func:`memoryos_core.llm.prompts.render_context` writes."""
+"""The section headers :meth:`memoryos_core.RetrievedContext.render` writes."""
 
 # Characters NFKC leaves alone that a model reads as the ASCII one (Unicode confusables).
 _LOOKALIKES = str.maketrans(
