@@ -60,6 +60,7 @@ class ChromaStore:
         timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        self._is_own_server_client = False  # a server client open() made, which close() closes
         self._timeout_s = server_timeout_s(timeout_s)
         # Absolute now: Chroma caches clients by the path string, so a relative one opened again after a
         # chdir would reach the first folder's data.
@@ -97,8 +98,9 @@ class ChromaStore:
                     make_client = functools.partial(chroma_client, path=self._path)
                     self._folder = shared_folder(self._path, make_client)
                     self._folder.listen(self)
-                else:
-                    self._client = self._client or self._make_client()
+                elif self._client is None:
+                    self._client = self._make_client()
+                    self._is_own_server_client = self._url is not None
                 with self._access(write=True):
                     state = self._client.get_or_create_collection(
                         f"{self.prefix}state",
@@ -114,6 +116,28 @@ class ChromaStore:
                 self._check_files(state, "the shared state")
             self._dim, self._embedder_name = dim, embedder_name
             self._state, self._opened = state, True
+
+    def close(self) -> None:
+        """Drop this store's handles; ``open`` connects again. Records stay where they are.
+
+        An embedded folder's client is shared by the process's stores and closed once none uses it (at
+        the latest at exit); a server client made by ``open`` is closed; a client passed in stays the
+        caller's, and an in-memory one stays open (closing it would drop its records).
+        """
+        with self._lock:
+            if not self._opened:
+                return
+            self._opened, self._state = False, None
+            self._user_collections.clear()
+            self._registered.clear()
+            self._checked.clear()
+            if self._folder is not None:
+                self._folder.forget(self)
+                self._folder, self._client = None, None
+            elif self._is_own_server_client:
+                client, self._client, self._is_own_server_client = self._client, None, False
+                with self._calls.errors("close"):
+                    client.close()
 
     def on_reopen(self) -> None:
         """The shared folder reopened its client (another process wrote): drop stale handles."""
