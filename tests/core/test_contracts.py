@@ -3,6 +3,9 @@ store's lifecycle and capabilities (open/close, exclusive access, local path) be
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -124,3 +127,30 @@ def test_exclusive_access_and_local_path_per_kind_of_store(tmp_path: Path, chrom
     finally:
         for store in (embedded, server, memory_only):
             store.close()
+
+
+def test_the_backends_are_public_and_loaded_only_when_used() -> None:
+    code = (
+        "import sys, memoryos_core\n"
+        "heavy = ('memoryos_core.llm.openai', 'memoryos_core.embeddings.local', 'memoryos_core._network')\n"
+        "assert not [name for name in heavy if name in sys.modules], sorted(sys.modules)\n"
+        "from memoryos_core import LocalEmbedder, OpenAILLM\n"
+        "from memoryos_core import embeddings, llm\n"
+        "assert OpenAILLM is llm.OpenAILLM is sys.modules['memoryos_core.llm.openai'].OpenAILLM\n"
+        "assert LocalEmbedder is embeddings.LocalEmbedder\n"
+        "assert {'LLM', 'OpenAILLM', 'ScriptedLLM', 'FunctionLLM', 'RuleBasedLLM'} <= set(llm.__all__)\n"
+        "assert set(embeddings.__all__) == {'Embedder', 'HashingEmbedder', 'LocalEmbedder', 'OpenAIEmbedder'}"
+        "\n"
+        "assert all(getattr(llm, name) for name in llm.__all__)\n"
+        "assert all(getattr(embeddings, name) for name in embeddings.__all__)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env()
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
