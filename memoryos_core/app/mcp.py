@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from memoryos_core._exceptions import BackendError, ConfigError, MemoryOSError, MissingDependencyError
-from memoryos_core._types import KnowledgeEntry
+from memoryos_core._types import ContextUnit, KnowledgeEntry, RetrievedContext
 from memoryos_core._validation import ID_PATTERN
 from memoryos_core.app.mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
 from memoryos_core.app.settings import Settings
@@ -78,6 +78,36 @@ class RetrieveMemoryResult(BaseModel):
     retrieved_assistant_knowledge: list[KnowledgeHit]
     user_profile: str
     total_results: int
+
+
+def retrieve_memory_dict(context: RetrievedContext) -> dict[str, Any]:
+    """A recall in the shape of the reference implementation's MCP ``retrieve_memory`` tool
+    (:class:`RetrieveMemoryResult`'s fields); the CLI's ``recall --json`` prints it too."""
+
+    def page_entry(unit: ContextUnit) -> dict[str, Any]:
+        return {
+            "user_input": unit.meta_data.get("user_input", ""),
+            "agent_response": unit.meta_data.get("agent_response", ""),
+            "timestamp": unit.timestamp,
+            "meta_info": unit.meta_data.get("chain_overview", ""),
+            "page_id": unit.id,
+            "score": unit.score,
+        }
+
+    def knowledge_entry(unit: ContextUnit) -> dict[str, Any]:
+        return {"knowledge": unit.text, "timestamp": unit.timestamp, "score": unit.score}
+
+    return {
+        "status": "success",
+        "query": context.query,
+        "user_id": context.user_id,
+        "short_term_memory": [page_entry(u) for u in context.short_term],
+        "retrieved_pages": [page_entry(u) for u in context.units if u.tier in ("mid_term", "archive")],
+        "retrieved_user_knowledge": [knowledge_entry(u) for u in context.by_tier("user_knowledge")],
+        "retrieved_assistant_knowledge": [knowledge_entry(u) for u in context.by_tier("assistant_knowledge")],
+        "user_profile": context.profile,
+        "total_results": len(context.short_term) + len(context.units),
+    }
 
 
 class Trait(BaseModel):
@@ -239,7 +269,7 @@ def create_server(
         if not query.strip():
             raise ToolError("query must not be empty")
         context = await _call(lambda: memory.aretrieve_memory(query, user_id=user, top_k=max_results))
-        return RetrieveMemoryResult.model_validate(context.to_mcp_dict())
+        return RetrieveMemoryResult.model_validate(retrieve_memory_dict(context))
 
     @server.tool()
     async def get_user_profile(
