@@ -50,6 +50,8 @@ if _typing.TYPE_CHECKING:
     from memoryos_core.embeddings.local import LocalEmbedder
     from memoryos_core.llm.openai import OpenAILLM
 
+    __version__: str
+
 # Imported when first used: the backends' modules cost import time most programs never need.
 _LAZY = {"LocalEmbedder": "memoryos_core.embeddings.local", "OpenAILLM": "memoryos_core.llm.openai"}
 

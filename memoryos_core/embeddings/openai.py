@@ -138,4 +138,5 @@ class OpenAIEmbedder:
             )
         self._dim = matrix.shape[1]
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        return matrix.tolist()
+        vectors: list[list[float]] = matrix.tolist()
+        return vectors

@@ -211,7 +211,8 @@ class OpenAILLM:
             finish = getattr(choices[0], "finish_reason", None) if choices else None
             message = f"{self.name} returned an empty reply (finish_reason={finish!r})"
             raise LLMOutputError(message, backend=_BACKEND, raw=content or "")
-        return content
+        text: str = content
+        return text
 
     def _translate(self, exc: Exception) -> LLMError:
         openai = self._openai

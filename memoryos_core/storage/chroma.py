@@ -102,7 +102,8 @@ class ChromaStore:
                     self._client = self._make_client()
                     self._is_own_server_client = self._url is not None
                 with self._access(write=True):
-                    state = self._client.get_or_create_collection(
+                    client: Any = self._client  # set by _access for a folder
+                    state = client.get_or_create_collection(
                         f"{self.prefix}state",
                         embedding_function=None,
                         metadata={
@@ -392,7 +393,7 @@ class ChromaStore:
                 kind,
                 user,
                 f"upsert into {kind}",
-                lambda c, g=group: self._calls.write_chunks(c, kind, g),
+                functools.partial(self._calls.write_chunks, kind=kind, records=group),
                 write=True,
             )
 
@@ -422,7 +423,15 @@ class ChromaStore:
                     kind,
                     user,
                     f"get from {kind}",
-                    lambda c, left=left: self._calls.read(c, kind, ids, rest, include, with_embeddings, left),
+                    functools.partial(
+                        self._calls.read,
+                        kind=kind,
+                        ids=ids,
+                        where=rest,
+                        include=include,
+                        with_embeddings=with_embeddings,
+                        limit=left,
+                    ),
                 )
                 or []
             )
@@ -448,7 +457,7 @@ class ChromaStore:
                 self._registered.discard(user)
                 try:
                     self._calls.run(
-                        f"drop {kind} of {user}", lambda name=name: client.delete_collection(name)
+                        f"drop {kind} of {user}", functools.partial(client.delete_collection, name)
                     )
                 except StorageError as exc:
                     if not is_missing(exc.__cause__):
@@ -494,7 +503,9 @@ class ChromaStore:
         )
         if result is None:
             return []
-        flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
+        flat: dict[str, Any] = {
+            key: (value[0] if value else None) for key, value in result.items() if key != "included"
+        }
         records = self._calls.records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
@@ -533,7 +544,8 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
             ssl=parsed.scheme == "https",
             settings=settings,
         )
-        client._server._session.timeout = httpx.Timeout(timeout)  # shared by its admin client
+        # Chroma's private HTTP session (not in its types), shared by its admin client.
+        client._server._session.timeout = httpx.Timeout(timeout)  # type: ignore[attr-defined]
         return client
     if path:
         check_sqlite_file(path)
