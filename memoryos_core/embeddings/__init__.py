@@ -7,8 +7,9 @@ The names are imported when first used, so importing one backend loads none of t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from memoryos_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from memoryos_core.embeddings.base import Embedder
@@ -16,25 +17,15 @@ if TYPE_CHECKING:
     from memoryos_core.embeddings.local import LocalEmbedder
     from memoryos_core.embeddings.openai import OpenAIEmbedder
 
-_EXPORTS = {
-    "Embedder": "memoryos_core.embeddings.base",
-    "HashingEmbedder": "memoryos_core.embeddings.fake",
-    "LocalEmbedder": "memoryos_core.embeddings.local",
-    "OpenAIEmbedder": "memoryos_core.embeddings.openai",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Embedder": "memoryos_core.embeddings.base",
+        "HashingEmbedder": "memoryos_core.embeddings.fake",
+        "LocalEmbedder": "memoryos_core.embeddings.local",
+        "OpenAIEmbedder": "memoryos_core.embeddings.openai",
+    },
+)
 
 
 __all__ = ["Embedder", "HashingEmbedder", "LocalEmbedder", "OpenAIEmbedder"]

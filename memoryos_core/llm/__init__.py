@@ -7,8 +7,9 @@ importing a submodule (``memoryos_core.llm.tokens``) loads none of the backends.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from memoryos_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from memoryos_core.llm.base import LLM, AsyncLLM, acomplete
@@ -16,29 +17,19 @@ if TYPE_CHECKING:
     from memoryos_core.llm.openai import OpenAILLM, TokenUsage
     from memoryos_core.llm.rules import RuleBasedLLM
 
-_EXPORTS = {
-    "AsyncLLM": "memoryos_core.llm.base",
-    "FunctionLLM": "memoryos_core.llm.fake",
-    "LLM": "memoryos_core.llm.base",
-    "OpenAILLM": "memoryos_core.llm.openai",
-    "RuleBasedLLM": "memoryos_core.llm.rules",
-    "ScriptedLLM": "memoryos_core.llm.fake",
-    "TokenUsage": "memoryos_core.llm.openai",
-    "acomplete": "memoryos_core.llm.base",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AsyncLLM": "memoryos_core.llm.base",
+        "FunctionLLM": "memoryos_core.llm.fake",
+        "LLM": "memoryos_core.llm.base",
+        "OpenAILLM": "memoryos_core.llm.openai",
+        "RuleBasedLLM": "memoryos_core.llm.rules",
+        "ScriptedLLM": "memoryos_core.llm.fake",
+        "TokenUsage": "memoryos_core.llm.openai",
+        "acomplete": "memoryos_core.llm.base",
+    },
+)
 
 
 __all__ = [
