@@ -1,5 +1,7 @@
 """MemoryOS: a tiered memory operating system for personalised AI agents, on Chroma."""
 
+import typing as _typing
+
 from memoryos_core._config import (
     LongTermConfig,
     MemoryConfig,
@@ -44,13 +46,28 @@ from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage.base import MemoryStore, Record
 from memoryos_core.storage.chroma import ChromaStore
 
+if _typing.TYPE_CHECKING:
+    from memoryos_core.embeddings.local import LocalEmbedder
+    from memoryos_core.llm.openai import OpenAILLM
 
-def __getattr__(name: str) -> str:
+    __version__: str
+
+# Imported when first used: the backends' modules cost import time most programs never need.
+_LAZY = {"LocalEmbedder": "memoryos_core.embeddings.local", "OpenAILLM": "memoryos_core.llm.openai"}
+
+
+def __getattr__(name: str) -> object:
     # Read lazily: importlib.metadata costs an import at every start, and most callers never ask.
     if name == "__version__":
         from memoryos_core._version import package_version
 
         return package_version()
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -73,6 +90,7 @@ __all__ = [
     "LLMError",
     "LLMNotConfiguredError",
     "LLMOutputError",
+    "LocalEmbedder",
     "LongTermConfig",
     "MemoryConfig",
     "MemoryOS",
@@ -83,6 +101,7 @@ __all__ = [
     "MidTermConfig",
     "MissingDependencyError",
     "NotFoundError",
+    "OpenAILLM",
     "Page",
     "ProfileTrait",
     "Record",

@@ -139,11 +139,18 @@ class MemoryConfig:
         rows: list[tuple[str, Any, str]] = []
         for section in (ShortTermConfig, MidTermConfig, LongTermConfig, RetrievalConfig, cls):
             tree = ast.parse(inspect.getsource(section))
-            body = tree.body[0].body  # type: ignore[attr-defined]
-            docs = {}
-            for node, nxt in itertools.pairwise(body):
-                if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-                    docs[node.target.id] = nxt.value.value  # type: ignore[union-attr]
+            definition = tree.body[0]
+            assert isinstance(definition, ast.ClassDef)
+            docs: dict[str, str] = {}
+            for node, nxt in itertools.pairwise(definition.body):
+                if (
+                    isinstance(node, ast.AnnAssign)
+                    and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)
+                ):
+                    docs[node.target.id] = nxt.value.value
             prefix = {
                 ShortTermConfig: "short_term.",
                 MidTermConfig: "mid_term.",
@@ -152,6 +159,6 @@ class MemoryConfig:
             }.get(section, "")
             for f in fields(section):
                 if f.name in docs:
-                    default = f.default if f.default is not f.default_factory else None  # type: ignore[comparison-overlap]
+                    default = f.default if f.default is not f.default_factory else None
                     rows.append((prefix + f.name, default, docs[f.name]))
         return rows

@@ -170,36 +170,6 @@ class RetrievedContext:
             f"{body}\n</recalled_memory>"
         )
 
-    def to_mcp_dict(self) -> dict[str, Any]:
-        """The shape of the reference implementation's MCP ``retrieve_memory`` tool."""
-
-        def page_entry(unit: ContextUnit) -> dict[str, Any]:
-            return {
-                "user_input": unit.meta_data.get("user_input", ""),
-                "agent_response": unit.meta_data.get("agent_response", ""),
-                "timestamp": unit.timestamp,
-                "meta_info": unit.meta_data.get("chain_overview", ""),
-                "page_id": unit.id,
-                "score": unit.score,
-            }
-
-        def knowledge_entry(unit: ContextUnit) -> dict[str, Any]:
-            return {"knowledge": unit.text, "timestamp": unit.timestamp, "score": unit.score}
-
-        return {
-            "status": "success",
-            "query": self.query,
-            "user_id": self.user_id,
-            "short_term_memory": [page_entry(u) for u in self.short_term],
-            "retrieved_pages": [page_entry(u) for u in self.units if u.tier in ("mid_term", "archive")],
-            "retrieved_user_knowledge": [knowledge_entry(u) for u in self.by_tier("user_knowledge")],
-            "retrieved_assistant_knowledge": [
-                knowledge_entry(u) for u in self.by_tier("assistant_knowledge")
-            ],
-            "user_profile": self.profile,
-            "total_results": len(self.short_term) + len(self.units),
-        }
-
 
 @dataclass(frozen=True)
 class ResponseResult:

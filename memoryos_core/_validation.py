@@ -134,9 +134,9 @@ def parse_timestamp(value: Any, now: datetime) -> tuple[str, float]:
     if not isinstance(value, str) or len(value) > 200:
         raise InvalidInputError("timestamp must be a datetime or a str of at most 200 characters")
     text = check_text(value, "timestamp", 200).strip()
-    moment = parse_moment(text)
-    if moment is None:
+    parsed = parse_moment(text)
+    if parsed is None:
         return text, now.timestamp()
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return text, moment.timestamp()
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return text, parsed.timestamp()

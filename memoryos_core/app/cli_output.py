@@ -74,7 +74,9 @@ def with_iso_times(data: Any) -> Any:
 
 def recall_json(context: RetrievedContext) -> dict[str, Any]:
     """The MCP shape of a recall, each entry with its ``relevance`` (0-100) and ``iso_time`` added."""
-    data = with_iso_times(context.to_mcp_dict())
+    from memoryos_core.app.mcp import retrieve_memory_dict  # pydantic models: loaded when asked for JSON
+
+    data: dict[str, Any] = with_iso_times(retrieve_memory_dict(context))
     for key in (
         "short_term_memory",
         "retrieved_pages",

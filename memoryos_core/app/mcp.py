@@ -9,16 +9,20 @@ with a tool error (``isError``) naming the problem, and nothing is stored. Built
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from memoryos_core._exceptions import BackendError, ConfigError, MemoryOSError, MissingDependencyError
-from memoryos_core._types import KnowledgeEntry
+from memoryos_core._types import ContextUnit, KnowledgeEntry, RetrievedContext
 from memoryos_core._validation import ID_PATTERN
 from memoryos_core.app.mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
 from memoryos_core.app.settings import Settings
 from memoryos_core.engine.memory import MemoryOS
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
 
 logger = logging.getLogger("memoryos")
 T = TypeVar("T")
@@ -78,6 +82,36 @@ class RetrieveMemoryResult(BaseModel):
     retrieved_assistant_knowledge: list[KnowledgeHit]
     user_profile: str
     total_results: int
+
+
+def retrieve_memory_dict(context: RetrievedContext) -> dict[str, Any]:
+    """A recall in the shape of the reference implementation's MCP ``retrieve_memory`` tool
+    (:class:`RetrieveMemoryResult`'s fields); the CLI's ``recall --json`` prints it too."""
+
+    def page_entry(unit: ContextUnit) -> dict[str, Any]:
+        return {
+            "user_input": unit.meta_data.get("user_input", ""),
+            "agent_response": unit.meta_data.get("agent_response", ""),
+            "timestamp": unit.timestamp,
+            "meta_info": unit.meta_data.get("chain_overview", ""),
+            "page_id": unit.id,
+            "score": unit.score,
+        }
+
+    def knowledge_entry(unit: ContextUnit) -> dict[str, Any]:
+        return {"knowledge": unit.text, "timestamp": unit.timestamp, "score": unit.score}
+
+    return {
+        "status": "success",
+        "query": context.query,
+        "user_id": context.user_id,
+        "short_term_memory": [page_entry(u) for u in context.short_term],
+        "retrieved_pages": [page_entry(u) for u in context.units if u.tier in ("mid_term", "archive")],
+        "retrieved_user_knowledge": [knowledge_entry(u) for u in context.by_tier("user_knowledge")],
+        "retrieved_assistant_knowledge": [knowledge_entry(u) for u in context.by_tier("assistant_knowledge")],
+        "user_profile": context.profile,
+        "total_results": len(context.short_term) + len(context.units),
+    }
 
 
 class Trait(BaseModel):
@@ -154,19 +188,19 @@ async def _call(operation: Callable[[], Awaitable[T]]) -> T:
         raise tool_error(str(exc)) from exc
 
 
-def _sdk() -> tuple[Any, Any]:
+def _sdk() -> "tuple[type[MCPServer], type[ToolError]]":
     """The SDK's ``MCPServer`` and ``ToolError`` (mcp 2.x), or a MissingDependencyError."""
     try:
-        from mcp.server.mcpserver import MCPServer
-        from mcp.server.mcpserver.exceptions import ToolError
+        from mcp.server.mcpserver import MCPServer as server_class
+        from mcp.server.mcpserver.exceptions import ToolError as tool_error
     except ImportError as exc:
         raise MissingDependencyError("mcp", extra="mcp") from exc
-    return MCPServer, ToolError
+    return server_class, tool_error
 
 
 def create_server(
     memory: MemoryOS, *, name: str = "memoryos", user: str | None = None, tokens: TokenTable | None = None
-) -> Any:
+) -> "MCPServer":
     """An ``MCPServer`` with the MemoryOS tools, on ``memory`` (which the caller closes).
 
     Args:
@@ -180,12 +214,17 @@ def create_server(
     Raises:
         MissingDependencyError: the ``mcp`` package is not installed.
     """
-    server_class, ToolError = _sdk()
+    server_class, tool_error = _sdk()
     access = Access(pinned_user=user, requires_token=tokens is not None)
     # Many users: user_id is required in the schema (a forgotten id must not land in a default user's
     # memory). Pinned or token-bound: it is optional and defaults to that user. ``...`` as a parameter
     # default is pydantic's "required", which the SDK's argument model passes through.
-    UserArg, user_default = (UserId, ...) if access.is_multi_user else (OptionalUserId, None)
+    user_default: Any
+    if TYPE_CHECKING:  # picked at run time (the SDK reads the annotations); to a type checker, an optional id
+        UserArg = str | None
+        user_default = None
+    else:
+        UserArg, user_default = (UserId, ...) if access.is_multi_user else (OptionalUserId, None)
     server = server_class(
         name,
         version=_version(),
@@ -237,9 +276,9 @@ def create_server(
         """Recall the user's memory for a query: recent pages, relevant older pages, knowledge, profile."""
         user = access.user_for(user_id)
         if not query.strip():
-            raise ToolError("query must not be empty")
+            raise tool_error("query must not be empty")
         context = await _call(lambda: memory.aretrieve_memory(query, user_id=user, top_k=max_results))
-        return RetrieveMemoryResult.model_validate(context.to_mcp_dict())
+        return RetrieveMemoryResult.model_validate(retrieve_memory_dict(context))
 
     @server.tool()
     async def get_user_profile(
@@ -271,7 +310,7 @@ def create_server(
         """Delete one page of the user's memory, or all of it with everything=true."""
         user = access.user_for(user_id)
         if (page_id is None) == (not everything):
-            raise ToolError("give either page_id or everything=true, not both or neither")
+            raise tool_error("give either page_id or everything=true, not both or neither")
         deleted = await _call(lambda: memory.adelete_memory(page_id, user_id=user, everything=everything))
         return DeleteMemoryResult(user_id=user, deleted_pages=deleted)
 
@@ -295,9 +334,9 @@ def _destructive() -> Any:
 
 
 def _version() -> str:
-    from memoryos_core import __version__
+    from memoryos_core._version import package_version
 
-    return __version__
+    return package_version()
 
 
 def _auth_options(tokens: TokenTable | None) -> dict[str, Any]:
@@ -305,12 +344,13 @@ def _auth_options(tokens: TokenTable | None) -> dict[str, Any]:
     if tokens is None:
         return {}
     from mcp.server.auth.settings import AuthSettings
+    from pydantic import AnyHttpUrl
 
     # This server verifies its own tokens (no OAuth issuer): the issuer URL is required by AuthSettings
     # but only published with resource_server_url, which stays unset.
     return {
         "token_verifier": tokens,
-        "auth": AuthSettings(issuer_url="http://localhost", resource_server_url=None),
+        "auth": AuthSettings(issuer_url=AnyHttpUrl("http://localhost"), resource_server_url=None),
     }
 
 

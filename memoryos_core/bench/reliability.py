@@ -379,7 +379,8 @@ def check_isolation(memory: MemoryOS, users: list[str], queries: int, rng: rando
     """``queries`` recalls by random users for another random user's words; counts leaks."""
     owned = {user: owned_ids(memory, user) for user in users}
     tokens = {user: user_token(index) for index, user in enumerate(users)}
-    leaks, duplicates, examples = 0, 0, []
+    leaks, duplicates = 0, 0
+    examples: list[Any] = []
     for _ in range(queries):
         user, other = rng.sample(users, 2)
         query = f"{tokens[other]} {rng.choice(TOPICS)} {tokens[other]}"

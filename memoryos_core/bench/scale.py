@@ -62,7 +62,7 @@ def run_scale(
     prefix = f"scale{uuid.uuid4().hex[:8]}_"
     store = ChromaStore(url=chroma_url, prefix=prefix) if chroma_url else ChromaStore(path=folder)
     model = make_embedder("hash:384" if embedder == "hash" else None)
-    config = MemoryConfig(durability=durability)  # type: ignore[arg-type]  (checked by MemoryConfig)
+    config = MemoryConfig(durability=durability)  # type: ignore[arg-type]  # MemoryConfig checks it
     memory = MemoryOS(store=store, embedder=model, background=True, config=config)
     try:
         points = _measure(memory, store, model, users, checkpoints, samples, rng, folder, progress)

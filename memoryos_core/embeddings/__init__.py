@@ -1,0 +1,31 @@
+"""Embedders behind one small protocol: :class:`Embedder` (``name``, ``dim``, ``embed``), and its backends.
+
+``LocalEmbedder`` (all-MiniLM-L6-v2 on onnxruntime, offline) is the default; ``OpenAIEmbedder`` speaks to
+any OpenAI-compatible embeddings endpoint; ``HashingEmbedder`` is a cheap deterministic one for tests.
+The names are imported when first used, so importing one backend loads none of the others.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from memoryos_core._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from memoryos_core.embeddings.base import Embedder
+    from memoryos_core.embeddings.fake import HashingEmbedder
+    from memoryos_core.embeddings.local import LocalEmbedder
+    from memoryos_core.embeddings.openai import OpenAIEmbedder
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Embedder": "memoryos_core.embeddings.base",
+        "HashingEmbedder": "memoryos_core.embeddings.fake",
+        "LocalEmbedder": "memoryos_core.embeddings.local",
+        "OpenAIEmbedder": "memoryos_core.embeddings.openai",
+    },
+)
+
+
+__all__ = ["Embedder", "HashingEmbedder", "LocalEmbedder", "OpenAIEmbedder"]

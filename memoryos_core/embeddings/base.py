@@ -11,11 +11,19 @@ class Embedder(Protocol):
     """Turns texts into vectors of length ``dim``.
 
     ``name`` identifies the model; the store records it so a collection is never
-    queried with vectors from another model.
+    queried with vectors from another model. Both are read-only: a plain attribute or a
+    property satisfies them.
     """
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str:
+        """The model's name, recorded by the store beside the vectors."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The length of every vector ``embed`` returns (reading it may load the model)."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one L2-normalised vector per text, in order."""

@@ -23,11 +23,21 @@ class HashingEmbedder:
     def __init__(self, dim: int = 64) -> None:
         if dim < 2:
             raise ValueError("dim must be >= 2")
-        self.dim = dim
+        self._dim = dim
         self.name = f"hashing-{dim}"
 
+    @property
+    def dim(self) -> int:
+        """The vector length given at construction."""
+        return self._dim
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        out = []
+        """One unit-length vector per text, in order.
+
+        Raises:
+            TypeError: an item is not a string.
+        """
+        out: list[list[float]] = []
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"HashingEmbedder.embed takes str, not {type(text).__name__}")

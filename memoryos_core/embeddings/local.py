@@ -72,7 +72,8 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
@@ -179,7 +180,8 @@ def _build_onnx(spec: _ModelSpec) -> bytes:
     graph = helper.make_graph(nodes, "sentence_encoder", inputs, [output], list(initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="memoryos")
     model.ir_version = 8  # the IR of opset 17, so older onnxruntime releases load it too
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 def _weights_digest(folder: Path) -> str:
@@ -305,11 +307,11 @@ def _resolve_folder(model_path: str | Path | None) -> Path:
         if missing:
             raise ConfigError(f"{folder} is not a model folder: missing {', '.join(missing)}")
         return folder
-    folder = _package_folder()
-    if folder is None or not all((folder / name).is_file() for name in _REQUIRED_FILES):
+    packaged = _package_folder()
+    if packaged is None or not all((packaged / name).is_file() for name in _REQUIRED_FILES):
         hint = f"{install_hint()} (it depends on {MODEL_PACKAGE}=={_MODEL_VERSION}, the weights)"
         raise MissingDependencyError(MODEL_PACKAGE, hint=hint)
-    return folder
+    return packaged
 
 
 class LocalEmbedder:

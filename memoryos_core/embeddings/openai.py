@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError
+from memoryos_core._network import check_outbound
 from memoryos_core.embeddings.local import _check_texts
-from memoryos_core.testing.network import check_network_allowed
 
 
 class OpenAIEmbedder:
@@ -100,7 +100,7 @@ class OpenAIEmbedder:
         if not items:
             return []
         client = self._get_client()
-        check_network_allowed(str(client.base_url))  # the client's URL also honours OPENAI_BASE_URL
+        check_outbound(str(client.base_url))  # the client's URL also honours OPENAI_BASE_URL
         vectors: list[list[float]] = []
         for start in range(0, len(items), self.batch_size):
             vectors.extend(self._embed_batch(client, items[start : start + self.batch_size]))
@@ -138,4 +138,5 @@ class OpenAIEmbedder:
             )
         self._dim = matrix.shape[1]
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        return matrix.tolist()
+        vectors: list[list[float]] = matrix.tolist()
+        return vectors

@@ -101,4 +101,5 @@ class SentenceTransformerEmbedder:
             raise EmbeddingError(
                 f"sentence-transformers failed: {exc}", backend="sentence-transformers"
             ) from exc
-        return np.asarray(vectors, dtype=np.float32).tolist()
+        rows: list[list[float]] = np.asarray(vectors, dtype=np.float32).tolist()
+        return rows

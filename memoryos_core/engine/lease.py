@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 from memoryos_core._exceptions import MemoryOSError
 from memoryos_core.storage.base import MemoryStore, Record
@@ -66,8 +66,7 @@ class Leases:
 
     def _claim(self, user_id: str) -> bool:
         # An embedded store's exclusive lock makes read-then-write atomic among processes.
-        exclusive = getattr(self.store, "exclusive", None)
-        with exclusive() if exclusive is not None else nullcontext(False) as atomic:
+        with self.store.exclusive() as atomic:
             current = self._read(user_id)
             expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
             if current and current.get("owner") != self.owner and expires > time.time() and _alive(current):

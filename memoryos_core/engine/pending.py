@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError, StorageError
 from memoryos_core.engine.records import record_from_json, record_to_json
@@ -243,7 +243,7 @@ def _quarantine(path: Path, lines: list[bytes]) -> None:
     logger.warning("quarantined %d journal lines that cannot be replayed in %s", len(lines), target)
 
 
-def journal_folder(store: Any) -> Path | None:
+def journal_folder(store: MemoryStore) -> Path | None:
     """Where ``store`` can keep a page journal: beside an embedded Chroma folder; None otherwise."""
-    path = getattr(store, "local_path", None)
+    path = store.local_path
     return Path(path) / ".memoryos-pending" if path else None

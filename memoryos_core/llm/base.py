@@ -1,4 +1,4 @@
-"""The LLM protocol: one required method, ``complete``, plus an async default."""
+"""The LLM protocol: one required method, ``complete``; ``acomplete`` where a backend has a native one."""
 
 from __future__ import annotations
 
@@ -17,16 +17,28 @@ class LLM(Protocol):
     reached (after their own retries), never return an error text as a reply.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The backend's name, reported in costs and errors (a plain attribute satisfies it)."""
+        ...
 
     def complete(self, messages: Sequence[ChatMessage], *, json_mode: bool = False) -> str:
         """Return the model's reply to ``messages``; ``json_mode`` asks for a JSON object."""
         ...
 
 
+@runtime_checkable
+class AsyncLLM(Protocol):
+    """What an :class:`LLM` with a native async ``acomplete`` adds (the OpenAI, LangChain and LlamaIndex
+    backends); :func:`acomplete` runs ``complete`` in a thread for the others."""
+
+    async def acomplete(self, messages: Sequence[ChatMessage], *, json_mode: bool = False) -> str:
+        """Async twin of ``complete``."""
+        ...
+
+
 async def acomplete(llm: LLM, messages: Sequence[ChatMessage], *, json_mode: bool = False) -> str:
     """Call ``llm.acomplete`` when the backend has a native one, else run ``complete`` in a thread."""
-    native = getattr(llm, "acomplete", None)
-    if native is not None:
-        return await native(messages, json_mode=json_mode)
+    if isinstance(llm, AsyncLLM):
+        return await llm.acomplete(messages, json_mode=json_mode)
     return await asyncio.to_thread(llm.complete, messages, json_mode=json_mode)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memoryos_core._exceptions import ConfigError, LLMError, LLMOutputError, MissingDependencyError
+from memoryos_core._network import check_outbound
 from memoryos_core._types import ChatMessage
-from memoryos_core.testing.network import check_network_allowed
 
 if TYPE_CHECKING:
     import openai as openai_module
@@ -119,12 +119,12 @@ class OpenAILLM:
         use_format = json_mode and self._is_response_format_supported
         try:
             try:
-                check_network_allowed(self.base_url)
+                check_outbound(self.base_url)
                 completion = client.chat.completions.create(**self._request(messages, use_format))
             except self._openai.BadRequestError:
                 if not use_format:
                     raise
-                check_network_allowed(self.base_url)
+                check_outbound(self.base_url)
                 completion = client.chat.completions.create(**self._request(messages, False))
                 self._is_response_format_supported = False
         except (self._openai.OpenAIError, json.JSONDecodeError) as exc:
@@ -137,12 +137,12 @@ class OpenAILLM:
         use_format = json_mode and self._is_response_format_supported
         try:
             try:
-                check_network_allowed(self.base_url)
+                check_outbound(self.base_url)
                 completion = await client.chat.completions.create(**self._request(messages, use_format))
             except self._openai.BadRequestError:
                 if not use_format:
                     raise
-                check_network_allowed(self.base_url)
+                check_outbound(self.base_url)
                 completion = await client.chat.completions.create(**self._request(messages, False))
                 self._is_response_format_supported = False
         except (self._openai.OpenAIError, json.JSONDecodeError) as exc:
@@ -211,7 +211,8 @@ class OpenAILLM:
             finish = getattr(choices[0], "finish_reason", None) if choices else None
             message = f"{self.name} returned an empty reply (finish_reason={finish!r})"
             raise LLMOutputError(message, backend=_BACKEND, raw=content or "")
-        return content
+        text: str = content
+        return text
 
     def _translate(self, exc: Exception) -> LLMError:
         openai = self._openai

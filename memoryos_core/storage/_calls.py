@@ -3,6 +3,7 @@ reads paged and big writes chunked under Chroma's limits."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -164,7 +165,7 @@ class ChromaCalls:
                 chunk = list(ids[start : start + _PAGE])
                 result = self.run(
                     f"get from {kind}",
-                    lambda chunk=chunk: collection.get(ids=chunk, where=where_clause(where), include=include),
+                    functools.partial(collection.get, ids=chunk, where=where_clause(where), include=include),
                 )
                 records += self.records(result["ids"], result, with_embeddings)
             return records[:limit] if limit is not None else records
@@ -173,8 +174,8 @@ class ChromaCalls:
             size = _PAGE if limit is None else min(_PAGE, limit - len(records))
             result = self.run(
                 f"get from {kind}",
-                lambda offset=offset, size=size: collection.get(
-                    where=where_clause(where), include=include, limit=size, offset=offset
+                functools.partial(
+                    collection.get, where=where_clause(where), include=include, limit=size, offset=offset
                 ),
             )
             records += self.records(result["ids"], result, with_embeddings)
@@ -190,8 +191,8 @@ class ChromaCalls:
         while True:
             result = self.run(
                 f"count {kind}",
-                lambda offset=offset: collection.get(
-                    where=where_clause(where), include=[], limit=_PAGE, offset=offset
+                functools.partial(
+                    collection.get, where=where_clause(where), include=[], limit=_PAGE, offset=offset
                 ),
             )
             total += len(result["ids"])

@@ -109,9 +109,9 @@ def _erase_here(folder: str) -> tuple[int, int]:
     return purged, _remove_orphan_segments(folder, live)
 
 
-def _seq(value: object) -> int:
+def _seq(value: int | str | bytes) -> int:
     """A max_seq_id value: an int, or big-endian bytes in stores made by Chroma before 0.5."""
-    return int.from_bytes(value, "big") if isinstance(value, bytes) else int(value)  # type: ignore[arg-type]
+    return int.from_bytes(value, "big") if isinstance(value, bytes) else int(value)
 
 
 def _purge_collection(connection: sqlite3.Connection, folder: str, collection: str) -> int:

@@ -61,6 +61,10 @@ class SharedFolder:
         """``store.on_reopen()`` is called after each reopen: its collection handles are stale."""
         self._listeners.add(store)
 
+    def forget(self, store: Any) -> None:
+        """``store`` closed: it is no longer told of reopens (a folder nobody listens to may be closed)."""
+        self._listeners.discard(store)
+
     @contextmanager
     def access(self, *, write: bool, backend: str = "chroma") -> Iterator[Any]:
         """The client, under the folder's lock (exclusive to write); nested calls reuse the outer one.

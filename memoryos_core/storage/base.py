@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -31,7 +32,43 @@ class MemoryStore(Protocol):
     metadata; the engine names that ``user_id`` in every ``where`` it passes (by ids too), so
     a store may keep each user apart. A ``where`` without ``user_id`` is an administrative scan
     of every user; ``query`` always names one user.
+
+    The engine calls ``open`` once before any other call. ``exclusive`` and ``local_path`` are
+    capabilities a store without them answers plainly: ``exclusive()`` yields False (a context
+    that holds nothing) and ``local_path`` is None.
     """
+
+    def open(self, *, dim: int, embedder_name: str) -> None:
+        """Connect, and create or check the store for vectors of ``dim`` made by ``embedder_name``.
+
+        Calling it again on an open store does nothing.
+
+        Raises:
+            DimensionMismatchError: the store holds vectors of another length or model.
+            StorageError: the store cannot be reached or opened.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what ``open`` acquired (handles, connections); ``open`` may be called again.
+
+        Calling it on a closed store does nothing. Closing never deletes records.
+        """
+        ...
+
+    def exclusive(self) -> AbstractContextManager[bool]:
+        """Hold exclusive access across several calls (a read, then a write), among processes too.
+
+        Yields whether that makes the calls atomic among processes: False for a store that cannot
+        hold such a lock (a server), in which case the caller confirms its write afterwards.
+        """
+        ...
+
+    @property
+    def local_path(self) -> str | None:
+        """The folder of a store kept on this machine (the engine keeps its page journal beside
+        it); None for a server or an in-memory store."""
+        ...
 
     def upsert(self, kind: Kind, records: Sequence[Record]) -> None: ...
 

@@ -60,6 +60,7 @@ class ChromaStore:
         timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        self._is_own_server_client = False  # a server client open() made, which close() closes
         self._timeout_s = server_timeout_s(timeout_s)
         # Absolute now: Chroma caches clients by the path string, so a relative one opened again after a
         # chdir would reach the first folder's data.
@@ -97,10 +98,12 @@ class ChromaStore:
                     make_client = functools.partial(chroma_client, path=self._path)
                     self._folder = shared_folder(self._path, make_client)
                     self._folder.listen(self)
-                else:
-                    self._client = self._client or self._make_client()
+                elif self._client is None:
+                    self._client = self._make_client()
+                    self._is_own_server_client = self._url is not None
                 with self._access(write=True):
-                    state = self._client.get_or_create_collection(
+                    client: Any = self._client  # set by _access for a folder
+                    state = client.get_or_create_collection(
                         f"{self.prefix}state",
                         embedding_function=None,
                         metadata={
@@ -114,6 +117,28 @@ class ChromaStore:
                 self._check_files(state, "the shared state")
             self._dim, self._embedder_name = dim, embedder_name
             self._state, self._opened = state, True
+
+    def close(self) -> None:
+        """Drop this store's handles; ``open`` connects again. Records stay where they are.
+
+        An embedded folder's client is shared by the process's stores and closed once none uses it (at
+        the latest at exit); a server client made by ``open`` is closed; a client passed in stays the
+        caller's, and an in-memory one stays open (closing it would drop its records).
+        """
+        with self._lock:
+            if not self._opened:
+                return
+            self._opened, self._state = False, None
+            self._user_collections.clear()
+            self._registered.clear()
+            self._checked.clear()
+            if self._folder is not None:
+                self._folder.forget(self)
+                self._folder, self._client = None, None
+            elif self._is_own_server_client:
+                client, self._client, self._is_own_server_client = self._client, None, False
+                with self._calls.errors("close"):
+                    client.close()
 
     def on_reopen(self) -> None:
         """The shared folder reopened its client (another process wrote): drop stale handles."""
@@ -368,7 +393,7 @@ class ChromaStore:
                 kind,
                 user,
                 f"upsert into {kind}",
-                lambda c, g=group: self._calls.write_chunks(c, kind, g),
+                functools.partial(self._calls.write_chunks, kind=kind, records=group),
                 write=True,
             )
 
@@ -398,7 +423,15 @@ class ChromaStore:
                     kind,
                     user,
                     f"get from {kind}",
-                    lambda c, left=left: self._calls.read(c, kind, ids, rest, include, with_embeddings, left),
+                    functools.partial(
+                        self._calls.read,
+                        kind=kind,
+                        ids=ids,
+                        where=rest,
+                        include=include,
+                        with_embeddings=with_embeddings,
+                        limit=left,
+                    ),
                 )
                 or []
             )
@@ -424,7 +457,7 @@ class ChromaStore:
                 self._registered.discard(user)
                 try:
                     self._calls.run(
-                        f"drop {kind} of {user}", lambda name=name: client.delete_collection(name)
+                        f"drop {kind} of {user}", functools.partial(client.delete_collection, name)
                     )
                 except StorageError as exc:
                     if not is_missing(exc.__cause__):
@@ -470,7 +503,9 @@ class ChromaStore:
         )
         if result is None:
             return []
-        flat = {key: (value[0] if value else None) for key, value in result.items() if key != "included"}
+        flat: dict[str, Any] = {
+            key: (value[0] if value else None) for key, value in result.items() if key != "included"
+        }
         records = self._calls.records(flat["ids"], flat, with_embeddings)
         return [(record, 1.0 - float(distance)) for record, distance in zip(records, flat["distances"] or [])]
 
@@ -509,7 +544,8 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
             ssl=parsed.scheme == "https",
             settings=settings,
         )
-        client._server._session.timeout = httpx.Timeout(timeout)  # shared by its admin client
+        # Chroma's private HTTP session (not in its types), shared by its admin client.
+        client._server._session.timeout = httpx.Timeout(timeout)  # type: ignore[attr-defined]
         return client
     if path:
         check_sqlite_file(path)

@@ -1,6 +1,8 @@
 """A network guard for offline tests: only loopback hosts and unix sockets may be reached.
 
-Test suites call :func:`block_network` once; real backends call :func:`check_network_allowed` per request.
+Test suites call :func:`block_network` once. It patches the socket module and installs
+:func:`check_network_allowed` as an outbound check (``memoryos_core._network``), which the real backends run
+before each request; the backends never import this module.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from memoryos_core._network import add_outbound_check
+
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 
@@ -21,6 +25,7 @@ _lock = threading.Lock()
 _block_depth = 0
 _allow_depth = 0
 _originals: dict[str, Any] = {}
+_remove_outbound_check: Callable[[], None] | None = None
 _is_audit_hook_installed = False
 _LOOKUP_EVENTS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex"})
 
@@ -60,7 +65,8 @@ def is_network_blocked() -> bool:
 
 
 def check_network_allowed(url: str | None) -> None:
-    """Raise when the guard is on and ``url`` points off this machine; real backends call it per request.
+    """Raise when the guard is on and ``url`` points off this machine; the backends run it per request
+    through the outbound hook that :func:`block_network` installs.
 
     Args:
         url: The endpoint about to be called; None means the vendor's default (a public host).
@@ -91,17 +97,19 @@ def _check_address(address: Any, family: int | None = None) -> None:
 
 def _guarded_connect(self: socket.socket, address: Any) -> None:
     _check_address(address, self.family)
-    return _originals["connect"](self, address)
+    _originals["connect"](self, address)
 
 
 def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
     _check_address(address, self.family)
-    return _originals["connect_ex"](self, address)
+    result: int = _originals["connect_ex"](self, address)
+    return result
 
 
 def _guarded_create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
     _check_address(address)
-    return _originals["create_connection"](address, *args, **kwargs)
+    connection: socket.socket = _originals["create_connection"](address, *args, **kwargs)
+    return connection
 
 
 def _guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
@@ -124,6 +132,11 @@ def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
         raise NetworkBlockedError(f"name lookup of {args[0]!r} blocked: tests may only reach loopback hosts")
 
 
+def _patch(owner: object, name: str, value: Any) -> None:
+    """Replace a socket function (setattr: the stubs' signatures are stricter than the guards')."""
+    setattr(owner, name, value)
+
+
 def block_network() -> Callable[[], None]:
     """Make connections and name lookups to non-loopback hosts raise :class:`NetworkBlockedError`.
 
@@ -136,7 +149,7 @@ def block_network() -> Callable[[], None]:
         >>> undo = block_network()
         >>> undo()
     """
-    global _block_depth, _is_audit_hook_installed
+    global _block_depth, _is_audit_hook_installed, _remove_outbound_check
     with _lock:
         if not _is_audit_hook_installed:  # audit hooks cannot be removed: it checks the depth on each event
             sys.addaudithook(_audit_hook)
@@ -148,27 +161,31 @@ def block_network() -> Callable[[], None]:
                 create_connection=socket.create_connection,
                 getaddrinfo=socket.getaddrinfo,
             )
-            socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-            socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
-            socket.create_connection = _guarded_create_connection  # type: ignore[assignment]
-            socket.getaddrinfo = _guarded_getaddrinfo
+            _patch(socket.socket, "connect", _guarded_connect)
+            _patch(socket.socket, "connect_ex", _guarded_connect_ex)
+            _patch(socket, "create_connection", _guarded_create_connection)
+            _patch(socket, "getaddrinfo", _guarded_getaddrinfo)
+            _remove_outbound_check = add_outbound_check(check_network_allowed)
         _block_depth += 1
     is_undone = False
 
     def undo() -> None:
         nonlocal is_undone
-        global _block_depth
+        global _block_depth, _remove_outbound_check
         with _lock:
             if is_undone:
                 return
             is_undone = True
             _block_depth -= 1
             if _block_depth == 0:
-                socket.socket.connect = _originals["connect"]  # type: ignore[method-assign]
-                socket.socket.connect_ex = _originals["connect_ex"]  # type: ignore[method-assign]
-                socket.create_connection = _originals["create_connection"]
-                socket.getaddrinfo = _originals["getaddrinfo"]
+                _patch(socket.socket, "connect", _originals["connect"])
+                _patch(socket.socket, "connect_ex", _originals["connect_ex"])
+                _patch(socket, "create_connection", _originals["create_connection"])
+                _patch(socket, "getaddrinfo", _originals["getaddrinfo"])
                 _originals.clear()
+                if _remove_outbound_check is not None:
+                    _remove_outbound_check()
+                    _remove_outbound_check = None
 
     return undo
 

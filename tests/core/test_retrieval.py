@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from memoryos_core import InvalidInputError, MemoryOS
+from memoryos_core.app.mcp import retrieve_memory_dict
 from memoryos_core.llm.rules import RuleBasedLLM
 
 CONVERSATION = [
@@ -117,12 +118,12 @@ def test_top_k_caps_the_ranked_units_and_short_term_pages_come_apart(
     # (the renderer indents an item's continuation lines, so each page is found by its first line)
     assert all(rendered.index(u.text.splitlines()[0]) > recent for u in context.short_term)
     assert len(memory.retrieve_memory("tomatoes", top_k=2).units) == 2
-    shape = context.to_mcp_dict()
+    shape = retrieve_memory_dict(context)
     assert len(shape["short_term_memory"]) == 7 and shape["total_results"] == 17
 
 
 def test_mcp_dict_has_the_reference_shape(memory: MemoryOS) -> None:
-    shape = memory.retrieve_memory("cello", top_k=2).to_mcp_dict()
+    shape = retrieve_memory_dict(memory.retrieve_memory("cello", top_k=2))
     assert {
         "short_term_memory",
         "retrieved_pages",
