@@ -12,7 +12,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,6 +33,7 @@ from memoryos_core._types import (
 from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine import admin as _admin
+from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.async_twins import AsyncTwins
 from memoryos_core.engine.background import BackgroundMixin
 from memoryos_core.engine.consolidation import Consolidator, UserState
@@ -398,6 +399,59 @@ class MemoryOS(ManageMixin, BackgroundMixin, AsyncTwins):
             user_id=user_id,
             assistant_id=assistant_id,
         ).text
+
+    # --- pages by id and by meta_data ------------------------------------------------------------
+    def get_pages(self, page_ids: Sequence[str], *, user_id: str | None = None) -> list[Page]:
+        """The user's pages with these ids, in the order asked (each once), from every tier and
+        including new pages not yet written to the store; ids the user does not hold are left out.
+
+        Raises:
+            InvalidInputError: ``page_ids`` is not a list of valid ids (a lone str included).
+        """
+        user = self._ids(user_id)[0]
+        ids = _lookup.check_page_ids(page_ids)
+        if not ids:
+            return []
+        self._ready()
+        return _lookup.get_pages(self.store, user, ids, self._pending_of(user))
+
+    def find_pages(
+        self,
+        meta: Mapping[str, str | int | float | bool],
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Page]:
+        """The user's pages whose ``meta_data`` holds every given pair (top-level keys; ``True`` is
+        not ``1``), oldest first, from every tier and including pages not yet written to the store.
+
+        Args:
+            meta: the pairs to match; ``{}`` matches every page.
+            limit: keep only the newest ``limit`` matches.
+
+        Raises:
+            InvalidInputError: ``meta`` is not a mapping of str to str, int, finite float or bool
+                values, or ``limit`` is not a positive int.
+        """
+        user = self._ids(user_id)[0]
+        wanted = _lookup.check_meta_query(meta)
+        most = _lookup.check_limit(limit)
+        self._ready()
+        return _lookup.find_pages(self.store, user, wanted, self._pending_of(user), most)
+
+    async def aget_pages(self, page_ids: Sequence[str], *, user_id: str | None = None) -> list[Page]:
+        """Async twin of :meth:`get_pages` (in a worker thread)."""
+        return await asyncio.to_thread(self.get_pages, page_ids, user_id=user_id)
+
+    async def afind_pages(
+        self,
+        meta: Mapping[str, str | int | float | bool],
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Page]:
+        """Async twin of :meth:`find_pages` (in a worker thread)."""
+        return await asyncio.to_thread(self.find_pages, meta, user_id=user_id, limit=limit)
 
     # --- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
