@@ -40,6 +40,7 @@ def test_get_pages_reads_every_tier_in_the_order_asked(make_memory: Callable[...
     for page in pages:
         assert page.user_input == expected[page.id]["user_input"]
         assert page.meta_data == expected[page.id]["meta_data"]
+        assert list(page.source_ids) == expected[page.id]["source_ids"] != []
     assert memory.get_pages([]) == [] and memory.get_pages(["pg_missing"]) == []
 
 
@@ -119,8 +120,8 @@ def test_pages_still_in_the_journal_are_found(tmp_path: Path) -> None:
         other = memory.add_memory("Bob's note.", "ok", meta_data={"source_id": "m-1"}, user_id="bob")
         assert memory.store.get("pages", where={"user_id": "alice"}) == []  # not in Chroma yet
         pages = memory.get_pages([added.page_id, other.page_id])
-        assert [(p.id, p.tier, p.user_input) for p in pages] == [
-            (added.page_id, "short_term", "My cat Pixel likes tuna.")
+        assert [(p.id, p.tier, p.user_input, p.source_ids) for p in pages] == [
+            (added.page_id, "short_term", "My cat Pixel likes tuna.", ("m-1",))
         ]
         assert [p.id for p in memory.find_pages({"source_id": "m-1"})] == [added.page_id]
         assert memory.store.get("pages", where={"user_id": "alice"}) == []  # read without a flush
