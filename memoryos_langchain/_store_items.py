@@ -79,7 +79,7 @@ def is_id(key: str) -> bool:
     return True
 
 
-def put_meta(key: str, value: dict[str, Any], created: str, updated: str) -> dict[str, Any]:
+def put_meta(key: str, value: Mapping[str, Any], created: str, updated: str) -> dict[str, Any]:
     """The ``meta_data`` of a page written by ``put``: the item under ``PUT_KEY``, the key flat under
     ``KEY_FIELD`` too (``MemoryOS.find_pages`` matches top-level pairs)."""
     put = {"key": key, "value": value, "created_at": created, "updated_at": updated}
