@@ -43,6 +43,7 @@ from memoryos_core.engine.memory import MemoryOS, Memoryos
 from memoryos_core.llm.base import LLM
 from memoryos_core.llm.fake import FunctionLLM, ScriptedLLM
 from memoryos_core.llm.rules import RuleBasedLLM
+from memoryos_core.policy.turns import Turn, TurnMessage, close_turn, fold_messages
 from memoryos_core.storage.base import MemoryStore, Record
 from memoryos_core.storage.chroma import ChromaStore
 
@@ -113,7 +114,11 @@ __all__ = [
     "ScriptedLLM",
     "ShortTermConfig",
     "StorageError",
+    "Turn",
+    "TurnMessage",
     "UserProfile",
     "__version__",
+    "close_turn",
+    "fold_messages",
     "validate_id",
 ]

@@ -53,6 +53,8 @@ class Page:
     chain_overview: str = ""
     meta_data: dict[str, Any] = field(default_factory=dict)
     created_ns: int = 0
+    source_ids: tuple[str, ...] = ()
+    """Provenance kept from ``meta_data`` (``SOURCE_KEYS``) or an import, as on recalled units."""
 
     @property
     def text(self) -> str:

@@ -1,4 +1,4 @@
-"""Pure mapping between MemoryOS exports / recalled units and LangGraph store items (no I/O)."""
+"""Pure mapping between MemoryOS pages / knowledge / recalled units and LangGraph store items (no I/O)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from typing import Any
 from langgraph.store.base import Item, MatchCondition, SearchItem
 from langgraph.store.base.embed import get_text_at_path
 
-from memoryos_core import ContextUnit
+from memoryos_core import ContextUnit, InvalidInputError, Page, UserProfile, validate_id
 
 Index = dict[str, tuple[SearchItem, list[str]]]
 """key -> (item, ids of the pages holding it, oldest first; [] for derived knowledge)."""
 
 PUT_KEY = "langgraph"
 """``meta_data`` key of a page written by ``MemoryOSStore.put``: ``{key, value, created_at, updated_at}``."""
+KEY_FIELD = "langgraph_key"
+"""``meta_data`` key holding the same page's item key flat, so ``find_pages`` finds it."""
 
 _PAGE_TIERS = ("short_term", "mid_term", "archive")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -43,11 +45,13 @@ def _item(ns: tuple[str, ...], key: str, value: dict[str, Any], created: str, up
     return SearchItem(ns, key, value, parse_when(created), parse_when(updated))
 
 
-def _page_value(page: Mapping[str, Any], tier: str, stamp: str, sources: Iterable[str]) -> dict[str, Any]:
+def _page_value(
+    user_input: str, agent_response: str, tier: str, stamp: str, sources: Iterable[str]
+) -> dict[str, Any]:
     return {
         "kind": "page",
-        "user_input": page.get("user_input", ""),
-        "agent_response": page.get("agent_response", ""),
+        "user_input": user_input,
+        "agent_response": agent_response,
         "tier": tier,
         "timestamp": stamp,
         "source_ids": list(sources),
@@ -66,23 +70,60 @@ def plain_item(item: Item) -> Item:
     )  # fmt: skip
 
 
-def index_export(ns: tuple[str, ...], export: Mapping[str, Any]) -> Index:
-    """Every item of one user's ``export_memory()``: pages (put or conversation) and knowledge."""
+def is_id(key: str) -> bool:
+    """Whether ``key`` could be a page id (store keys may be any text; page ids are MemoryOS ids)."""
+    try:
+        validate_id(key, "key")
+    except InvalidInputError:
+        return False
+    return True
+
+
+def put_meta(key: str, value: Mapping[str, Any], created: str, updated: str) -> dict[str, Any]:
+    """The ``meta_data`` of a page written by ``put``: the item under ``PUT_KEY``, the key flat under
+    ``KEY_FIELD`` too (``MemoryOS.find_pages`` matches top-level pairs)."""
+    put = {"key": key, "value": value, "created_at": created, "updated_at": updated}
+    return {PUT_KEY: put, KEY_FIELD: key}
+
+
+def put_of(page: Page) -> Mapping[str, Any] | None:
+    """The item a page written by ``put`` holds; None for a conversation page."""
+    put = page.meta_data.get(PUT_KEY)
+    return put if isinstance(put, Mapping) else None
+
+
+def page_item(ns: tuple[str, ...], page: Page) -> SearchItem:
+    """A page as an item: the item it holds (``put``), or the conversation page keyed by its id."""
+    put = put_of(page)
+    if put is not None:
+        return _item(ns, put["key"], put["value"], put["created_at"], put["updated_at"])
+    stamp = _from_epoch(page.created_ns / 1e9)
+    value = _page_value(page.user_input, page.agent_response, page.tier, page.timestamp, page.source_ids)
+    return _item(ns, page.id, value, stamp, stamp)
+
+
+def knowledge_items(ns: tuple[str, ...], profile: UserProfile) -> dict[str, SearchItem]:
+    """The user's knowledge items by id (derived: readable, never put or deleted through the store)."""
+    items = {}
+    for kind, entries in (
+        ("user_knowledge", profile.user_knowledge),
+        ("assistant_knowledge", profile.assistant_knowledge),
+    ):
+        for entry in entries:
+            stamp = _from_epoch(entry.updated_s)
+            value = _knowledge_value(kind, entry.text, entry.page_ids, entry.source_ids)
+            items[entry.id] = _item(ns, entry.id, value, stamp, stamp)
+    return items
+
+
+def index_pages(ns: tuple[str, ...], pages: Iterable[Page], profile: UserProfile) -> Index:
+    """Every item of one user: pages (put or conversation; oldest first, the newest of a key wins)
+    and knowledge."""
     index: Index = {}
-    for page in export.get("pages", []):  # oldest first: the newest page of a key wins
-        put = (page.get("meta_data") or {}).get(PUT_KEY)
-        if isinstance(put, Mapping):
-            found = _item(ns, put["key"], put["value"], put["created_at"], put["updated_at"])
-        else:
-            stamp = _from_epoch(int(page.get("created_ns") or 0) / 1e9)
-            value = _page_value(page, page["tier"], page["timestamp"], page.get("source_ids", []))
-            found = _item(ns, page["id"], value, stamp, stamp)
-        index[found.key] = (found, [*index.get(found.key, (found, []))[1], page["id"]])
-    for kind in ("user_knowledge", "assistant_knowledge"):
-        for entry in export.get(kind, []):
-            stamp = _from_epoch(float(entry.get("updated_s") or 0))
-            value = _knowledge_value(kind, entry["text"], entry["page_ids"], entry["source_ids"])
-            index[entry["id"]] = (_item(ns, entry["id"], value, stamp, stamp), [])
+    for page in pages:
+        found = page_item(ns, page)
+        index[found.key] = (found, [*index.get(found.key, (found, []))[1], page.id])
+    index.update((key, (item, [])) for key, item in knowledge_items(ns, profile).items())
     return index
 
 
@@ -95,7 +136,8 @@ def unit_item(ns: tuple[str, ...], unit: ContextUnit) -> SearchItem:
     elif isinstance(put, Mapping):
         found = _item(ns, put["key"], put["value"], put["created_at"], put["updated_at"])
     else:
-        value = _page_value(unit.meta_data, unit.tier, unit.timestamp, unit.source_ids)
+        said, answered = unit.meta_data.get("user_input", ""), unit.meta_data.get("agent_response", "")
+        value = _page_value(said, answered, unit.tier, unit.timestamp, unit.source_ids)
         found = _item(ns, unit.id, value, unit.timestamp, unit.timestamp)
     found.score = unit.score
     return found

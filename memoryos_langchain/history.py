@@ -8,9 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from memoryos_core import AddResult, InvalidInputError, MemoryOS, NotFoundError, Page
+from memoryos_core import (
+    AddResult,
+    InvalidInputError,
+    MemoryOS,
+    NotFoundError,
+    Page,
+    Turn,
+    TurnMessage,
+    close_turn,
+    fold_messages,
+)
 from memoryos_langchain._common import message_text
 
 
@@ -26,19 +36,26 @@ class _Pending:
 _UNKNOWN = object()  # the pending page has not been looked up yet
 
 
-def _page(
-    human: tuple[str, str | None] | None, ai: tuple[str, str | None] | None, *, pending: bool = False
-) -> dict[str, Any] | None:
-    human_text, human_id = human or ("", None)
-    ai_text, ai_id = ai or ("", None)
-    if not human_text.strip() and not ai_text.strip():
+def _turn_message(message: BaseMessage) -> TurnMessage[BaseMessage | None]:
+    """A LangChain message as the core's folding sees it (an AI message without text is plumbing)."""
+    if isinstance(message, HumanMessage):
+        return TurnMessage("user", message_text(message), message, message.id)
+    if isinstance(message, AIMessage):
+        return TurnMessage("assistant", message_text(message), message, message.id)
+    return TurnMessage("system" if isinstance(message, SystemMessage) else "tool", "", message, message.id)
+
+
+def _page(turn: Turn[BaseMessage | None], *, pending: bool = False) -> dict[str, Any] | None:
+    human = turn.users[0] if turn.users else None  # one at most: unanswered ones are turns of their own
+    if not turn.user_input.strip() and not turn.agent_response.strip():
         return None
-    info = {"human_id": human_id, "ai_id": ai_id, "pending": pending or None}
+    ai_id = turn.answer.id if turn.answer is not None else None
+    info = {"human_id": human.id if human else None, "ai_id": ai_id, "pending": pending or None}
     meta: dict[str, Any] = {"langchain": {k: v for k, v in info.items() if v is not None}}
-    ids = [i for i in (human_id, ai_id) if i]
+    ids = [i for i in (human.id if human else None, ai_id) if i]
     if ids:
         meta["message_ids"] = ids  # the core keeps them as source_ids on every unit derived from the page
-    return {"user_input": human_text, "agent_response": ai_text, "meta_data": meta}
+    return {"user_input": turn.user_input, "agent_response": turn.agent_response, "meta_data": meta}
 
 
 def _plan_pages(
@@ -46,29 +63,26 @@ def _plan_pages(
 ) -> tuple[list[dict[str, Any]], tuple[str, dict[str, Any]] | None]:
     """Pages to add for ``messages``, and the stored pending page their first answer completes.
 
-    A human message and the next AI message with text make one page; a human message followed by
-    another human message is stored alone; a trailing human message is stored as a pending page that
-    the next AI message completes in place. System and tool messages, and AI messages that only call
-    tools, are not conversation turns and are skipped.
+    The core's ``fold_messages`` with ``join_users=False``: a human message and the next AI message
+    with text make one page; a human message followed by another human message is stored alone; a
+    trailing human message is stored as a pending page that the next AI message completes in place.
+    System and tool messages, and AI messages that only call tools, are not conversation turns.
     """
+    opened: TurnMessage[BaseMessage | None] | None = None
+    if pending is not None:  # the stored human message waiting for its answer opens the turn
+        opened = TurnMessage("user", pending.text, None, pending.message_id)
+    turns, left = fold_messages(map(_turn_message, messages), [opened] if opened else [], join_users=False)
     pages: list[dict[str, Any] | None] = []
-    human = (pending.text, pending.message_id) if pending else None
-    open_page = pending.page_id if pending else None
     completion: tuple[str, dict[str, Any]] | None = None
-    for message in messages:
-        if isinstance(message, HumanMessage):
-            if human is not None and open_page is None:
-                pages.append(_page(human, None))
-            human, open_page = (message_text(message), message.id), None
-        elif isinstance(message, AIMessage) and message_text(message).strip():
-            page = _page(human, (message_text(message), message.id))
-            if open_page is not None and page is not None:
-                completion = (open_page, page)
-            else:
-                pages.append(page)
-            human, open_page = None, None
-    if human is not None and open_page is None:
-        pages.append(_page(human, None, pending=True))
+    for turn in turns:
+        page = _page(turn)
+        if opened is None or not turn.users or turn.users[0] is not opened:
+            pages.append(page)
+        elif pending is not None and turn.answer is not None and page is not None:
+            completion = (pending.page_id, page)  # (unanswered, the stored pending page stays as it is)
+    last = close_turn(left)
+    if last is not None and last.users[0] is not opened:
+        pages.append(_page(last, pending=True))
     return [p for p in pages if p is not None], completion
 
 

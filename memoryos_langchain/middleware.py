@@ -135,7 +135,7 @@ class MemoryOSMiddleware(AgentMiddleware[MemoryOSState, Any, Any]):
             return None
         human, answer = turn
         ai_id = answer.id if answer is not None else None
-        page = {
+        page: dict[str, Any] = {
             "user_input": message_text(human),
             "agent_response": message_text(answer) if answer is not None else "",
             "meta_data": {

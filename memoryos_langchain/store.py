@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import TypeVar
 
 from langgraph.store.base import (
     BaseStore,
@@ -20,19 +19,22 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from memoryos_core import InvalidInputError, MemoryOS, NotFoundError
+from memoryos_core import InvalidInputError, MemoryOS, NotFoundError, validate_id
 from memoryos_langchain._store_items import (
-    PUT_KEY,
+    KEY_FIELD,
     Index,
-    index_export,
+    index_pages,
+    is_id,
+    knowledge_items,
     namespace_matches,
+    page_item,
     plain_item,
+    put_meta,
+    put_of,
     text_of,
     unit_item,
     value_matches,
 )
-
-T = TypeVar("T")
 
 
 class MemoryOSStore(BaseStore):
@@ -79,22 +81,15 @@ class MemoryOSStore(BaseStore):
         if len(namespace) != size + 1 or tuple(namespace[:size]) != self.namespace_prefix:
             shape = (*self.namespace_prefix, "<user_id>")
             raise InvalidNamespaceError(f"MemoryOSStore namespaces are {shape}, got {tuple(namespace)}")
-        if not isinstance(namespace[-1], str):
-            raise InvalidNamespaceError(f"the user id in {tuple(namespace)} must be a str")
-        return namespace[-1]
-
-    def _call(self, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            return validate_id(namespace[-1], "user_id")
         except InvalidInputError as exc:
-            if "user_id" in str(exc):
-                raise InvalidNamespaceError(f"the last namespace label must be a user id: {exc}") from exc
-            raise
+            raise InvalidNamespaceError(f"the last namespace label must be a user id: {exc}") from exc
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        """Run the operations in order; each user's memory is read at most once between writes."""
+        """Run the operations in order; a listing reads each user's memory at most once between writes."""
         views: dict[str, Index] = {}
-        return [self._call(lambda op=op: self._run(op, views)) for op in ops]
+        return [self._run(op, views) for op in ops]
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Async twin of :meth:`batch` (in a worker thread, as the core's own async calls)."""
@@ -108,15 +103,16 @@ class MemoryOSStore(BaseStore):
 
         def view() -> Index:
             if user not in views:
-                views[user] = index_export(ns, self.memory.export_memory(user_id=user))
+                pages = self.memory.find_pages({}, user_id=user)
+                views[user] = index_pages(ns, pages, self.memory.get_user_profile(user_id=user))
             return views[user]
 
         result: Result = None
         if isinstance(op, GetOp):
-            found = view().get(op.key)
+            found = self._lookup(user, ns, op.key)
             result = plain_item(found[0]) if found else None
         elif isinstance(op, PutOp):
-            self._put(user, ns, op, view())
+            self._put(user, op, self._lookup(user, ns, op.key))
             views.pop(user, None)
         elif isinstance(op, SearchOp):
             result = self._search(user, ns, op, view)
@@ -125,15 +121,28 @@ class MemoryOSStore(BaseStore):
         self._users.add(user)
         return result
 
-    def _put(self, user: str, ns: tuple[str, ...], op: PutOp, index: Index) -> None:
-        current = index.get(op.key)
+    def _lookup(self, user: str, ns: tuple[str, ...], key: str) -> tuple[SearchItem, list[str]] | None:
+        """The item stored under ``key`` and the ids of the pages holding it ([] for knowledge).
+
+        Items put here are found by their key (``find_pages``), conversation pages by id
+        (``get_pages``), and knowledge in the user's profile: the user's memory is never exported.
+        """
+        pages = self.memory.find_pages({KEY_FIELD: key}, user_id=user)
+        if not pages and is_id(key):
+            pages = [p for p in self.memory.get_pages([key], user_id=user) if put_of(p) is None]
+        if pages:
+            return page_item(ns, pages[-1]), [p.id for p in pages]
+        knowledge = knowledge_items(ns, self.memory.get_user_profile(user_id=user)).get(key)
+        return (knowledge, []) if knowledge is not None else None
+
+    def _put(self, user: str, op: PutOp, current: tuple[SearchItem, list[str]] | None) -> None:
         if current is not None and not current[1]:
             raise InvalidInputError(f"{op.key!r} is derived knowledge: delete the pages it cites instead")
         if op.value is not None:
             now = datetime.now(timezone.utc).isoformat()
             created = current[0].created_at.isoformat() if current is not None else now
-            put = {"key": op.key, "value": op.value, "created_at": created, "updated_at": now}
-            self.memory.add_memory(text_of(op.value, op.index), "", meta_data={PUT_KEY: put}, user_id=user)
+            meta = put_meta(op.key, op.value, created, now)
+            self.memory.add_memory(text_of(op.value, op.index), "", meta_data=meta, user_id=user)
         for page_id in current[1] if current is not None else []:  # after the new page: nothing is lost
             with contextlib.suppress(NotFoundError):
                 self.memory.delete_memory(page_id, user_id=user)

@@ -17,7 +17,15 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ToolCallBlock
 
-from memoryos_core import ConfigError, MemoryOS, RetrievedContext
+from memoryos_core import (
+    ConfigError,
+    MemoryOS,
+    RetrievedContext,
+    Turn,
+    TurnMessage,
+    close_turn,
+    fold_messages,
+)
 
 _BY_KEY: weakref.WeakValueDictionary[str, MemoryOS] = weakref.WeakValueDictionary()
 _KEY_OF: weakref.WeakKeyDictionary[MemoryOS, str] = weakref.WeakKeyDictionary()
@@ -82,49 +90,48 @@ def answer_of(message: ChatMessage) -> str:
     return text[starts[-1].end() :].strip() if starts else ""
 
 
-def _tool_names(messages: Iterable[ChatMessage]) -> list[str]:
-    names = []
-    for message in messages:
-        names += [b.tool_name for b in message.blocks if isinstance(b, ToolCallBlock)]
-        names += [str(getattr(c, "tool_name", "")) for c in message.additional_kwargs.get("tool_calls") or []]
-    return [name for name in dict.fromkeys(names) if name]
+def _tool_names(message: ChatMessage) -> tuple[str, ...]:
+    names = [b.tool_name for b in message.blocks if isinstance(b, ToolCallBlock)]
+    names += [str(getattr(c, "tool_name", "")) for c in message.additional_kwargs.get("tool_calls") or []]
+    return tuple(name for name in dict.fromkeys(names) if name)
 
 
-def _page(
-    users: Sequence[ChatMessage], answer: str, turn: Sequence[ChatMessage], meta: dict[str, Any]
-) -> Page:
+def turn_message(message: ChatMessage) -> TurnMessage[ChatMessage]:
+    """A LlamaIndex message as the core's folding sees it (plumbing as ``tool``)."""
+    message_id = message.additional_kwargs.get("message_id")
+    found = str(message_id) if message_id else None
+    tools = _tool_names(message)
+    if message.role == MessageRole.SYSTEM:
+        return TurnMessage("system", text_of(message), message, found, tools)
+    if is_plumbing(message):
+        return TurnMessage("tool", text_of(message), message, found, tools)
+    if message.role == MessageRole.USER:
+        return TurnMessage("user", text_of(message), message, found, tools)
+    return TurnMessage("assistant", answer_of(message), message, found, tools)
+
+
+def _page(turn: Turn[ChatMessage], meta: dict[str, Any]) -> Page:
     meta_data = {**meta, "seq_ns": time.time_ns()}
-    ids = [str(m.additional_kwargs["message_id"]) for m in turn if m.additional_kwargs.get("message_id")]
-    if ids:
-        meta_data["message_ids"] = ids
-    if tools := _tool_names(turn):
-        meta_data["tool_calls"] = tools
-    user_input = "\n".join(text for text in map(text_of, users) if text)
-    return {"user_input": user_input, "agent_response": answer, "meta_data": meta_data}
+    if turn.message_ids:
+        meta_data["message_ids"] = list(turn.message_ids)
+    if turn.tool_calls:
+        meta_data["tool_calls"] = list(turn.tool_calls)
+    return {"user_input": turn.user_input, "agent_response": turn.agent_response, "meta_data": meta_data}
 
 
 def fold_turns(
     pending: Sequence[ChatMessage], messages: Iterable[ChatMessage], meta: dict[str, Any]
 ) -> tuple[list[ChatMessage], list[Page]]:
-    """Add ``messages`` to the turn in progress; return the new turn buffer and the completed pages."""
-    buffer, pages = list(pending), []
-    for message in messages:
-        if message.role == MessageRole.SYSTEM:
-            continue  # instructions belong to the agent, not to the user's memory
-        answer = answer_of(message) if message.role == MessageRole.ASSISTANT else ""
-        if is_plumbing(message) or not answer.strip():
-            buffer.append(message)
-            continue
-        users = [m for m in buffer if m.role == MessageRole.USER]
-        pages.append(_page(users, answer, [*buffer, message], meta))
-        buffer = []
-    return buffer, pages
+    """Add ``messages`` to the turn in progress; return the new turn buffer and the completed pages
+    (the core's ``fold_messages``: one page per answered turn, user messages joined)."""
+    turns, buffer = fold_messages(map(turn_message, messages), [turn_message(m) for m in pending])
+    return [m.source for m in buffer], [_page(turn, meta) for turn in turns]
 
 
 def leftover_pages(buffer: Sequence[ChatMessage], meta: dict[str, Any]) -> list[Page]:
     """User messages that never got an answer, as user-only pages (so nothing is dropped)."""
-    users = [m for m in buffer if m.role == MessageRole.USER and text_of(m).strip()]
-    return [_page(users, "", users, meta)] if users else []
+    turn = close_turn([turn_message(m) for m in buffer])
+    return [_page(turn, meta)] if turn is not None else []
 
 
 def query_of(messages: Sequence[ChatMessage], input: str | ChatMessage | None = None) -> str:

@@ -61,7 +61,7 @@ class MemoryOSMemory(BaseMemory):
         return "MemoryOSMemory"
 
     @classmethod
-    def from_defaults(  # type: ignore[override]
+    def from_defaults(
         cls,
         memory: MemoryOS | None = None,
         user_id: str | None = None,

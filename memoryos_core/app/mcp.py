@@ -7,14 +7,15 @@ with a tool error (``isError``) naming the problem, and nothing is stored. Built
 (``MCPServer``), imported lazily: ``pip install "memoryos-py[mcp]"``.
 """
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from memoryos_core._exceptions import BackendError, ConfigError, MemoryOSError, MissingDependencyError
-from memoryos_core._types import ContextUnit, KnowledgeEntry, RetrievedContext
+from memoryos_core._types import ContextUnit, Cost, KnowledgeEntry, MemoryStats, RetrievedContext
 from memoryos_core._validation import ID_PATTERN
 from memoryos_core.app.mcp_access import HOW_TO_CONFIGURE, Access, TokenTable, is_loopback, transport_security
 from memoryos_core.app.settings import Settings
@@ -150,24 +151,37 @@ class DeleteMemoryResult(BaseModel):
     deleted_pages: int
 
 
-class MemoryStatsResult(BaseModel):
-    """Counts per tier, pending work and cumulative cost for one user."""
+_STATS_HELP = {
+    "pending_pages": "Pages waiting to be consolidated into mid-term memory.",
+    "hot_segments": "Segments due for analysis into long-term memory.",
+    "truncated_replies": "LLM replies cut off (e.g. by the token limit); the cut-off value was dropped.",
+    "ms": "Wall time of this server's calls for the user so far, in milliseconds.",
+}
 
-    user_id: str
-    short_term_pages: int
-    pending_pages: int = Field(description="Pages waiting to be consolidated into mid-term memory.")
-    mid_term_pages: int
-    archived_pages: int
-    segments: int
-    user_knowledge: int
-    assistant_knowledge: int
-    profile_traits: int
-    hot_segments: int = Field(description="Segments due for analysis into long-term memory.")
-    skipped_llm_steps: int
-    llm_fallbacks: int
-    llm_calls: int
-    prompt_tokens: int
-    completion_tokens: int
+
+def _stats_model() -> type[BaseModel]:
+    """``MemoryStats`` as the tool's output model, its ``cost`` flattened (``llm_calls``,
+    ``prompt_tokens``, ``completion_tokens``, ``ms``): derived from the core dataclasses, so a field
+    added there is in the output schema too. Every field is always given, so every field is required."""
+    fields: dict[str, Any] = {}
+    for cls in (MemoryStats, Cost):
+        hints = get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if hints[item.name] is not Cost:
+                fields[item.name] = (hints[item.name], Field(description=_STATS_HELP.get(item.name)))
+    return create_model("MemoryStatsResult", __doc__=MemoryStats.__doc__, **fields)
+
+
+if TYPE_CHECKING:
+    MemoryStatsResult = BaseModel
+else:
+    MemoryStatsResult = _stats_model()
+
+
+def _stats_result(stats: MemoryStats) -> MemoryStatsResult:
+    values = stats.to_dict()
+    values.update(values.pop("cost"))
+    return MemoryStatsResult.model_validate(values)
 
 
 def _items(entries: tuple[KnowledgeEntry, ...]) -> list[KnowledgeItem]:
@@ -318,11 +332,7 @@ def create_server(
     async def get_memory_stats(user_id: UserArg = user_default) -> MemoryStatsResult:
         """Counts per memory tier, pending work and the LLM cost so far for the user."""
         user = access.user_for(user_id)
-        stats = await _call(lambda: memory.aget_memory_stats(user))
-        values = stats.to_dict()
-        cost = values.pop("cost")
-        values.update({k: cost[k] for k in ("llm_calls", "prompt_tokens", "completion_tokens")})
-        return MemoryStatsResult.model_validate(values)
+        return _stats_result(await _call(lambda: memory.aget_memory_stats(user)))
 
     return server
 

@@ -29,6 +29,7 @@ from memoryos_core._validation import check_id, check_text
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine.consolidation import Consolidator
 from memoryos_core.engine.data import DataManager
+from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.lexical import PageIndexes
 from memoryos_core.engine.promotion import Promoter
 from memoryos_core.engine.registry import make_embedder, make_llm, make_store
@@ -304,6 +305,44 @@ class SyncMemoryOS:
                 whatever is still pending consolidation).
         """
         return self._data.recent_pages(self._user(user_id), limit)
+
+    def get_pages(self, page_ids: Sequence[str], *, user_id: str | None = None) -> list[Page]:
+        """The user's pages with these ids, in the order asked (each once), from every tier and
+        including new pages not yet written to the store; ids the user does not hold are left out.
+
+        Raises:
+            InvalidInputError: ``page_ids`` is not a list of valid ids (a lone str included).
+        """
+        user = self._user(user_id)
+        ids = _lookup.check_page_ids(page_ids)
+        if not ids:
+            return []
+        self._runtime.ready()
+        return _lookup.get_pages(self.store, user, ids, self._runtime.pending_of(user))
+
+    def find_pages(
+        self,
+        meta: Mapping[str, str | int | float | bool],
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Page]:
+        """The user's pages whose ``meta_data`` holds every given pair (top-level keys; ``True`` is
+        not ``1``), oldest first, from every tier and including pages not yet written to the store.
+
+        Args:
+            meta: the pairs to match; ``{}`` matches every page.
+            limit: keep only the newest ``limit`` matches.
+
+        Raises:
+            InvalidInputError: ``meta`` is not a mapping of str to str, int, finite float or bool
+                values, or ``limit`` is not a positive int.
+        """
+        user = self._user(user_id)
+        wanted = _lookup.check_meta_query(meta)
+        most = _lookup.check_limit(limit)
+        self._runtime.ready()
+        return _lookup.find_pages(self.store, user, wanted, self._runtime.pending_of(user), most)
 
     def list_users(self) -> list[str]:
         """Every user with memory in this store, sorted."""

@@ -7,7 +7,7 @@ and no event loop of the library's own (notebooks already run one).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -178,6 +178,20 @@ class MemoryOS(SyncMemoryOS):
     async def arecent_pages(self, limit: int | None = None, *, user_id: str | None = None) -> list[Page]:
         """:meth:`recent_pages` in a worker thread."""
         return await asyncio.to_thread(self.recent_pages, limit, user_id=user_id)
+
+    async def aget_pages(self, page_ids: Sequence[str], *, user_id: str | None = None) -> list[Page]:
+        """:meth:`get_pages` in a worker thread."""
+        return await asyncio.to_thread(self.get_pages, page_ids, user_id=user_id)
+
+    async def afind_pages(
+        self,
+        meta: Mapping[str, str | int | float | bool],
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Page]:
+        """:meth:`find_pages` in a worker thread."""
+        return await asyncio.to_thread(self.find_pages, meta, user_id=user_id, limit=limit)
 
     async def alist_users(self) -> list[str]:
         """:meth:`list_users` in a worker thread."""

@@ -59,6 +59,7 @@ def page_from_record(record: Record) -> Page:
         chain_overview=str(m.get("chain_overview", "")),
         meta_data=json.loads(str(m.get("meta_json") or "{}")),
         created_ns=int(m.get("created_ns", 0)),
+        source_ids=source_ids(record),
     )
 
 

@@ -92,7 +92,7 @@ class Runtime:
         with self._open_lock:
             if self._is_open:
                 return
-            self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)  # type: ignore[attr-defined]
+            self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)
             folder = journal_folder(self.store)
             if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
                 pending = PendingPages(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.store.base import GetOp, InvalidNamespaceError, PutOp
 
-from memoryos_core import InvalidInputError, MemoryOS
+from memoryos_core import ChromaStore, HashingEmbedder, InvalidInputError, MemoryConfig, MemoryOS
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_langchain import MemoryOSMiddleware, MemoryOSStore
 from tests.adapters.langchain.fakes import RecordingChatModel, replies
@@ -67,6 +68,64 @@ def test_search_is_recall_scoped_to_one_user(make_memory: Callable[..., MemoryOS
     listed = store.search(ALICE)  # no query: every item of the user, oldest first
     assert [i.key for i in listed][:2] == ["pet", "job"] and len(listed) == 3
     assert [i.key for i in store.search(ALICE, offset=1, limit=1)] == ["job"]
+
+
+def test_get_and_put_look_up_one_key_without_exporting_the_user(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = make_memory()
+    store = MemoryOSStore(memory)
+    store.put(ALICE, "diet", {"text": "Alice is vegetarian"})
+    added = memory.add_memory("I moved to Lyon.", "Nice.", meta_data={"message_id": "m-1"}, user_id="alice")
+    page_id = added.page_id
+    memory.add_memory("Bob's secret.", "ok", user_id="bob")
+
+    def no_export(*args: object, **kwargs: object) -> dict[str, object]:
+        raise AssertionError("export_memory called")
+
+    monkeypatch.setattr(memory, "export_memory", no_export)
+    store.put(ALICE, "diet", {"text": "Alice is vegan"})
+    found = store.get(ALICE, "diet")
+    assert found is not None and found.value == {"text": "Alice is vegan"}
+    page = store.get(ALICE, page_id)
+    assert page is not None and page.value == {
+        "kind": "page",
+        "user_input": "I moved to Lyon.",
+        "agent_response": "Nice.",
+        "tier": "short_term",
+        "timestamp": memory.get_pages([page_id])[0].timestamp,
+        "source_ids": ["m-1"],
+    }
+    bob_page = memory.recent_pages(user_id="bob")[0].id
+    assert store.get(ALICE, bob_page) is None and store.get(BOB, bob_page) is not None
+    put_page = memory.find_pages({"langgraph_key": "diet"}, user_id="alice")[0].id
+    assert store.get(ALICE, put_page) is None  # a put page is found by its key, not its id
+    store.put(ALICE, "any text, not an id!", {"text": "odd key"})
+    odd = store.get(ALICE, "any text, not an id!")
+    assert odd is not None and odd.value == {"text": "odd key"}
+    assert store.get(ALICE, "missing") is None
+
+
+def test_put_and_get_see_pages_still_in_the_journal(tmp_path: Path) -> None:
+    memory = MemoryOS(
+        user_id="alice",
+        store=ChromaStore(path=str(tmp_path)),
+        embedder=HashingEmbedder(64),
+        config=MemoryConfig(write_behind_s=30.0),  # pages wait in the journal until a flush
+        background=True,
+    )
+    try:
+        store = MemoryOSStore(memory)
+        store.put(ALICE, "diet", {"text": "Alice is vegetarian"})
+        assert memory.store.get("pages", where={"user_id": "alice"}) == []
+        found = store.get(ALICE, "diet")
+        assert found is not None and found.value == {"text": "Alice is vegetarian"}
+        store.put(ALICE, "diet", {"text": "Alice is vegan"})
+        again = store.get(ALICE, "diet")
+        assert again is not None and again.value == {"text": "Alice is vegan"}
+        assert [p.user_input for p in memory.find_pages({})] == ["Alice is vegan"]
+    finally:
+        memory.close()
 
 
 @pytest.mark.parametrize(
