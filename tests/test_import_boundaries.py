@@ -32,7 +32,14 @@ PURE = frozenset(
     }
 )  # fmt: skip
 """Top-level modules ``policy`` may import: computation only, no I/O."""
-SHARED = frozenset({"memoryos_core._config", "memoryos_core._exceptions", "memoryos_core._validation"})
+SHARED = frozenset(
+    {
+        "memoryos_core._config",
+        "memoryos_core._exceptions",
+        "memoryos_core._types",
+        "memoryos_core._validation",
+    }
+)
 """Core modules of plain values ``policy`` may import (their module-level imports are checked too)."""
 
 

@@ -35,6 +35,7 @@ from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.engine.memory import MemoryOS
 from memoryos_core.llm.fake import FunctionLLM
 from memoryos_core.llm.rules import RuleBasedLLM
+from memoryos_core.storage.base import Kind
 from memoryos_core.storage.chroma import ChromaStore
 
 CRASH_USERS = ("crash_a", "crash_b")
@@ -358,7 +359,7 @@ def fill_users(memory: MemoryOS, users: int, pages_per_user: int, rng: random.Ra
 
 def owned_ids(memory: MemoryOS, user_id: str) -> set[str]:
     """Ids of every page, segment and knowledge item the store holds for ``user_id``."""
-    kinds = ("pages", "segments", "knowledge")
+    kinds: tuple[Kind, ...] = ("pages", "segments", "knowledge")
     return {r.id for kind in kinds for r in memory.store.get(kind, where={"user_id": user_id})}
 
 

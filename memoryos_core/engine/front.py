@@ -27,9 +27,9 @@ from memoryos_core._types import (
 )
 from memoryos_core._validation import check_id, check_text
 from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.consolidation import Consolidator
 from memoryos_core.engine.data import DataManager
-from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.lexical import PageIndexes
 from memoryos_core.engine.promotion import Promoter
 from memoryos_core.engine.registry import make_embedder, make_llm, make_store

@@ -39,7 +39,7 @@ def _stem(word: str) -> str:
         if _STEMMER is None:
             # Imported on first use: snowballstemmer loads all of its ~30 languages (~0.1 s), and a
             # process that never ranks text (`memoryos stats`, a first add_memory) should not pay that.
-            import snowballstemmer  # type: ignore[import-untyped]
+            import snowballstemmer
 
             _STEMMER = snowballstemmer.stemmer("english")
         return str(_STEMMER.stemWord(word))
