@@ -54,7 +54,7 @@ def http_server(
     Raises:
         RuntimeError: the server exited or did not listen within ``startup_timeout_s``.
     """
-    from memoryos_core.bench.reliability import child_env
+    from memoryos_core.bench.reliability_child import child_env
 
     port = free_port()
     command = mcp_command("--transport", "http", "--host", "127.0.0.1", "--port", str(port))

@@ -23,7 +23,7 @@ from memoryos_core.llm.usage import measure
 from memoryos_core.policy import text as text_policy
 from memoryos_core.policy.heat import HeatState, is_hot
 from memoryos_core.policy.long_term import render_profile
-from memoryos_core.storage.base import KINDS
+from memoryos_core.storage.base import KINDS, ErasableStore
 
 
 class DataManager:
@@ -250,7 +250,7 @@ class DataManager:
 
     def _erase_deleted(self) -> None:
         """Deleting is erasure: a store that keeps deleted text in its files (Chroma's log, freed
-        pages) removes it now (``ChromaStore.erase_deleted``)."""
-        erase = getattr(self._runtime.store, "erase_deleted", None)
-        if erase is not None:
-            erase()
+        pages) removes it now (an ``ErasableStore``, e.g. ``ChromaStore.erase_deleted``)."""
+        store = self._runtime.store
+        if isinstance(store, ErasableStore):
+            store.erase_deleted()

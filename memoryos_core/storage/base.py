@@ -102,3 +102,18 @@ class MemoryStore(Protocol):
         ...
 
     def count(self, kind: Kind, *, where: Where) -> int: ...
+
+
+@runtime_checkable
+class ErasableStore(Protocol):
+    """An optional capability of a store: one that keeps deleted text in its files (a log, freed
+    pages) declares ``erase_deleted``, which the engine calls after every delete (deleting is
+    erasure). A store without it deletes plainly. ``ChromaStore`` has it."""
+
+    def erase_deleted(self) -> None:
+        """Erase from the store's files what it keeps of deleted and overwritten records.
+
+        Raises:
+            StorageError: the erasure failed; the records are deleted all the same.
+        """
+        ...

@@ -3,6 +3,7 @@ store's lifecycle and capabilities (open/close, exclusive access, local path) be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from memoryos_core.embeddings.openai import OpenAIEmbedder
 from memoryos_core.llm.base import AsyncLLM, acomplete
 from memoryos_core.llm.openai import OpenAILLM
 from memoryos_core.storage import _folder
+from memoryos_core.storage.base import ErasableStore
 
 
 def _page(user: str, text: str) -> Record:
@@ -48,6 +50,28 @@ def test_a_store_missing_the_lifecycle_is_not_a_memory_store() -> None:
         def count(self, kind: str) -> int: ...
 
     assert not isinstance(Partial(), MemoryStore)
+
+
+def test_chroma_store_is_erasable_and_a_plain_store_is_not(tmp_path: Path) -> None:
+    assert isinstance(ChromaStore(path=str(tmp_path / "db")), ErasableStore)
+    assert isinstance(ChromaStore(), ErasableStore)
+
+    class Plain:  # a whole MemoryStore, without the optional erasure
+        local_path = None
+
+        def open(self, *, dim: int, embedder_name: str) -> None: ...
+        def close(self) -> None: ...
+        def exclusive(self) -> contextlib.AbstractContextManager[bool]:
+            return contextlib.nullcontext(False)
+
+        def upsert(self, kind: str, records: Sequence[Record]) -> None: ...
+        def get(self, kind: str) -> list[Record]: ...
+        def delete(self, kind: str) -> None: ...
+        def query(self, kind: str, embedding: Sequence[float]) -> list[tuple[Record, float]]: ...
+        def count(self, kind: str) -> int: ...
+
+    assert isinstance(Plain(), MemoryStore)
+    assert not isinstance(Plain(), ErasableStore)
 
 
 def test_the_embedders_are_embedders() -> None:

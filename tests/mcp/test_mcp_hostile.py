@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
-from memoryos_core.bench.reliability import child_env
+from memoryos_core.bench.reliability_child import child_env
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32

@@ -14,7 +14,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, mcp_command
-from memoryos_core.bench.reliability import child_env
+from memoryos_core.bench.reliability_child import child_env
 
 
 async def test_user_pins_the_stdio_server_to_one_user(tmp_path: Path) -> None:

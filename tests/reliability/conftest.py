@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from memoryos_core.bench.reliability import StoreSpec
+from memoryos_core.bench.reliability_child import StoreSpec
 from tests.conftest import wait_for_chroma
 
 

@@ -20,13 +20,8 @@ import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, Record, RetrievedContext
 from memoryos_core._config import MemoryConfig, MidTermConfig, RetrievalConfig, ShortTermConfig
-from memoryos_core.bench.reliability import (
-    TOPICS,
-    StoreSpec,
-    child_env,
-    consistency_problems,
-    slow_rules_llm,
-)
+from memoryos_core.bench.reliability_child import TOPICS, StoreSpec, child_env, slow_rules_llm
+from memoryos_core.bench.reliability_figures import consistency_problems
 from memoryos_core.storage.base import Kind
 from tests.conftest import topic_pages
 
@@ -45,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WRITER = textwrap.dedent("""
     import json, sys, threading
     from memoryos_core import HashingEmbedder, MemoryOS
-    from memoryos_core.bench.reliability import StoreSpec, slow_rules_llm
+    from memoryos_core.bench.reliability_child import StoreSpec, slow_rules_llm
     from tests.reliability.test_reliability_concurrency import CONFIG, page
 
     spec = json.loads(sys.argv[1])
@@ -75,7 +70,7 @@ RECALLER = textwrap.dedent("""
     import json, sys, threading
     from collections import Counter
     from memoryos_core import HashingEmbedder, MemoryOS
-    from memoryos_core.bench.reliability import StoreSpec
+    from memoryos_core.bench.reliability_child import StoreSpec
     from tests.reliability.test_reliability_concurrency import HEAT_CONFIG, recall_visits
 
     spec = json.loads(sys.argv[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from memoryos_core import MemoryOS, StorageError
-from memoryos_core.bench.reliability import child_env
+from memoryos_core.bench.reliability_child import child_env
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.storage.base import Record
 from memoryos_core.storage.chroma import ChromaStore

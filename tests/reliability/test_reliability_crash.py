@@ -18,16 +18,15 @@ from typing import Any
 import pytest
 
 from memoryos_core import HashingEmbedder, MemoryOS
-from memoryos_core.bench.reliability import (
+from memoryos_core.bench.reliability_child import (
     CRASH_CONFIG,
     CRASH_USERS,
     ChildSpec,
     StoreSpec,
     child_env,
-    consistency_problems,
-    crash_memory,
     kill_round,
 )
+from memoryos_core.bench.reliability_figures import consistency_problems, crash_memory
 from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core.llm.rules import RuleBasedLLM
 
@@ -82,7 +81,7 @@ DYING_WRITER = textwrap.dedent("""
     import json, os, signal, sys
     from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
     from memoryos_core.engine import lease as _lease
-    from memoryos_core.bench.reliability import StoreSpec, slow_rules_llm
+    from memoryos_core.bench.reliability_child import StoreSpec, slow_rules_llm
     from tests.reliability.test_reliability_crash import POINT_CONFIG, dies_at, writer_pages
 
     spec = json.loads(sys.argv[1])

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from memoryos_core import MemoryOS
-from memoryos_core.bench.reliability import child_env
+from memoryos_core.bench.reliability_child import child_env
 from memoryos_core.bench.reopen import run_reopens
 from memoryos_core.embeddings.fake import HashingEmbedder
 

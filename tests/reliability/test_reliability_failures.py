@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from memoryos_core.bench.reliability import child_env
+from memoryos_core.bench.reliability_child import child_env
 
 _WRITER = """
 import sys, time

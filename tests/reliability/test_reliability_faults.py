@@ -24,7 +24,7 @@ from memoryos_core import (
     StorageError,
 )
 from memoryos_core._config import MidTermConfig
-from memoryos_core.bench.reliability import consistency_problems
+from memoryos_core.bench.reliability_figures import consistency_problems
 from memoryos_core.llm.openai import OpenAILLM
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.testing import FakeOpenAIServer, Fault

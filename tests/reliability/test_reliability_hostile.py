@@ -25,7 +25,7 @@ from memoryos_core import (
     MemoryOSError,
     NotFoundError,
 )
-from memoryos_core.bench.reliability import consistency_problems
+from memoryos_core.bench.reliability_figures import consistency_problems
 
 BOUNDED = settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
-from memoryos_core.bench.reliability import (
-    CRASH_CONFIG,
-    StoreSpec,
+from memoryos_core.bench.reliability_child import CRASH_CONFIG, StoreSpec
+from memoryos_core.bench.reliability_figures import (
     check_isolation,
     consistency_problems,
     context_leaks,

@@ -342,7 +342,7 @@ def test_a_server_operator_erases_a_stopped_servers_folder(private_chroma: Any, 
 
 
 def test_the_reliability_bench_reports_no_bytes_left_of_a_deleted_user() -> None:
-    from memoryos_core.bench.reliability import deleted_user_bytes_left
+    from memoryos_core.bench.reliability_figures import deleted_user_bytes_left
 
     assert deleted_user_bytes_left(pages=8) == 0
 
