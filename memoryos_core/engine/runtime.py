@@ -162,7 +162,7 @@ def close_at_exit(memory: _Closable) -> None:
 
 def _close_all() -> None:
     """Close every instance still open, so no background thread is inside Chroma (or writing a
-    journal) when the interpreter ends its daemon threads; ``storage.chroma.close_at_exit``
+    journal) when the interpreter ends its daemon threads; ``storage._lifecycle.close_at_exit``
     (registered earlier, so it runs after this) then closes the clients."""
     for memory in list(_LIVE):
         try:
