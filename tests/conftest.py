@@ -97,6 +97,37 @@ def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         log.close()
 
 
+# Modules whose tests exercise MemoryOS's own logic (ranking, consolidation, promotion, the adapters) through
+# the store, not the store itself: their `server` variant repeats the `embedded` one over HTTP, so it runs
+# with the slow tests (`pytest -m slow`, a step of .ci/run) and the everyday command runs `embedded`. The
+# store's own behaviour on a server (collections, persistence, leases, scoping, deletion, the reliability
+# suite) keeps its `server` variant in the everyday run.
+SERVER_VARIANT_SLOW = (
+    "tests/adapters/",
+    "tests/core/test_async_and_background.py",
+    "tests/core/test_consolidation.py",
+    "tests/core/test_promotion.py",
+    "tests/core/test_response.py",
+    "tests/core/test_retrieval.py",
+    "tests/core/test_truncated_replies.py",
+)
+# ...except where the test is about the store after all (another instance reading what one wrote).
+SERVER_VARIANT_KEPT = ("tests/core/test_retrieval.py::test_pages_written_by_another_instance_are_found",)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("store_factory") != "server":
+            continue
+        where = item.path.resolve().relative_to(_ROOT).as_posix()
+        kept = f"{where}::{item.originalname}" in SERVER_VARIANT_KEPT
+        if where.startswith(SERVER_VARIANT_SLOW) and not kept:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=["embedded", "server"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ChromaStore]:
     """Makes stores on one place: a folder (embedded) or a server with a prefix unique to the test."""
