@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -83,15 +85,15 @@ def test_readme_fences_are_known() -> None:
     assert len(python_blocks()) >= 10, "the README's python blocks were not found"
 
 
-@pytest.mark.parametrize(("line", "code"), block_params())
-def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
+def run_block(line: int, code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run one block as a reader would: its own fresh interpreter, in an empty folder."""
     work = tmp_path / "work"
     work.mkdir()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     script = tmp_path / f"readme_line_{line}.py"
     script.write_text(code)
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", RUNNER, str(script)],
         cwd=work,
         env=block_env(scratch),
@@ -99,6 +101,34 @@ def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
         text=True,
         timeout=BLOCK_TIMEOUT_S,
     )
+
+
+@pytest.fixture(scope="module")
+def block_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[int, Future[subprocess.CompletedProcess[str]]]]:
+    """The selected blocks, started together in their own processes, a few at a time (one per core).
+
+    Each block is still a fresh interpreter in its own empty folder: only the waiting overlaps, so on a
+    machine with several cores the blocks take about the time of the longest ones, not of all of them.
+    """
+    selected = {
+        item.callspec.params["line"]: item.callspec.params["code"]
+        for item in request.session.items
+        if item.path == request.path and getattr(item, "originalname", "") == "test_readme_block_runs"
+    }
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        yield {
+            line: pool.submit(run_block, line, code, tmp_path_factory.mktemp(f"readme-{line}"))
+            for line, code in selected.items()
+        }
+
+
+@pytest.mark.parametrize(("line", "code"), block_params())
+def test_readme_block_runs(
+    line: int, code: str, block_runs: dict[int, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    result = block_runs[line].result()
     if result.returncode != 0:
         pytest.fail(
             f"README.md:{line}: the python block exited with {result.returncode}\n"
