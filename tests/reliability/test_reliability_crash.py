@@ -80,7 +80,8 @@ def test_writers_sigkilled_at_random_moments_lose_no_accepted_page(store_spec: S
 
 DYING_WRITER = textwrap.dedent("""
     import json, os, signal, sys
-    from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS, _lease
+    from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
+    from memoryos_core.engine import lease as _lease
     from memoryos_core.bench.reliability import StoreSpec, slow_rules_llm
     from tests.reliability.test_reliability_crash import POINT_CONFIG, dies_at, writer_pages
 
