@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,58 @@ import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
 from memoryos_core.testing import block_network
+
+
+class Prestart:
+    """Work done in other processes (README blocks, notebook kernels), started as soon as collection ends.
+
+    It runs on the cores pytest's own process leaves free while the in-process tests run; each test then
+    checks its result. A module takes part by defining ``prestart(items, submit)``: ``items`` are its
+    selected tests, ``submit(key, job)`` queues a job whose result ``prestarted.result(key)`` waits for.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prestart")
+        self._futures: dict[str, Future[Any]] = {}
+
+    def submit(self, key: str, job: Callable[[], Any]) -> None:
+        self._futures[key] = self._pool.submit(job)
+
+    def result(self, key: str) -> Any:
+        """The job's result (its exception raised again); a job never queued raises KeyError."""
+        return self._futures[key].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_PRESTART = pytest.StashKey[Prestart]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    # One worker per core beyond the one pytest's process uses (at least one, at most three).
+    prestart = Prestart(workers=max(1, min(3, (os.cpu_count() or 1) - 1)))
+    session.config.stash[_PRESTART] = prestart
+    by_module: dict[Callable[..., None], list[pytest.Item]] = {}
+    for item in session.items:
+        start = getattr(getattr(item, "module", None), "prestart", None)
+        if start is not None:
+            by_module.setdefault(start, []).append(item)
+    for start, items in by_module.items():
+        start(items, prestart.submit)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    prestart = session.config.stash.get(_PRESTART, None)
+    if prestart is not None:
+        prestart.close()
+
+
+@pytest.fixture(scope="session")
+def prestarted(request: pytest.FixtureRequest) -> Prestart:
+    return request.config.stash[_PRESTART]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,15 +7,19 @@ an empty temporary folder as the working directory, the network guard on (loopba
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.conftest import Prestart
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -103,32 +107,23 @@ def run_block(line: int, code: str, tmp_path: Path) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture(scope="module")
-def block_runs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[int, Future[subprocess.CompletedProcess[str]]]]:
-    """The selected blocks, started together in their own processes, a few at a time (one per core).
+def run_block_in_scratch(line: int, code: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix=f"memoryos-readme-{line}-") as folder:
+        return run_block(line, code, Path(folder))
 
-    Each block is still a fresh interpreter in its own empty folder: only the waiting overlaps, so on a
-    machine with several cores the blocks take about the time of the longest ones, not of all of them.
-    """
-    selected = {
-        item.callspec.params["line"]: item.callspec.params["code"]
-        for item in request.session.items
-        if item.path == request.path and getattr(item, "originalname", "") == "test_readme_block_runs"
-    }
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        yield {
-            line: pool.submit(run_block, line, code, tmp_path_factory.mktemp(f"readme-{line}"))
-            for line, code in selected.items()
-        }
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[[], Any]], None]) -> None:
+    """Start the selected blocks as soon as collection ends (tests/conftest.py's ``Prestart``): each is
+    still a fresh interpreter in an empty folder of its own, only it runs beside the other tests."""
+    for item in items:
+        if isinstance(item, pytest.Function) and item.originalname == "test_readme_block_runs":
+            line, code = item.callspec.params["line"], item.callspec.params["code"]
+            submit(f"readme:{line}", functools.partial(run_block_in_scratch, line, code))
 
 
 @pytest.mark.parametrize(("line", "code"), block_params())
-def test_readme_block_runs(
-    line: int, code: str, block_runs: dict[int, Future[subprocess.CompletedProcess[str]]]
-) -> None:
-    result = block_runs[line].result()
+def test_readme_block_runs(line: int, code: str, prestarted: Prestart) -> None:
+    result: subprocess.CompletedProcess[str] = prestarted.result(f"readme:{line}")
     if result.returncode != 0:
         pytest.fail(
             f"README.md:{line}: the python block exited with {result.returncode}\n"

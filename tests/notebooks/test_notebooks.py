@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbclient
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import Prestart
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -23,7 +28,7 @@ CELL_TIMEOUT_S = 240
 GUARD = "from memoryos_core.testing import block_network\n\nundo_network_guard = block_network()"
 
 
-def _kernel(tmp_path: Path) -> AsyncKernelManager:
+def _kernel(tmp_path: Path) -> KernelManager:
     """A kernel on this interpreter (the .venv's), whatever kernelspecs the machine has."""
     spec_dir = tmp_path / "kernels" / "memoryos-venv"
     spec_dir.mkdir(parents=True)
@@ -31,11 +36,11 @@ def _kernel(tmp_path: Path) -> AsyncKernelManager:
     spec = {"argv": argv, "display_name": "MemoryOS (.venv)", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
-    return AsyncKernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
+    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
 
 
-async def execute_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
-    """Execute a notebook in notebooks/ (its working directory) in a fresh kernel; it, with its outputs."""
+def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
+    """Execute a notebook in notebooks/ (its working directory) and return it with its outputs."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(GUARD))
     kernel_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
@@ -56,17 +61,12 @@ async def execute_notebook(name: str, tmp_path: Path, **env: str | None) -> nbfo
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
     try:
-        await client.async_execute(env=kernel_env)  # raises CellExecutionError on the first failing cell
+        client.execute(env=kernel_env)  # raises CellExecutionError on the first failing cell
     finally:
         # nbclient leaves a kernel it did not create running: without this each one (300-500 MB) lived
         # until the end of the test session.
-        await client.km.shutdown_kernel(now=True)
+        client.km.shutdown_kernel(now=True)
     return nb
-
-
-def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
-    """Execute a notebook alone (see ``execute_notebook``)."""
-    return asyncio.run(execute_notebook(name, tmp_path, **env))
 
 
 # The everyday notebook runs: test name (and ``data`` parameter) -> notebook.
@@ -78,40 +78,25 @@ EVERYDAY = {
 }
 
 
-@pytest.fixture(scope="module")
-def executed(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, nbformat.NotebookNode | BaseException]:
-    """The selected everyday notebooks, each in a fresh kernel of its own, a few kernels at a time.
+def run_notebook_in_scratch(name: str) -> nbformat.NotebookNode:
+    with tempfile.TemporaryDirectory(prefix=f"memoryos-{name.split('.')[0]}-") as folder:
+        return run_notebook(name, Path(folder))
 
-    Only the waiting overlaps (one kernel per core): on a machine with several cores the notebooks take
-    about the time of the longest ones, not of all of them. A notebook that failed is its exception.
-    """
-    names = []
-    for item in request.session.items:
-        if item.path == request.path:
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[[], Any]], None]) -> None:
+    """Start the selected everyday notebooks as soon as collection ends (tests/conftest.py's
+    ``Prestart``): each still runs top to bottom in a fresh kernel of its own, beside the other tests."""
+    for item in items:
+        if isinstance(item, pytest.Function):
             callspec = getattr(item, "callspec", None)
-            key = (getattr(item, "originalname", ""), callspec.params.get("data") if callspec else None)
-            if key in EVERYDAY:
-                names.append(EVERYDAY[key])
-
-    async def run_all() -> list[nbformat.NotebookNode | BaseException]:
-        at_once = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
-
-        async def one(name: str) -> nbformat.NotebookNode:
-            async with at_once:
-                return await execute_notebook(name, tmp_path_factory.mktemp(name.split(".")[0]))
-
-        return await asyncio.gather(*(one(name) for name in names), return_exceptions=True)
-
-    return dict(zip(names, asyncio.run(run_all())))
+            name = EVERYDAY.get((item.originalname, callspec.params.get("data") if callspec else None))
+            if name is not None:
+                submit(f"notebook:{name}", functools.partial(run_notebook_in_scratch, name))
 
 
-def notebook(executed: dict[str, nbformat.NotebookNode | BaseException], name: str) -> nbformat.NotebookNode:
+def notebook(prestarted: Prestart, name: str) -> nbformat.NotebookNode:
     """The executed notebook ``name``, or its failure raised again."""
-    result = executed[name]
-    if isinstance(result, BaseException):
-        raise result
+    result: nbformat.NotebookNode = prestarted.result(f"notebook:{name}")
     return result
 
 
@@ -151,8 +136,8 @@ def test_notebooks_are_committed_without_outputs() -> None:
         assert code and all(not c.outputs and c.execution_count is None for c in code), name
 
 
-def test_quickstart(executed: dict[str, nbformat.NotebookNode | BaseException]) -> None:
-    nb = notebook(executed, "01_quickstart.ipynb")
+def test_quickstart(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "01_quickstart.ipynb")
 
     assert "best match: mid_term ('msg-01',)" in text_of(nb, "recall")  # the cat page, with provenance
     assert "cat called Pixel" in text_of(nb, "render")
@@ -162,8 +147,8 @@ def test_quickstart(executed: dict[str, nbformat.NotebookNode | BaseException]) 
     assert "pages per tier: {'short_term': 3, 'mid_term': 3}" in text_of(nb, "export")
 
 
-def test_langchain_agent(executed: dict[str, nbformat.NotebookNode | BaseException]) -> None:
-    nb = notebook(executed, "02_langchain_agent.ipynb")
+def test_langchain_agent(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "02_langchain_agent.ipynb")
 
     assert "messages in this thread: 2" in text_of(nb, "session-2")  # nothing from session 1 in the thread
     prompt = text_of(nb, "session-2-prompt")
@@ -175,8 +160,8 @@ def test_langchain_agent(executed: dict[str, nbformat.NotebookNode | BaseExcepti
     assert "Answer from these memories" in rag and "Clara lives in Berlin" in rag.split("system message")[1]
 
 
-def test_llamaindex_agent(executed: dict[str, nbformat.NotebookNode | BaseException]) -> None:
-    nb = notebook(executed, "03_llamaindex_agent.ipynb")
+def test_llamaindex_agent(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "03_llamaindex_agent.ipynb")
 
     session_2 = text_of(nb, "session-2")
     recalled = session_2.split("--- system")[-1]
@@ -201,14 +186,12 @@ def test_llamaindex_agent(executed: dict[str, nbformat.NotebookNode | BaseExcept
         ),
     ],
 )
-def test_inside_memoryos(
-    tmp_path: Path, data: str, executed: dict[str, nbformat.NotebookNode | BaseException]
-) -> None:
+def test_inside_memoryos(tmp_path: Path, data: str, prestarted: Prestart) -> None:
     locomo = str(LOCOMO) if data == "locomo" else None
     if locomo:
         nb = run_notebook("04_inside_memoryos.ipynb", tmp_path, MEMORYOS_LOCOMO=locomo)
     else:
-        nb = notebook(executed, "04_inside_memoryos.ipynb")
+        nb = notebook(prestarted, "04_inside_memoryos.ipynb")
 
     source = text_of(nb, "data")
     assert source.startswith(f"{LOCOMO.name}: " if locomo else "locomo_sample.json: sample-ann")
