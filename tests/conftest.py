@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -28,15 +29,22 @@ class Prestart:
 
     It runs on the cores pytest's own process leaves free while the in-process tests run; each test then
     checks its result. A module takes part by defining ``prestart(items, submit)``: ``items`` are its
-    selected tests, ``submit(key, job)`` queues a job whose result ``prestarted.result(key)`` waits for.
+    selected tests, ``submit(key, job)`` queues ``job(folder, environ)``, whose result
+    ``prestarted.result(key)`` waits for. Each job gets an empty folder of its own and the environment as
+    it was when collection ended: what tests meanwhile patch in this process (``os.environ``,
+    ``tempfile.tempdir``, the working directory) never reaches it.
     """
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prestart")
         self._futures: dict[str, Future[Any]] = {}
+        self._environ = dict(os.environ)
+        self._root = Path(tempfile.mkdtemp(prefix="memoryos-prestart-"))
 
-    def submit(self, key: str, job: Callable[[], Any]) -> None:
-        self._futures[key] = self._pool.submit(job)
+    def submit(self, key: str, job: Callable[[Path, dict[str, str]], Any]) -> None:
+        folder = self._root / f"job{len(self._futures)}"
+        folder.mkdir()
+        self._futures[key] = self._pool.submit(job, folder, dict(self._environ))
 
     def result(self, key: str) -> Any:
         """The job's result (its exception raised again); a job never queued raises KeyError."""
@@ -44,6 +52,7 @@ class Prestart:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._root, ignore_errors=True)
 
 
 _PRESTART = pytest.StashKey[Prestart]()

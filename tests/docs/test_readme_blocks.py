@@ -12,8 +12,7 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +67,14 @@ def block_params() -> list[pytest.ParameterSet]:
     return [pytest.param(line, code, id=f"line-{line}") for line, code in python_blocks()]
 
 
-def block_env(tmp: Path) -> dict[str, str]:
+def block_env(tmp: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The caller's environment without keys or MemoryOS settings; this checkout first on the path."""
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in environ.items()
         if not key.startswith(("OPENAI_", "MEMORYOS_")) or key in KEPT_SETTINGS
     }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     env["TMPDIR"] = str(tmp)  # anything the block makes with tempfile goes where pytest cleans up
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -89,7 +88,9 @@ def test_readme_fences_are_known() -> None:
     assert len(python_blocks()) >= 10, "the README's python blocks were not found"
 
 
-def run_block(line: int, code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_block(
+    line: int, code: str, tmp_path: Path, environ: Mapping[str, str] = os.environ
+) -> subprocess.CompletedProcess[str]:
     """Run one block as a reader would: its own fresh interpreter, in an empty folder."""
     work = tmp_path / "work"
     work.mkdir()
@@ -100,25 +101,20 @@ def run_block(line: int, code: str, tmp_path: Path) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-c", RUNNER, str(script)],
         cwd=work,
-        env=block_env(scratch),
+        env=block_env(scratch, environ),
         capture_output=True,
         text=True,
         timeout=BLOCK_TIMEOUT_S,
     )
 
 
-def run_block_in_scratch(line: int, code: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix=f"memoryos-readme-{line}-") as folder:
-        return run_block(line, code, Path(folder))
-
-
-def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[[], Any]], None]) -> None:
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
     """Start the selected blocks as soon as collection ends (tests/conftest.py's ``Prestart``): each is
     still a fresh interpreter in an empty folder of its own, only it runs beside the other tests."""
     for item in items:
         if isinstance(item, pytest.Function) and item.originalname == "test_readme_block_runs":
             line, code = item.callspec.params["line"], item.callspec.params["code"]
-            submit(f"readme:{line}", functools.partial(run_block_in_scratch, line, code))
+            submit(f"readme:{line}", functools.partial(run_block, line, code))
 
 
 @pytest.mark.parametrize(("line", "code"), block_params())

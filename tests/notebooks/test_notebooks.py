@@ -6,8 +6,7 @@ import functools
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,14 @@ def _kernel(tmp_path: Path) -> KernelManager:
     return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
 
 
-def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
+def run_notebook(
+    name: str, tmp_path: Path, environ: Mapping[str, str] = os.environ, **env: str | None
+) -> nbformat.NotebookNode:
     """Execute a notebook in notebooks/ (its working directory) and return it with its outputs."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(GUARD))
-    kernel_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
-    kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    kernel_env = {key: value for key, value in environ.items() if key != "OPENAI_API_KEY"}
+    kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     kernel_env["MPLBACKEND"] = "Agg"
     kernel_env["MEMORYOS_DATA"] = str(tmp_path / "memoryos_data")  # never the caller's store
     scratch = tmp_path / "tmp"  # the notebooks' mkdtemp() folders go where pytest cleans up
@@ -78,12 +79,7 @@ EVERYDAY = {
 }
 
 
-def run_notebook_in_scratch(name: str) -> nbformat.NotebookNode:
-    with tempfile.TemporaryDirectory(prefix=f"memoryos-{name.split('.')[0]}-") as folder:
-        return run_notebook(name, Path(folder))
-
-
-def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[[], Any]], None]) -> None:
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
     """Start the selected everyday notebooks as soon as collection ends (tests/conftest.py's
     ``Prestart``): each still runs top to bottom in a fresh kernel of its own, beside the other tests."""
     for item in items:
@@ -91,7 +87,7 @@ def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[[], Any]]
             callspec = getattr(item, "callspec", None)
             name = EVERYDAY.get((item.originalname, callspec.params.get("data") if callspec else None))
             if name is not None:
-                submit(f"notebook:{name}", functools.partial(run_notebook_in_scratch, name))
+                submit(f"notebook:{name}", functools.partial(run_notebook, name))
 
 
 def notebook(prestarted: Prestart, name: str) -> nbformat.NotebookNode:
