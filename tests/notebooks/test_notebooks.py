@@ -35,7 +35,9 @@ def _kernel(tmp_path: Path) -> KernelManager:
     spec = {"argv": argv, "display_name": "MemoryOS (.venv)", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
-    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
+    # The connection file in the test's folder too, not in tempfile's (a test may patch that meanwhile).
+    connection = str(tmp_path / "kernel-connection.json")
+    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs, connection_file=connection)
 
 
 def run_notebook(
