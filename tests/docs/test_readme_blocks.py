@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -113,7 +113,7 @@ def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]
     still a fresh interpreter in an empty folder of its own, only it runs beside the other tests."""
     for item in items:
         if isinstance(item, pytest.Function) and item.originalname == "test_readme_block_runs":
-            line, code = item.callspec.params["line"], item.callspec.params["code"]
+            line, code = cast(int, item.callspec.params["line"]), cast(str, item.callspec.params["code"])
             submit(f"readme:{line}", functools.partial(run_block, line, code))
 
 
