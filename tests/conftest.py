@@ -8,10 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,66 @@ import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
 from memoryos_core.testing import block_network
+
+
+class Prestart:
+    """Work done in other processes (README blocks, notebook kernels), started as soon as collection ends.
+
+    It runs on the cores pytest's own process leaves free while the in-process tests run; each test then
+    checks its result. A module takes part by defining ``prestart(items, submit)``: ``items`` are its
+    selected tests, ``submit(key, job)`` queues ``job(folder, environ)``, whose result
+    ``prestarted.result(key)`` waits for. Each job gets an empty folder of its own and the environment as
+    it was when collection ended: what tests meanwhile patch in this process (``os.environ``,
+    ``tempfile.tempdir``, the working directory) never reaches it.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prestart")
+        self._futures: dict[str, Future[Any]] = {}
+        self._environ = dict(os.environ)
+        self._root = Path(tempfile.mkdtemp(prefix="memoryos-prestart-"))
+
+    def submit(self, key: str, job: Callable[[Path, dict[str, str]], Any]) -> None:
+        folder = self._root / f"job{len(self._futures)}"
+        folder.mkdir()
+        self._futures[key] = self._pool.submit(job, folder, dict(self._environ))
+
+    def result(self, key: str) -> Any:
+        """The job's result (its exception raised again); a job never queued raises KeyError."""
+        return self._futures[key].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+_PRESTART = pytest.StashKey[Prestart]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    # One worker per core beyond the one pytest's process uses (at least one, at most three).
+    prestart = Prestart(workers=max(1, min(3, (os.cpu_count() or 1) - 1)))
+    session.config.stash[_PRESTART] = prestart
+    by_module: dict[Callable[..., None], list[pytest.Item]] = {}
+    for item in session.items:
+        start = getattr(getattr(item, "module", None), "prestart", None)
+        if start is not None:
+            by_module.setdefault(start, []).append(item)
+    for start, items in by_module.items():
+        start(items, prestart.submit)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    prestart = session.config.stash.get(_PRESTART, None)
+    if prestart is not None:
+        prestart.close()
+
+
+@pytest.fixture(scope="session")
+def prestarted(request: pytest.FixtureRequest) -> Prestart:
+    return request.config.stash[_PRESTART]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -95,6 +157,39 @@ def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+# Modules whose tests exercise MemoryOS's own logic (ranking, consolidation, promotion, the adapters) through
+# the store, not the store itself: their `server` variant repeats the `embedded` one over HTTP, so it runs
+# with the slow tests (`pytest -m slow`, a step of .ci/run) and the everyday command runs `embedded`. The
+# store's own behaviour on a server (collections, persistence, leases, scoping, deletion, the reliability
+# suite) keeps its `server` variant in the everyday run.
+SERVER_VARIANT_SLOW = (
+    "tests/adapters/",
+    "tests/core/test_async_and_background.py",
+    "tests/core/test_consolidation.py",
+    "tests/core/test_promotion.py",
+    "tests/core/test_response.py",
+    "tests/core/test_retrieval.py",
+    "tests/core/test_truncated_replies.py",
+)
+# ...except where the test is about the store after all (another instance reading what one wrote).
+SERVER_VARIANT_KEPT = ("tests/core/test_retrieval.py::test_pages_written_by_another_instance_are_found",)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if not isinstance(item, pytest.Function) or callspec is None:
+            continue
+        if callspec.params.get("store_factory") != "server":
+            continue
+        where = item.path.resolve().relative_to(_ROOT).as_posix()
+        kept = f"{where}::{item.originalname}" in SERVER_VARIANT_KEPT
+        if where.startswith(SERVER_VARIANT_SLOW) and not kept:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(params=["embedded", "server"])

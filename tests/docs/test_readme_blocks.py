@@ -7,13 +7,18 @@ an empty temporary folder as the working directory, the network guard on (loopba
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+
+from tests.conftest import Prestart
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -62,14 +67,14 @@ def block_params() -> list[pytest.ParameterSet]:
     return [pytest.param(line, code, id=f"line-{line}") for line, code in python_blocks()]
 
 
-def block_env(tmp: Path) -> dict[str, str]:
+def block_env(tmp: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The caller's environment without keys or MemoryOS settings; this checkout first on the path."""
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in environ.items()
         if not key.startswith(("OPENAI_", "MEMORYOS_")) or key in KEPT_SETTINGS
     }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     env["TMPDIR"] = str(tmp)  # anything the block makes with tempfile goes where pytest cleans up
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -83,22 +88,38 @@ def test_readme_fences_are_known() -> None:
     assert len(python_blocks()) >= 10, "the README's python blocks were not found"
 
 
-@pytest.mark.parametrize(("line", "code"), block_params())
-def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
+def run_block(
+    line: int, code: str, tmp_path: Path, environ: Mapping[str, str] = os.environ
+) -> subprocess.CompletedProcess[str]:
+    """Run one block as a reader would: its own fresh interpreter, in an empty folder."""
     work = tmp_path / "work"
     work.mkdir()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     script = tmp_path / f"readme_line_{line}.py"
     script.write_text(code)
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", RUNNER, str(script)],
         cwd=work,
-        env=block_env(scratch),
+        env=block_env(scratch, environ),
         capture_output=True,
         text=True,
         timeout=BLOCK_TIMEOUT_S,
     )
+
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Start the selected blocks as soon as collection ends (tests/conftest.py's ``Prestart``): each is
+    still a fresh interpreter in an empty folder of its own, only it runs beside the other tests."""
+    for item in items:
+        if isinstance(item, pytest.Function) and item.originalname == "test_readme_block_runs":
+            line, code = cast(int, item.callspec.params["line"]), cast(str, item.callspec.params["code"])
+            submit(f"readme:{line}", functools.partial(run_block, line, code))
+
+
+@pytest.mark.parametrize(("line", "code"), block_params())
+def test_readme_block_runs(line: int, code: str, prestarted: Prestart) -> None:
+    result: subprocess.CompletedProcess[str] = prestarted.result(f"readme:{line}")
     if result.returncode != 0:
         pytest.fail(
             f"README.md:{line}: the python block exited with {result.returncode}\n"

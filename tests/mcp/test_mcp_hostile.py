@@ -114,14 +114,18 @@ def read_within(output: queue.Queue[bytes], timeout_s: float) -> bytes:
         raise AssertionError(f"no reply within {timeout_s}s: the client would wait forever") from None
 
 
-@pytest.mark.parametrize("bad_id", ["1.5", "null", "true", '{"n": 1}', "[2]"])
-def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_path: Path, bad_id: str) -> None:
+BAD_IDS = ["1.5", "null", "true", '{"n": 1}', "[2]"]
+
+
+def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_path: Path) -> None:
     # The SDK reads such a message as a notification (no usable id) and drops it: the client that sent
     # it would wait forever. A request method without an id is answered with -32600 and id null.
-    lines = [
-        json.dumps(initialize()),
-        '{"jsonrpc": "2.0", "method": "notifications/initialized"}',
-        f'{{"jsonrpc": "2.0", "id": {bad_id}, "method": "tools/list"}}',
+    # One server takes every bad id in turn, each followed by a ping that must be answered after it.
+    lines = [json.dumps(initialize()), '{"jsonrpc": "2.0", "method": "notifications/initialized"}']
+    for number, bad_id in enumerate(BAD_IDS):
+        lines.append(f'{{"jsonrpc": "2.0", "id": {bad_id}, "method": "tools/list"}}')
+        lines.append(f'{{"jsonrpc": "2.0", "id": {100 + number}, "method": "ping"}}')
+    lines += [
         '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}',
         '{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
     ]
@@ -136,7 +140,7 @@ def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_pat
         try:
             server.stdin.write("\n".join(lines).encode() + b"\n")
             server.stdin.flush()
-            replies = [json.loads(read_within(output, 60)) for _ in range(3)]
+            replies = [json.loads(read_within(output, 60)) for _ in range(2 + 2 * len(BAD_IDS))]
         finally:
             server.stdin.close()  # stdin stays open until then: the SDK drops replies once it ends
             try:
@@ -145,8 +149,10 @@ def test_a_request_whose_id_cannot_be_answered_gets_an_error_not_silence(tmp_pat
                 if server.poll() is None:
                     server.kill()
                     server.wait()
-    assert [reply.get("id") for reply in replies] == [1, None, 3]  # the real notification is not answered
-    assert replies[1]["error"]["code"] == -32600
+    expected = [1] + [id_ for number in range(len(BAD_IDS)) for id_ in (None, 100 + number)] + [3]
+    assert [reply.get("id") for reply in replies] == expected  # the real notification is not answered
+    for bad_id, error in zip(BAD_IDS, replies[1:-1:2]):
+        assert error["error"]["code"] == -32600, bad_id
 
 
 def test_a_session_answers_only_the_token_that_opened_it(tmp_path: Path) -> None:

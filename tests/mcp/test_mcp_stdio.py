@@ -81,9 +81,8 @@ class RawServer:
             self.log.close()
 
 
-@pytest.fixture
-def raw(tmp_path: Path) -> Iterator[RawServer]:
-    server = RawServer(tmp_path)
+def _initialized(folder: Path) -> Iterator[RawServer]:
+    server = RawServer(folder)
     try:
         info = {"name": "raw", "version": "1"}
         params = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": info}
@@ -95,6 +94,18 @@ def raw(tmp_path: Path) -> Iterator[RawServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Iterator[RawServer]:
+    """A server of this test's own (started, initialized, closed at the end)."""
+    yield from _initialized(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
+    """One server for the malformed lines, each sent after the others: it must answer after every one."""
+    yield from _initialized(tmp_path_factory.mktemp("mcp-raw"))
 
 
 def stats_call(request_id: int | str, user: str = "alice", extra: str = "") -> str:
@@ -115,15 +126,15 @@ MALFORMED = {
 
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_a_malformed_line_gets_an_error_reply_and_the_next_request_an_answer(
-    raw: RawServer, name: str
+    shared_raw: RawServer, name: str
 ) -> None:
     line, request_id, code = MALFORMED[name]
-    raw.send(line)
-    error = raw.reply(15)
+    shared_raw.send(line)
+    error = shared_raw.reply(15)
     assert error["id"] == request_id
     assert error["error"]["code"] == code
-    raw.send(stats_call(99).encode())
-    answered = raw.reply(30)
+    shared_raw.send(stats_call(99).encode())
+    answered = shared_raw.reply(30)
     assert answered["id"] == 99 and answered["result"]["structuredContent"]["user_id"] == "alice"
 
 

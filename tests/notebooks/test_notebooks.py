@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import nbclient
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+from tests.conftest import Prestart
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -30,15 +35,19 @@ def _kernel(tmp_path: Path) -> KernelManager:
     spec = {"argv": argv, "display_name": "MemoryOS (.venv)", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
-    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs)
+    # The connection file in the test's folder too, not in tempfile's (a test may patch that meanwhile).
+    connection = str(tmp_path / "kernel-connection.json")
+    return KernelManager(kernel_name="memoryos-venv", kernel_spec_manager=specs, connection_file=connection)
 
 
-def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.NotebookNode:
+def run_notebook(
+    name: str, tmp_path: Path, environ: Mapping[str, str] = os.environ, **env: str | None
+) -> nbformat.NotebookNode:
     """Execute a notebook in notebooks/ (its working directory) and return it with its outputs."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(GUARD))
-    kernel_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
-    kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    kernel_env = {key: value for key, value in environ.items() if key != "OPENAI_API_KEY"}
+    kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     kernel_env["MPLBACKEND"] = "Agg"
     kernel_env["MEMORYOS_DATA"] = str(tmp_path / "memoryos_data")  # never the caller's store
     scratch = tmp_path / "tmp"  # the notebooks' mkdtemp() folders go where pytest cleans up
@@ -61,6 +70,32 @@ def run_notebook(name: str, tmp_path: Path, **env: str | None) -> nbformat.Noteb
         # until the end of the test session.
         client.km.shutdown_kernel(now=True)
     return nb
+
+
+# The everyday notebook runs: test name (and ``data`` parameter) -> notebook.
+EVERYDAY = {
+    ("test_quickstart", None): "01_quickstart.ipynb",
+    ("test_langchain_agent", None): "02_langchain_agent.ipynb",
+    ("test_llamaindex_agent", None): "03_llamaindex_agent.ipynb",
+    ("test_inside_memoryos", "sample"): "04_inside_memoryos.ipynb",
+}
+
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Start the selected everyday notebooks as soon as collection ends (tests/conftest.py's
+    ``Prestart``): each still runs top to bottom in a fresh kernel of its own, beside the other tests."""
+    for item in items:
+        if isinstance(item, pytest.Function):
+            callspec = getattr(item, "callspec", None)
+            name = EVERYDAY.get((item.originalname, callspec.params.get("data") if callspec else None))
+            if name is not None:
+                submit(f"notebook:{name}", functools.partial(run_notebook, name))
+
+
+def notebook(prestarted: Prestart, name: str) -> nbformat.NotebookNode:
+    """The executed notebook ``name``, or its failure raised again."""
+    result: nbformat.NotebookNode = prestarted.result(f"notebook:{name}")
+    return result
 
 
 def text_of(nb: nbformat.NotebookNode, cell_id: str) -> str:
@@ -99,8 +134,8 @@ def test_notebooks_are_committed_without_outputs() -> None:
         assert code and all(not c.outputs and c.execution_count is None for c in code), name
 
 
-def test_quickstart(tmp_path: Path) -> None:
-    nb = run_notebook("01_quickstart.ipynb", tmp_path)
+def test_quickstart(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "01_quickstart.ipynb")
 
     assert "best match: mid_term ('msg-01',)" in text_of(nb, "recall")  # the cat page, with provenance
     assert "cat called Pixel" in text_of(nb, "render")
@@ -110,8 +145,8 @@ def test_quickstart(tmp_path: Path) -> None:
     assert "pages per tier: {'short_term': 3, 'mid_term': 3}" in text_of(nb, "export")
 
 
-def test_langchain_agent(tmp_path: Path) -> None:
-    nb = run_notebook("02_langchain_agent.ipynb", tmp_path)
+def test_langchain_agent(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "02_langchain_agent.ipynb")
 
     assert "messages in this thread: 2" in text_of(nb, "session-2")  # nothing from session 1 in the thread
     prompt = text_of(nb, "session-2-prompt")
@@ -123,8 +158,8 @@ def test_langchain_agent(tmp_path: Path) -> None:
     assert "Answer from these memories" in rag and "Clara lives in Berlin" in rag.split("system message")[1]
 
 
-def test_llamaindex_agent(tmp_path: Path) -> None:
-    nb = run_notebook("03_llamaindex_agent.ipynb", tmp_path)
+def test_llamaindex_agent(prestarted: Prestart) -> None:
+    nb = notebook(prestarted, "03_llamaindex_agent.ipynb")
 
     session_2 = text_of(nb, "session-2")
     recalled = session_2.split("--- system")[-1]
@@ -149,9 +184,12 @@ def test_llamaindex_agent(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_inside_memoryos(tmp_path: Path, data: str) -> None:
+def test_inside_memoryos(tmp_path: Path, data: str, prestarted: Prestart) -> None:
     locomo = str(LOCOMO) if data == "locomo" else None
-    nb = run_notebook("04_inside_memoryos.ipynb", tmp_path, MEMORYOS_LOCOMO=locomo)
+    if locomo:
+        nb = run_notebook("04_inside_memoryos.ipynb", tmp_path, MEMORYOS_LOCOMO=locomo)
+    else:
+        nb = notebook(prestarted, "04_inside_memoryos.ipynb")
 
     source = text_of(nb, "data")
     assert source.startswith(f"{LOCOMO.name}: " if locomo else "locomo_sample.json: sample-ann")

@@ -226,14 +226,15 @@ def test_eight_threads_and_two_processes_on_one_store_lose_nothing(store_spec: S
         memory.close()
 
 
-def test_recall_and_add_from_many_threads_never_raise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seconds", [2.0, pytest.param(6.0, marks=pytest.mark.slow)])  # slow: a longer race
+def test_recall_and_add_from_many_threads_never_raise(tmp_path: Path, seconds: float) -> None:
     memory = MemoryOS(store=ChromaStore(path=str(tmp_path / "chroma")), embedder=HashingEmbedder(64),
                       background=False)  # fmt: skip
     rng = random.Random(3)
     # A large index makes each BM25 scoring long enough for the race to show within seconds.
     memory.add_memories([page(f"seed{i}") | {"user_input": f"{rng.choice(TOPICS)} {i}"} for i in range(2000)])
     memory.retrieve_memory("hiking")  # the user's page index is built: every thread below shares it
-    deadline = time.monotonic() + 6.0
+    deadline = time.monotonic() + seconds
     errors: list[BaseException] = []
 
     def add() -> None:
