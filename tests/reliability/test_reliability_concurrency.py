@@ -132,7 +132,7 @@ def _owner_problems(memory: MemoryOS, user: str, context: RetrievedContext) -> l
         kinds["pages"] += list(unit.page_ids)
     # A page recalled while still journaled (write-behind) is in its owner's pending list; look
     # there first, then in the store (where it is once written).
-    owners: dict[str, object] = {r.id: u for u in USERS for r in memory._pending_of(u)}
+    owners: dict[str, object] = {r.id: u for u in USERS for r in memory._runtime.pending_of(u)}
     for kind, wanted in kinds.items():
         owners |= {r.id: r.metadata.get("user_id") for r in memory.store.get(kind, ids=sorted(set(wanted)))}
         problems += [f"{kind} {i} belongs to {owners.get(i)!r}" for i in set(wanted) if owners.get(i) != user]
