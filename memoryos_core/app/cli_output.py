@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, UserProfile
+from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, SegmentInfo, UserProfile
 from memoryos_core._validation import parse_moment
 
 RELEVANCE_NOTE = (
@@ -181,6 +181,38 @@ def print_stats(console: Console, stats: MemoryStats) -> None:
             f"[yellow]{stats.hot_segments} hot segment(s) wait for an LLM to be analysed into the "
             "profile (no API key configured).[/yellow]"
         )
+
+
+def print_segments(console: Console, user_id: str, found: list[SegmentInfo], threshold: float) -> None:
+    """One row per segment, hottest first; keywords and summary are clipped to the terminal's width."""
+    if not found:
+        _plain(console, f"no segments for {user_id} yet: pages join segments once consolidated")
+        return
+    rows = [
+        (
+            segment.id,
+            f"{segment.heat:.2f}",
+            "*" if segment.is_hot else "",
+            f"{len(segment.page_ids)} ({segment.pending_pages} new)"
+            if segment.pending_pages
+            else str(len(segment.page_ids)),
+            ", ".join(segment.keywords),
+            " ".join(segment.summary.split()),
+        )
+        for segment in found
+    ]
+    names = ("id", "heat", "hot", "pages", "keywords", "summary")
+    fixed = [max(len(names[i]), *(len(row[i]) for row in rows)) for i in range(4)]
+    # Each column takes its width plus two of padding and one of border; the table one more border.
+    left = max(20, console.width - sum(width + 3 for width in fixed) - 2 * 3 - 1)
+    keywords = min(max(len(names[4]), *(len(row[4]) for row in rows)), max(8, left // 3))
+    widths = [*fixed, keywords, max(7, left - keywords)]
+    table = Table(title=f"Segments of {user_id} (hot *: heat >= {threshold:g} and new pages to analyse)")
+    for name, width, justify in zip(names, widths, ("left", "right", "center", "right", "left", "left")):
+        table.add_column(name, justify=justify, width=width, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
 
 
 class PromptSafeLogs(logging.Handler):
