@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -188,7 +188,7 @@ def print_segments(console: Console, user_id: str, found: list[SegmentInfo], thr
     if not found:
         _plain(console, f"no segments for {user_id} yet: pages join segments once consolidated")
         return
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             segment.id,
             f"{segment.heat:.2f}",
@@ -201,15 +201,23 @@ def print_segments(console: Console, user_id: str, found: list[SegmentInfo], thr
         )
         for segment in found
     ]
-    names = ("id", "heat", "hot", "pages", "keywords", "summary")
+    names: tuple[str, ...] = ("id", "heat", "hot", "pages", "keywords", "summary")
     fixed = [max(len(names[i]), *(len(row[i]) for row in rows)) for i in range(4)]
-    # Each column takes its width plus two of padding and one of border; the table one more border.
-    left = max(20, console.width - sum(width + 3 for width in fixed) - 2 * 3 - 1)
-    keywords = min(max(len(names[4]), *(len(row[4]) for row in rows)), max(8, left // 3))
-    widths = [*fixed, keywords, max(7, left - keywords)]
+    # A column takes its width plus two of padding and one of border; the table one border more.
+    left = console.width - sum(width + 3 for width in fixed) - 1 - 2 * 3
+    if left >= 28:  # keywords take up to a third of what is left, the summary the rest
+        longest = max(len(names[4]), *(len(row[4]) for row in rows))
+        keywords = min(longest, max(8, left // 3))
+        widths, shown = [*fixed, keywords, left - keywords], names
+    else:  # a narrow terminal: the summary alone (the ids are never cut)
+        widths, shown = [*fixed, max(10, left + 3)], names[:4] + names[5:]
+        rows = [row[:4] + row[5:] for row in rows]
     table = Table(title=f"Segments of {user_id} (hot *: heat >= {threshold:g} and new pages to analyse)")
-    for name, width, justify in zip(names, widths, ("left", "right", "center", "right", "left", "left")):
-        table.add_column(name, justify=justify, width=width, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    justify: dict[str, JustifyMethod] = {"heat": "right", "hot": "center", "pages": "right"}
+    for name, width in zip(shown, widths):
+        table.add_column(
+            name, justify=justify.get(name, "left"), width=width, no_wrap=True, overflow="ellipsis"
+        )
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     console.print(table)
