@@ -34,6 +34,7 @@ from memoryos_core._types import (
     ProfileTrait,
     ResponseResult,
     RetrievedContext,
+    SegmentInfo,
     UserProfile,
 )
 from memoryos_core._validation import SOURCE_KEYS, validate_id
@@ -112,6 +113,7 @@ __all__ = [
     "RuleBasedLLM",
     "SOURCE_KEYS",
     "ScriptedLLM",
+    "SegmentInfo",
     "ShortTermConfig",
     "StorageError",
     "Turn",

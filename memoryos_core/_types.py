@@ -208,6 +208,37 @@ class MemoryStats:
 
 
 @dataclass(frozen=True)
+class SegmentInfo:
+    """One mid-term topic segment as ``get_segments`` returns it: its topic, pages and heat.
+
+    ``heat`` is the engine's heat at the moment of the call (``alpha*n_visit + beta*l_interaction
+    + gamma*exp(-dt/mu)`` with ``dt`` since ``last_access_s``; see ``MidTermConfig``). ``n_visit``
+    includes the recall visits this process counted but has not written yet (they are written with
+    the next consolidation pass); those segments show ``last_access_s`` as the time of the call,
+    which is what writing them now would give. ``is_hot`` is promotion's own decision at that
+    moment: the heat reaches ``heat_threshold`` and the segment has pages not yet analysed
+    (``pending_pages``) into long-term memory. Times are epoch seconds.
+    """
+
+    id: str
+    summary: str
+    keywords: tuple[str, ...]
+    page_ids: tuple[str, ...]
+    """The segment's pages still in mid-term memory, oldest first."""
+    n_visit: int
+    l_interaction: int
+    last_access_s: float
+    created_s: float
+    heat: float
+    is_hot: bool
+    pending_pages: int
+    """Pages of the segment not yet analysed into long-term memory."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ProfileTrait:
     """One trait of the user profile (a personality trait, preference or stable attribute), with the
     pages it was inferred from."""

@@ -1,4 +1,5 @@
-"""The memory commands of ``memoryos``: ingest, recall, profile, stats, users, export, import, delete, chat.
+"""The memory commands of ``memoryos``: ingest, recall, profile, stats, segments, users, export, import,
+delete, chat.
 
 Each is a ``store_command``: it gets the shared store options and the resolved ``Settings``.
 """
@@ -107,6 +108,20 @@ def stats(settings: Settings, as_json: JsonOption = False) -> None:
         echo_json(found.to_dict())
     else:
         print_stats(console, found)
+
+
+@store_command()
+def segments(settings: Settings, as_json: JsonOption = False) -> None:
+    """Show the user's mid-term topic segments, hottest first: heat now, hot mark, pages, keywords."""
+    from memoryos_core.app.cli_output import print_segments, with_iso_times
+
+    with opened(settings, existing=True) as memory:
+        found = memory.get_segments()
+        threshold = memory.config.mid_term.heat_threshold
+    if as_json:
+        echo_json(with_iso_times([segment.to_dict() for segment in found]))
+    else:
+        print_segments(console, settings.user_id, found, threshold)
 
 
 @store_command(without=("user",))

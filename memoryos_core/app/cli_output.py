@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
-from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, UserProfile
+from memoryos_core._types import ContextUnit, MemoryStats, RetrievedContext, SegmentInfo, UserProfile
 from memoryos_core._validation import parse_moment
 
 RELEVANCE_NOTE = (
@@ -181,6 +181,46 @@ def print_stats(console: Console, stats: MemoryStats) -> None:
             f"[yellow]{stats.hot_segments} hot segment(s) wait for an LLM to be analysed into the "
             "profile (no API key configured).[/yellow]"
         )
+
+
+def print_segments(console: Console, user_id: str, found: list[SegmentInfo], threshold: float) -> None:
+    """One row per segment, hottest first; keywords and summary are clipped to the terminal's width."""
+    if not found:
+        _plain(console, f"no segments for {user_id} yet: pages join segments once consolidated")
+        return
+    rows: list[tuple[str, ...]] = [
+        (
+            segment.id,
+            f"{segment.heat:.2f}",
+            "*" if segment.is_hot else "",
+            f"{len(segment.page_ids)} ({segment.pending_pages} new)"
+            if segment.pending_pages
+            else str(len(segment.page_ids)),
+            ", ".join(segment.keywords),
+            " ".join(segment.summary.split()),
+        )
+        for segment in found
+    ]
+    names: tuple[str, ...] = ("id", "heat", "hot", "pages", "keywords", "summary")
+    fixed = [max(len(names[i]), *(len(row[i]) for row in rows)) for i in range(4)]
+    # A column takes its width plus two of padding and one of border; the table one border more.
+    left = console.width - sum(width + 3 for width in fixed) - 1 - 2 * 3
+    if left >= 28:  # keywords take up to a third of what is left, the summary the rest
+        longest = max(len(names[4]), *(len(row[4]) for row in rows))
+        keywords = min(longest, max(8, left // 3))
+        widths, shown = [*fixed, keywords, left - keywords], names
+    else:  # a narrow terminal: the summary alone (the ids are never cut)
+        widths, shown = [*fixed, max(10, left + 3)], names[:4] + names[5:]
+        rows = [row[:4] + row[5:] for row in rows]
+    table = Table(title=f"Segments of {user_id} (hot *: heat >= {threshold:g} and new pages to analyse)")
+    justify: dict[str, JustifyMethod] = {"heat": "right", "hot": "center", "pages": "right"}
+    for name, width in zip(shown, widths):
+        table.add_column(
+            name, justify=justify.get(name, "left"), width=width, no_wrap=True, overflow="ellipsis"
+        )
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
 
 
 class PromptSafeLogs(logging.Handler):

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from memoryos_core._exceptions import InvalidInputError
-from memoryos_core._types import AddResult, Cost, MemoryStats, Page, UserProfile
+from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import transfer
 from memoryos_core.engine.lexical import PageIndexes
@@ -21,8 +21,8 @@ from memoryos_core.engine.runtime import Runtime
 from memoryos_core.engine.scheduler import Scheduler
 from memoryos_core.llm.usage import measure
 from memoryos_core.policy import text as text_policy
-from memoryos_core.policy.heat import HeatState, is_hot
-from memoryos_core.policy.long_term import render_profile
+from memoryos_core.policy.heat import HeatState, heat
+from memoryos_core.policy.long_term import hot_segments, render_profile
 from memoryos_core.storage.base import KINDS, ErasableStore
 
 
@@ -70,12 +70,7 @@ class DataManager:
         tiers = Counter(str(p.metadata.get("tier")) for p in pages)
         segments = self._repository.active_segments(user)
         now = runtime.now_s()
-        hot = sum(
-            1
-            for s in segments
-            if s.pending_page_ids
-            and is_hot(HeatState(s.n_visit, s.l_interaction, s.last_access_s), now, config.mid_term)
-        )
+        hot = len(hot_segments(segments, now, config.mid_term))
         knowledge = runtime.store.get("knowledge", where={"user_id": user})
         kinds = Counter(str(k.metadata.get("kind")) for k in knowledge)
         state = self._repository.user_state(user).data
@@ -98,6 +93,44 @@ class DataManager:
             cost=Cost(stored.llm_calls, stored.prompt_tokens, stored.completion_tokens, session.ms),
             truncated_replies=int(state["truncated_replies"]),
         )
+
+    def segments(self, user: str) -> list[SegmentInfo]:
+        """The user's active segments with their heat now, hottest first (see ``SegmentInfo``).
+
+        Visits counted by this process but not written yet are included as the worker would
+        write them now (``n_visit`` raised, last access now), so ``heat`` and ``is_hot`` are
+        what a consolidation pass starting now would see.
+        """
+        runtime, config = self._runtime, self._runtime.config.mid_term
+        runtime.settled()
+        now = runtime.now_s()
+        visits = self._scheduler.unsaved_visits(user)
+        segments = [
+            replace(s, n_visit=s.n_visit + visits[s.id], last_access_s=now) if visits.get(s.id) else s
+            for s in self._repository.active_segments(user)
+        ]
+        hot = {s.id for s in hot_segments(segments, now, config)}
+        pages: dict[str, list[tuple[int, str]]] = {}
+        for record in runtime.store.get("pages", where={"user_id": user, "tier": "mid_term"}):
+            segment_id = str(record.metadata.get("segment_id") or "")
+            pages.setdefault(segment_id, []).append((int(record.metadata.get("created_ns", 0)), record.id))
+        found = [
+            SegmentInfo(
+                id=s.id,
+                summary=s.summary,
+                keywords=s.keywords,
+                page_ids=tuple(page_id for _, page_id in sorted(pages.get(s.id, []))),
+                n_visit=s.n_visit,
+                l_interaction=s.l_interaction,
+                last_access_s=s.last_access_s,
+                created_s=s.created_s,
+                heat=heat(HeatState(s.n_visit, s.l_interaction, s.last_access_s), now, config),
+                is_hot=s.id in hot,
+                pending_pages=len(s.pending_page_ids),
+            )
+            for s in segments
+        ]
+        return sorted(found, key=lambda info: (-info.heat, info.id))
 
     def export_memory(self, user: str) -> dict[str, Any]:
         self._runtime.settled()

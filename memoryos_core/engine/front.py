@@ -23,6 +23,7 @@ from memoryos_core._types import (
     Page,
     ResponseResult,
     RetrievedContext,
+    SegmentInfo,
     UserProfile,
 )
 from memoryos_core._validation import check_id, check_text
@@ -365,6 +366,10 @@ class SyncMemoryOS:
     def get_memory_stats(self, user_id: str | None = None) -> MemoryStats:
         """Counts per tier, pending work and cumulative cost for one user."""
         return self._data.stats(self._user(user_id))
+
+    def get_segments(self, *, user_id: str | None = None) -> list[SegmentInfo]:
+        """The user's mid-term topic segments with their heat now, hottest first (see ``SegmentInfo``)."""
+        return self._data.segments(self._user(user_id))
 
     def delete_memory(
         self, page_id: str | None = None, *, user_id: str | None = None, everything: bool = False

@@ -18,6 +18,7 @@ from memoryos_core._types import (
     Page,
     ResponseResult,
     RetrievedContext,
+    SegmentInfo,
     UserProfile,
 )
 from memoryos_core.engine.front import SyncMemoryOS
@@ -214,6 +215,10 @@ class MemoryOS(SyncMemoryOS):
     async def aget_memory_stats(self, user_id: str | None = None) -> MemoryStats:
         """:meth:`get_memory_stats` in a worker thread."""
         return await asyncio.to_thread(self.get_memory_stats, user_id)
+
+    async def aget_segments(self, *, user_id: str | None = None) -> list[SegmentInfo]:
+        """:meth:`get_segments` in a worker thread."""
+        return await asyncio.to_thread(self.get_segments, user_id=user_id)
 
     async def adelete_memory(
         self, page_id: str | None = None, *, user_id: str | None = None, everything: bool = False

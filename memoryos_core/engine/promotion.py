@@ -132,6 +132,7 @@ class Promoter:
             {
                 "user_id": user_id,
                 "segments": len(segments),
+                "segment_ids": [s.id for s in segments],
                 "traits": len(applied),
                 "user_knowledge": len(parsed.user_knowledge),
                 "assistant_knowledge": len(parsed.assistant_knowledge),

@@ -88,6 +88,11 @@ class Scheduler:
         if self._background:  # heat counters need not be written at once: batch them
             self._worker.notify(user_id, self._runtime.config.short_term.max_wait_s)
 
+    def unsaved_visits(self, user_id: str) -> dict[str, int]:
+        """The visits ``record_visits`` counted for the user that are not written yet, per segment."""
+        with self._guard:
+            return dict(self._visits.get(user_id, {}))
+
     def forget(self, user_id: str) -> None:
         """Drop what is kept in memory about the user (all their records were deleted)."""
         with self._guard:

@@ -132,7 +132,15 @@ def test_export_of_an_unknown_or_empty_user_says_so_and_writes_nothing(tmp_path:
 
 @pytest.mark.parametrize(
     "command",
-    [["recall", "anything"], ["profile"], ["stats"], ["export"], ["users"], ["delete", "--all", "--yes"]],
+    [
+        ["recall", "anything"],
+        ["profile"],
+        ["stats"],
+        ["segments"],
+        ["export"],
+        ["users"],
+        ["delete", "--all", "--yes"],
+    ],
 )
 def test_reading_commands_on_a_missing_store_create_nothing(tmp_path: Path, command: list[str]) -> None:
     missing = tmp_path / "missing"

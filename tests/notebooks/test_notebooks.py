@@ -199,7 +199,7 @@ def test_inside_memoryos(tmp_path: Path, data: str, prestarted: Prestart) -> Non
     assert "trait " in text_of(nb, "profile")
     heat = text_of(nb, "heat")
     hot = heat.split("hot segments with new pages: ")[1].split()
-    assert hot[0] == hot[4]  # the notebook's heat formula agrees with get_memory_stats()
+    assert hot[0] == hot[4]  # get_segments' is_hot agrees with get_memory_stats()
     bench = text_of(nb, "bench")
     assert all(system in bench for system in ("memoryos", "bm25", "dense"))
     assert images_of(nb) == 3  # tiers, heat, recall
