@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -61,8 +62,13 @@ class Promoter:
         self.embedder, self.llm, self.config = embedder, llm, config
         self.now_s, self.emit = now_s, emit
 
-    def promote(self, user_id: str, *, force: bool = False) -> int:
-        """Analyse hot segments (all with new pages when ``force``); returns segments analysed."""
+    def promote(self, user_id: str, *, force: bool = False, tail: bool = True) -> int:
+        """Analyse hot segments (all with new pages when ``force``); returns segments analysed.
+
+        Without ``tail`` (the background worker), a last call of fewer than MAX_PAGES_PER_ANALYSIS
+        pages waits for more pages, as a partial consolidation batch does, unless its oldest page
+        has waited ``short_term.max_wait_s``: fewer, fuller calls.
+        """
         self.resume(user_id)
         segments = self.repository.active_segments(user_id)
         hot = (
@@ -78,9 +84,11 @@ class Promoter:
             self.store.upsert("state", [state.record()])
             self.emit("llm_skipped", {"user_id": user_id, "step": "promotion", "hot_segments": len(hot)})
             return 0
-        return self._analyse_backlog(self.llm, user_id, hot)
+        return self._analyse_backlog(self.llm, user_id, hot, tail=tail or force)
 
-    def _analyse_backlog(self, llm: LLM, user_id: str, segments: Sequence[SegmentState]) -> int:
+    def _analyse_backlog(
+        self, llm: LLM, user_id: str, segments: Sequence[SegmentState], *, tail: bool = True
+    ) -> int:
         """Every pending page of ``segments``, oldest first, in calls of MAX_PAGES_PER_ANALYSIS
         pages; a segment whose call fails waits for the next run. Returns segments analysed."""
         by_id = {s.id: s for s in segments}
@@ -96,10 +104,16 @@ class Promoter:
         failed: set[str] = set()
         while queue := [r for r in queue if segment_of[r.id] not in failed]:
             chunk, queue = queue[:MAX_PAGES_PER_ANALYSIS], queue[MAX_PAGES_PER_ANALYSIS:]
+            if not tail and len(chunk) < MAX_PAGES_PER_ANALYSIS:
+                # Wall time, as consolidation waits (pages are ordered by wall-clock created_ns).
+                waited = time.time() - int(chunk[0].metadata.get("created_ns", 0)) / 1e9
+                if waited < self.config.short_term.max_wait_s:
+                    failed |= {segment_of[r.id] for r in chunk}  # not failed: waiting for more
+                    break
             chosen = [by_id[sid] for sid in dict.fromkeys(segment_of[r.id] for r in chunk)]
             if not self._analyse(llm, user_id, chunk, chosen, segment_of):
                 failed |= {s.id for s in chosen}
-        return len([s for s in segments if s.id not in failed])
+        return len([s for s in segments if s.id not in failed])  # segments with nothing left
 
     def _analyse(
         self,

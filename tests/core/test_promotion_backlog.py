@@ -139,3 +139,14 @@ def test_pages_given_up_after_max_failures_are_counted(make_memory: Callable[...
     assert state["promotion_pages_given_up"] == 30 and state["promoted_pages"] == 0
     assert state["llm_fallbacks"] == MAX_ANALYSIS_FAILURES
     assert memory.export_memory()["segments"][0]["pending_page_ids"] == []
+
+
+def test_the_worker_sends_full_calls_and_a_flush_sends_the_rest(make_memory: Callable[..., MemoryOS]) -> None:
+    _offline_backlog(make_memory, {"hiking": 31})
+    recorder = Recorder()
+    memory = make_memory(short_term_capacity=1, llm=FunctionLLM(recorder))
+    memory._scheduler.run_due("alice")  # one background worker pass: full calls only
+    assert [len(p) for p in recorder.answered] == [MAX_PAGES_PER_ANALYSIS]
+    memory.flush()  # the partial tail goes now
+    assert [len(p) for p in recorder.answered] == [MAX_PAGES_PER_ANALYSIS, 6]
+    assert _counters(memory)["promoted_pages"] == 30
