@@ -34,7 +34,7 @@ from memoryos_core.storage.base import Record
 
 logger = logging.getLogger("memoryos")
 
-MAX_PAGES_PER_ANALYSIS = 24
+MAX_PAGES_PER_ANALYSIS = 32
 """Pages sent in one promotion call (the prompt budget): a longer backlog is analysed in
 successive calls, oldest page first, a big segment split across them; none is left out."""
 MAX_ANALYSIS_FAILURES = 3

@@ -74,14 +74,14 @@ def _counters(memory: MemoryOS) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "counts", [{"hiking": 61}, {"hiking": 21, "cooking": 20, "music": 20}], ids=["one-segment", "three"]
+    "counts", [{"hiking": 77}, {"hiking": 26, "cooking": 25, "music": 26}], ids=["one-segment", "three"]
 )
 def test_a_backlog_is_analysed_in_calls_within_budget_every_page_once_across_a_restart(
     make_memory: Callable[..., MemoryOS], counts: dict[str, int]
 ) -> None:
     sizes = _offline_backlog(make_memory, counts)
     if len(counts) == 1:
-        assert sizes == [60]  # one segment holds the whole backlog: it is split across calls
+        assert sizes == [76]  # one segment holds the whole backlog: it is split across calls
     first = Recorder(crash_at=1)
     memory = make_memory(short_term_capacity=1, llm=FunctionLLM(first))
     with pytest.raises(Crash):
@@ -99,12 +99,12 @@ def test_a_backlog_is_analysed_in_calls_within_budget_every_page_once_across_a_r
     }
     assert set(seen) == consolidated and set(seen.values()) == {1}  # every page once, none twice
     assert all(len(prompt) <= MAX_PAGES_PER_ANALYSIS for prompt in answered)
-    assert len(answered) == -(-len(consolidated) // MAX_PAGES_PER_ANALYSIS)  # 60 pages: 3 calls
-    # Oldest first: the first call took the 24 oldest pages.
+    assert len(answered) == -(-len(consolidated) // MAX_PAGES_PER_ANALYSIS)  # 76 pages: 3 calls
+    # Oldest first: the first call took the oldest pages.
     order = [m["meta_data"]["message_id"] for m in _pages(counts)]
     assert first.answered[0] == order[:MAX_PAGES_PER_ANALYSIS]
     state = _counters(memory)
-    assert state["consolidated_pages"] == state["promoted_pages"] == len(consolidated) == 60
+    assert state["consolidated_pages"] == state["promoted_pages"] == len(consolidated) == 76
     assert "promotion_journal" not in state
     segments = memory.export_memory()["segments"]
     assert all(not s["pending_page_ids"] and s["n_visit"] == 0 for s in segments)
@@ -142,11 +142,11 @@ def test_pages_given_up_after_max_failures_are_counted(make_memory: Callable[...
 
 
 def test_the_worker_sends_full_calls_and_a_flush_sends_the_rest(make_memory: Callable[..., MemoryOS]) -> None:
-    _offline_backlog(make_memory, {"hiking": 31})
+    _offline_backlog(make_memory, {"hiking": MAX_PAGES_PER_ANALYSIS + 9})
     recorder = Recorder()
     memory = make_memory(short_term_capacity=1, llm=FunctionLLM(recorder))
     memory._scheduler.run_due("alice")  # one background worker pass: full calls only
     assert [len(p) for p in recorder.answered] == [MAX_PAGES_PER_ANALYSIS]
     memory.flush()  # the partial tail goes now
-    assert [len(p) for p in recorder.answered] == [MAX_PAGES_PER_ANALYSIS, 6]
-    assert _counters(memory)["promoted_pages"] == 30
+    assert [len(p) for p in recorder.answered] == [MAX_PAGES_PER_ANALYSIS, 8]
+    assert _counters(memory)["promoted_pages"] == MAX_PAGES_PER_ANALYSIS + 8
