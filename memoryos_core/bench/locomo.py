@@ -34,6 +34,7 @@ from memoryos_core.bench.locomo_data import (
 from memoryos_core.bench.metrics import RecallTable, expand_turns, percentile, recall
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine.registry import make_embedder
+from memoryos_core.engine.repository import Repository
 from memoryos_core.storage.chroma import ChromaStore
 
 LLM_CHOICES = ("none", "fake", "openai")
@@ -74,6 +75,8 @@ class Diagnostics:
     dropped_evidence_ids: int = 0
     pages: int = 0
     turns: int = 0
+    consolidated_pages: int = 0
+    promoted_pages: int = 0
 
     def summary(self) -> dict[str, Any]:
         def mean(values: Sequence[float]) -> float:
@@ -128,6 +131,13 @@ def _total_cost(memory: Any, users: Sequence[str]) -> Cost:
     for user in users:
         total = total + memory.get_memory_stats(user_id=user).cost
     return total
+
+
+def promotion_coverage(diagnostics: Diagnostics) -> float | None:
+    """Pages analysed by promotion per page consolidated, percent (None when nothing was consolidated)."""
+    if not diagnostics.consolidated_pages:
+        return None
+    return round(100.0 * diagnostics.promoted_pages / diagnostics.consolidated_pages, 1)
 
 
 def ingest(memory: Any, conversations: Sequence[Conversation], *, show_progress: bool) -> dict[str, float]:
@@ -317,6 +327,9 @@ def _measure(
         after.prompt_tokens - cost.prompt_tokens,
         after.completion_tokens - cost.completion_tokens,
     )
+    states = [Repository(memory.store).user_state(user).data for user in users]
+    diagnostics.consolidated_pages = sum(int(s["consolidated_pages"]) for s in states)
+    diagnostics.promoted_pages = sum(int(s["promoted_pages"]) for s in states)
     return systems, cost
 
 
@@ -341,6 +354,8 @@ def _result(
         "llm_calls_per_100_pages": round(100.0 * cost.llm_calls / diagnostics.pages, 2)
         if diagnostics.pages
         else 0.0,
+        # Pages analysed into long-term memory per page consolidated (after the final flush).
+        "promotion_coverage": promotion_coverage(diagnostics) if options.llm != "none" else None,
     }
     if answerer is not None:
         memoryos["answer"] = answerer.summary()

@@ -55,6 +55,7 @@ def cost_table(result: dict[str, Any]) -> Table:
     """What the system cost to ingest and query, next to the baselines' query time."""
     system, systems = result["systems"]["memoryos"], result["systems"]
     table = Table(title="costs")
+    coverage = "n/a" if system.get("promotion_coverage") is None else f"{system['promotion_coverage']:.1f}"
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [
@@ -66,6 +67,7 @@ def cost_table(result: dict[str, Any]) -> Table:
             f"{system['llm_prompt_tokens']} / {system['llm_completion_tokens']}",
         ),
         ("memoryos LLM calls per 100 pages", f"{system['llm_calls_per_100_pages']:.2f}"),
+        ("memoryos promotion coverage % (pages analysed / consolidated)", coverage),
         ("bm25 query ms p50", f"{systems['bm25']['query_ms_p50']:.2f}"),
         ("dense query ms p50", f"{systems['dense']['query_ms_p50']:.2f}"),
     ]

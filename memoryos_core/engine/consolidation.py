@@ -144,6 +144,7 @@ class Consolidator:
             for i, pid in enumerate(ids)
         }
         state.data["cursor"] = ids[-1]
+        state.data["consolidated_pages"] += len(ids)
         return {
             "pages": [
                 {

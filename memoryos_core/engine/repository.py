@@ -32,6 +32,9 @@ logger = logging.getLogger("memoryos")
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
+PROMOTION_JOURNAL = "promotion_journal"
+"""The key of an analysis journaled in the user's state record (see ``engine.promotion``)."""
+
 
 class UserState:
     """Per-user bookkeeping kept in the store: chain cursor, cumulative LLM cost, degradations."""
@@ -44,6 +47,9 @@ class UserState:
         self.data.setdefault("skipped_llm_steps", 0)
         self.data.setdefault("llm_fallbacks", 0)
         self.data.setdefault("truncated_replies", 0)
+        self.data.setdefault("consolidated_pages", 0)  # pages moved into mid-term segments
+        self.data.setdefault("promoted_pages", 0)  # pages analysed into long-term memory
+        self.data.setdefault("promotion_pages_given_up", 0)  # after MAX_ANALYSIS_FAILURES replies
 
     def count_truncated(self, raws: Sequence[str], emit: EventSink, step: str) -> None:
         """Count a reply the LLM was cut off in (its cut-off value was dropped, see ``llm.parsing``)."""
@@ -93,7 +99,11 @@ class Repository:
     def users_with_pending_work(self, capacity: int) -> list[str]:
         """Users with an interrupted batch, more short-term pages than ``capacity``, or segments whose
         pages were never analysed (a promotion may have been interrupted)."""
-        journals = self.store.get("state", where={"key": "journal"})
+        journals = self.store.get("state", where={"key": "journal"}) + [
+            r
+            for r in self.store.get("state", where={"key": "user"})
+            if PROMOTION_JOURNAL in json.loads(r.document)
+        ]
         short = Counter(
             str(r.metadata["user_id"]) for r in self.store.get("pages", where={"tier": "short_term"})
         )

@@ -118,7 +118,7 @@ class Scheduler:
                 if user_id in self._short_counts:
                     self._short_counts[user_id] = max(0, self._short_counts[user_id] - moved)
             self._apply_visits(user_id)
-            self._promoter.promote(user_id, force=False)
+            self._promoter.promote(user_id, force=False, tail=force)
             self._promoter.evict(user_id)
         return tally.cost
 

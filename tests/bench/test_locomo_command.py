@@ -23,6 +23,7 @@ COST_KEYS = {
     "llm_prompt_tokens",
     "llm_completion_tokens",
     "llm_calls_per_100_pages",
+    "promotion_coverage",
 }
 
 
@@ -76,6 +77,7 @@ def test_command_writes_the_benchmark_json(locomo_file: Callable[..., Path], tmp
         _check_scores(block, [2, 5, 10])
     memoryos = systems["memoryos"]
     assert memoryos["llm_calls"] == 0 and memoryos["llm_calls_per_100_pages"] == 0.0
+    assert memoryos["promotion_coverage"] is None  # no LLM: nothing is analysed, by design
     assert memoryos["ingest_s"] > 0 and memoryos["query_ms_p95"] >= memoryos["query_ms_p50"] > 0
     # With at most 10 turns per conversation, a budget of 10 retrieves everything.
     assert systems["bm25"]["recall"]["10"]["all"] == 100.0
@@ -113,6 +115,8 @@ def test_fake_llm_costs_are_counted(locomo_file: Callable[..., Path], tmp_path: 
     assert memoryos["llm_calls"] >= 1
     assert memoryos["llm_prompt_tokens"] > memoryos["llm_completion_tokens"] > 0
     assert memoryos["llm_calls_per_100_pages"] == round(100 * memoryos["llm_calls"] / 26, 2)  # 26 pages
+    # Pages of hot segments are all analysed; here two pages sit in segments too cold to analyse yet.
+    assert 50.0 < memoryos["promotion_coverage"] <= 100.0
 
 
 def test_answer_scores_f1_and_bleu_against_a_fake_endpoint(
