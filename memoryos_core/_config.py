@@ -26,9 +26,11 @@ class MidTermConfig:
     capacity: int = 200
     """Active segments per user; the coldest is archived beyond this."""
     similarity_threshold: float = 0.6
-    """theta: a topic joins a segment when cosine + keyword Jaccard reaches this."""
+    """theta: a topic joins a segment when cosine (to its pages nearest it) + keyword Jaccard reaches this."""
     continuity_threshold: float = 0.35
     """Offline continuity: cosine between consecutive pages at or above which they chain."""
+    max_segment_pages: int = 20
+    """A segment that grows beyond this is split in two by its own clustering (2-means), recursively."""
     heat_alpha: float = 1.0
     """Weight of N_visit (retrieval hits) in heat."""
     heat_beta: float = 1.0
@@ -97,6 +99,7 @@ class MemoryConfig:
             (self.short_term.batch_pages >= 1, "short_term.batch_pages must be >= 1"),
             (self.short_term.offline_batch_pages >= 1, "short_term.offline_batch_pages must be >= 1"),
             (self.mid_term.capacity >= 1, "mid_term.capacity must be >= 1"),
+            (self.mid_term.max_segment_pages >= 2, "mid_term.max_segment_pages must be >= 2"),
             (self.mid_term.recency_mu_s > 0, "mid_term.recency_mu_s must be > 0"),
             (self.long_term.knowledge_capacity >= 1, "long_term.knowledge_capacity must be >= 1"),
             (self.retrieval.top_pages >= 1, "retrieval.top_pages must be >= 1"),

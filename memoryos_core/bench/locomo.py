@@ -32,6 +32,7 @@ from memoryos_core.bench.locomo_data import (
     session_pages,
 )
 from memoryos_core.bench.metrics import RecallTable, expand_turns, percentile, recall
+from memoryos_core.bench.segment_figures import segment_figures
 from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine.registry import make_embedder
 from memoryos_core.engine.repository import Repository
@@ -77,6 +78,7 @@ class Diagnostics:
     turns: int = 0
     consolidated_pages: int = 0
     promoted_pages: int = 0
+    segments: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         def mean(values: Sequence[float]) -> float:
@@ -292,6 +294,7 @@ def run_locomo(options: LocomoOptions) -> tuple[dict[str, Any], Diagnostics]:
         memory = MemoryOS(store=store, embedder=embedder, llm=llm, background=True)
         try:
             systems, cost = _measure(memory, conversations, embedder, options, diagnostics, answerer)
+            diagnostics.segments = segment_figures(store, [c.user_id for c in conversations])
         finally:
             memory.close()
     return _result(options, conversations, embedder, systems, cost, diagnostics, answerer), diagnostics
@@ -357,6 +360,8 @@ def _result(
         # Pages analysed into long-term memory per page consolidated (after the final flush).
         "promotion_coverage": promotion_coverage(diagnostics) if options.llm != "none" else None,
     }
+    if diagnostics.segments:
+        memoryos["segments"] = diagnostics.segments
     if answerer is not None:
         memoryos["answer"] = answerer.summary()
 

@@ -91,10 +91,42 @@ def answer_table(answer: dict[str, Any]) -> Table:
     return table
 
 
+def segment_table(segments: dict[str, Any]) -> Table:
+    """Topic segments per conversation and pooled: count, biggest share, median size, coherence."""
+    table = Table(title="topic segments (consolidated pages)")
+    for name in ("conversation", "segments", "pages", "biggest %", "median size", "coherence"):
+        table.add_column(name, justify="left" if name == "conversation" else "right")
+    for user, f in segments["conversations"].items():
+        margin = "-" if f["coherence"] is None else f"{f['coherence']:.3f}"
+        table.add_row(
+            user,
+            str(f["segments"]),
+            str(f["pages"]),
+            _cell(f["biggest_share"]),
+            f"{f['median_size']:g}",
+            margin,
+        )
+    p = segments["pooled"]
+    margin = "-" if p["coherence"] is None else f"{p['coherence']:.3f}"
+    table.add_row(
+        "pooled",
+        f"{p['segments_per_conversation']:g}",
+        "",
+        _cell(p["biggest_share_max"]) + " max",
+        f"{p['median_size']:g}",
+        margin,
+        end_section=True,
+    )
+    return table
+
+
 def print_report(console: Console, result: dict[str, Any], diagnostics: dict[str, Any]) -> None:
     """Everything a run prints on stdout."""
     console.print(recall_table(result))
     console.print(cost_table(result))
+    segments = result["systems"]["memoryos"].get("segments")
+    if segments:
+        console.print(segment_table(segments))
     answer = result["systems"]["memoryos"].get("answer")
     if answer:
         console.print(answer_table(answer))

@@ -21,7 +21,6 @@ from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine.records import (
     record_from_json,
     record_to_json,
-    segment_from_record,
     segment_record,
     state_record,
 )
@@ -31,11 +30,16 @@ from memoryos_core.llm.base import LLM
 from memoryos_core.llm.parsing import complete_json
 from memoryos_core.llm.usage import measure
 from memoryos_core.policy import mid_term
+from memoryos_core.policy import text as text_policy
+from memoryos_core.policy import topics as topics_policy
 from memoryos_core.policy.mid_term import SegmentState, Topic
 from memoryos_core.policy.text import mean_vector
 from memoryos_core.storage.base import Record
 
 logger = logging.getLogger("memoryos")
+
+NEIGHBOUR_PAGES = 10
+"""Consolidated pages nearest a new topic whose segments are its candidates."""
 
 
 class Consolidator:
@@ -135,8 +139,7 @@ class Consolidator:
                 self.config.mid_term.continuity_threshold,
             )
             topics = mid_term.extractive_topics(ids, texts, vectors, flags, self.config.mid_term)
-        topic_vectors = self._topic_vectors(topics, dict(zip(ids, vectors)))
-        segments = self._assign(user_id, topics, topic_vectors)
+        segments, moved = self._assign(user_id, topics, {p: (v, t) for p, v, t in zip(ids, vectors, texts)})
         overview = {pid: t.overview for t in topics for pid in t.page_ids}
         segment_of = {pid: sid for sid, segment in segments.items() for pid in segment[1]}
         chain_prev = {
@@ -158,6 +161,7 @@ class Consolidator:
             "segments": [
                 record_to_json(segment_record(user_id, seg, source=src)) for seg, _, src in segments.values()
             ],
+            "moves": moved,
             "state": state.data,
         }
 
@@ -200,41 +204,110 @@ class Consolidator:
             self.emit("llm_partial", {"step": "consolidation", "missing_pages": len(missing)})
         return topics, flags
 
-    def _topic_vectors(self, topics: list[Topic], vectors: dict[str, list[float]]) -> list[list[float]]:
-        llm_topics = [t for t in topics if t.source == "llm"]
-        embedded = iter(self.embedder.embed([t.summary for t in llm_topics]) if llm_topics else [])
-        return [
-            next(embedded) if t.source == "llm" else mean_vector([vectors[p] for p in t.page_ids])
-            for t in topics
-        ]
-
     def _assign(
-        self, user_id: str, topics: list[Topic], topic_vectors: list[list[float]]
-    ) -> dict[str, tuple[SegmentState, list[str], str]]:
-        """segment id -> (segment after this batch, page ids it gained, summary source)."""
+        self, user_id: str, topics: list[Topic], pages: dict[str, tuple[list[float], str]]
+    ) -> tuple[dict[str, tuple[SegmentState, list[str], str]], dict[str, str]]:
+        """(segment id -> (segment after this batch, batch pages it holds, summary source),
+        older page id -> the new segment a split moved it to)."""
         touched: dict[str, tuple[SegmentState, list[str], str]] = {}
-        now = self.now_s()
-        for topic, vector in zip(topics, topic_vectors):
+        moved: dict[str, str] = {}
+        config, now = self.config.mid_term, self.now_s()
+        active = {s.id: s for s in self.repository.active_segments(user_id)}
+        for topic in topics:
+            vector = mean_vector([pages[p][0] for p in topic.page_ids])
+            if topic.source != "llm":
+                others = [s.keywords for sid, s in active.items()]
+                texts = [pages[p][1] for p in topic.page_ids]
+                topic = replace(
+                    topic,
+                    keywords=tuple(topics_policy.distinctive_keywords(texts, others, config.max_keywords)),
+                )
             found = self.store.query(
-                "segments",
+                "pages",
                 vector,
-                where={"user_id": user_id, "status": "active"},
-                n_results=self.config.retrieval.top_segments,
+                where={"user_id": user_id, "tier": "mid_term"},
+                n_results=NEIGHBOUR_PAGES,
                 with_embeddings=True,
             )
-            candidates = {r.id: segment_from_record(r) for r, _ in found}
-            candidates |= {sid: entry[0] for sid, entry in touched.items()}
-            best = mid_term.choose_segment(
-                vector, topic.keywords, list(candidates.values()), self.config.mid_term.similarity_threshold
+            neighbours = [
+                (moved.get(r.id, str(r.metadata.get("segment_id", ""))), list(r.embedding or ()))
+                for r, _ in found
+            ]
+            neighbours += [(sid, pages[p][0]) for sid, entry in touched.items() for p in entry[1]]
+            keywords_of = {sid: s.keywords for sid, s in active.items()}
+            best = topics_policy.nearest_segment(
+                vector, topic.keywords, neighbours, keywords_of, config.similarity_threshold
             )
             if best is None:
                 segment = mid_term.new_segment(f"seg_{uuid.uuid4().hex}", topic, vector, now)
                 touched[segment.id] = (segment, list(topic.page_ids), topic.source)
             else:
-                segment = mid_term.merge_into(best, topic, vector, now, self.config.mid_term)
-                gained = touched.get(best.id, (None, [], ""))[1]
-                touched[best.id] = (segment, [*gained, *topic.page_ids], topic.source)
-        return touched
+                segment = mid_term.merge_into(active[best], topic, vector, now, config)
+                _, gained, source = touched.get(best, (None, [], ""))
+                if source == "llm" and topic.source != "llm":  # an LLM's summary outranks a quote
+                    segment = replace(segment, summary=active[best].summary)
+                else:
+                    source = topic.source
+                touched[best] = (segment, [*gained, *topic.page_ids], source)
+            active[segment.id] = segment
+            if segment.page_count > config.max_segment_pages:
+                self._split(user_id, segment, touched, moved, pages, active)
+        return touched, moved
+
+    def _split(
+        self,
+        user_id: str,
+        segment: SegmentState,
+        touched: dict[str, tuple[SegmentState, list[str], str]],
+        moved: dict[str, str],
+        pages: dict[str, tuple[list[float], str]],
+        active: dict[str, SegmentState],
+    ) -> None:
+        """Split an oversized segment by its own clustering; every part describes its own pages."""
+        config, source = self.config.mid_term, touched[segment.id][2]
+        batch_ids = touched[segment.id][1]
+        stored = self.store.get(
+            "pages", where={"user_id": user_id, "segment_id": segment.id}, with_embeddings=True
+        )
+        moved_in = [p for p, sid in moved.items() if sid == segment.id]
+        if moved_in:
+            stored += self.store.get("pages", ids=moved_in, where={"user_id": user_id}, with_embeddings=True)
+        members = {
+            r.id: (
+                list(r.embedding or ()),
+                render_page(str(r.metadata.get("user_input", "")), str(r.metadata.get("agent_response", ""))),
+            )
+            for r in stored
+            if moved.get(r.id, segment.id) == segment.id
+        }
+        members |= {p: pages[p] for p in batch_ids}
+        ids = list(members)
+        groups = topics_policy.split_pages([members[p][0] for p in ids], config.max_segment_pages)
+        if len(groups) < 2:
+            return
+        others = [s.keywords for sid, s in active.items() if sid != segment.id]
+        pending = set(segment.pending_page_ids)
+        for position, group in enumerate(groups):
+            group_ids = [ids[i] for i in group]
+            vectors, texts = [members[p][0] for p in group_ids], [members[p][1] for p in group_ids]
+            part_pending = tuple(p for p in segment.pending_page_ids if p in set(group_ids))
+            part = replace(
+                segment,
+                id=segment.id if position == 0 else f"seg_{uuid.uuid4().hex}",
+                summary=text_policy.extractive_summary(texts, vectors, config.summary_max_chars),
+                keywords=tuple(topics_policy.distinctive_keywords(texts, others, config.max_keywords)),
+                embedding=tuple(mean_vector(vectors)),
+                page_count=len(group_ids),
+                n_visit=round(segment.n_visit * len(group_ids) / len(ids)),
+                l_interaction=len(part_pending) if pending else 0,
+                pending_page_ids=part_pending,
+            )
+            in_batch = [p for p in group_ids if p in pages]
+            touched[part.id] = (part, in_batch, source)
+            active[part.id] = part
+            for p in group_ids:
+                if p not in pages and position > 0:
+                    moved[p] = part.id
 
     def _apply(self, user_id: str, plan: dict[str, Any]) -> None:
         journal = state_record("journal", user_id, plan)
@@ -261,6 +334,13 @@ class Consolidator:
                 "chain_overview": change["chain_overview"],
             }
             updated.append(replace(page, metadata=metadata))
+        moves = plan.get("moves") or {}
+        for page in (
+            self.store.get("pages", ids=list(moves), where={"user_id": user_id}, with_embeddings=True)
+            if moves
+            else []
+        ):
+            updated.append(replace(page, metadata=page.metadata | {"segment_id": moves[page.id]}))
         self.store.upsert("pages", updated)
         self.store.upsert("state", [state_record("user", user_id, plan["state"])])
 

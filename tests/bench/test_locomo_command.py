@@ -70,7 +70,15 @@ def test_command_writes_the_benchmark_json(locomo_file: Callable[..., Path], tmp
     assert (data["k"], data["llm"], data["embedder"]) == ([2, 5, 10], "none", "hashing-384")
     systems = data["systems"]
     assert list(systems) == ["memoryos", "bm25", "dense"]
-    assert set(systems["memoryos"]) == {"recall", "hit"} | COST_KEYS
+    assert set(systems["memoryos"]) == {"recall", "hit", "segments"} | COST_KEYS
+    segments = systems["memoryos"]["segments"]
+    assert set(segments["pooled"]) == {
+        "segments_per_conversation",
+        "biggest_share_max",
+        "median_size",
+        "coherence",
+    }
+    assert all(0 <= f["biggest_share"] <= 100 for f in segments["conversations"].values())
     for name in ("bm25", "dense"):
         assert set(systems[name]) == {"recall", "hit", "query_ms_p50"}
     for block in systems.values():
