@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from memoryos_core import ChatMessage, FunctionLLM, MemoryOS
+from memoryos_core import ChatMessage, FunctionLLM, MemoryConfig, MemoryOS, MidTermConfig
 from memoryos_core.engine.promotion import MAX_ANALYSIS_FAILURES, MAX_PAGES_PER_ANALYSIS
 from memoryos_core.engine.repository import Repository
 from memoryos_core.llm.rules import RuleBasedLLM
@@ -44,6 +44,21 @@ class Recorder:
             self.answered.append(_MARKER.findall(pages))
             assert len(_NUMBERED.findall(pages)) == len(self.answered[-1])
         return self.rules.complete(messages, json_mode=json_mode)
+
+
+BIG_SEGMENTS = MemoryConfig(mid_term=MidTermConfig(max_segment_pages=1000))
+"""Segments that are never split, so one topic's whole backlog waits in one segment."""
+
+
+@pytest.fixture
+def make_memory(make_memory: Callable[..., MemoryOS]) -> Callable[..., MemoryOS]:
+    """The suite's factory with segments that are never split (the backlog's shape is what is tested)."""
+
+    def make(**kwargs: Any) -> MemoryOS:
+        kwargs.setdefault("config", BIG_SEGMENTS)
+        return make_memory(**kwargs)
+
+    return make
 
 
 def _pages(counts: dict[str, int]) -> list[dict[str, Any]]:
