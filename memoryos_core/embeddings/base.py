@@ -1,4 +1,4 @@
-"""The Embedder protocol: texts in, unit-length vectors out, in batches."""
+"""The Embedder protocol: texts in, unit-length vectors out, in batches; and its optional query side."""
 
 from __future__ import annotations
 
@@ -28,3 +28,30 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one L2-normalised vector per text, in order."""
         ...
+
+
+@runtime_checkable
+class QueryEmbedder(Embedder, Protocol):
+    """An embedder that embeds search queries apart from what is stored (optional: ``embed`` suffices).
+
+    Models trained with a query prompt (E5's ``"query: "``, EmbeddingGemma's ``"task: search result |
+    query: "``) give better recall when the query side gets its prompt and the stored side gets its own.
+    ``embed`` is the stored side (pages, segments, knowledge); ``embed_queries`` the query side.
+    """
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Return one L2-normalised vector per search query, in order, comparable with ``embed``'s."""
+        ...
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    """The query vectors of ``texts``: ``embedder.embed_queries`` if it has one, else ``embedder.embed``.
+
+    Looked up by name rather than with ``isinstance(embedder, QueryEmbedder)``, which would read ``dim``
+    (loading a model, or sending a request for an OpenAI one) just to check the attribute is there.
+    """
+    method = getattr(embedder, "embed_queries", None)
+    if callable(method):
+        vectors: list[list[float]] = method(texts)
+        return vectors
+    return embedder.embed(texts)

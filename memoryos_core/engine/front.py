@@ -27,7 +27,7 @@ from memoryos_core._types import (
     UserProfile,
 )
 from memoryos_core._validation import check_id, check_text
-from memoryos_core.embeddings.base import Embedder
+from memoryos_core.embeddings.base import Embedder, embed_queries
 from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.consolidation import Consolidator
 from memoryos_core.engine.data import DataManager
@@ -212,7 +212,7 @@ class SyncMemoryOS:
             raise InvalidInputError("top_k must be an int from 1 to 1000")
         self._runtime.ready()
         with measure() as tally:
-            vector = self.embedder.embed([query])[0]
+            vector = embed_queries(self.embedder, [query])[0]
             recall = self._retriever.recall(user, assistant, query, vector, top_k)
         if update_heat and recall.visited_segments:
             self._scheduler.record_visits(user, recall.visited_segments)

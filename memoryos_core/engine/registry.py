@@ -18,11 +18,14 @@ _DEFAULT_ALIASES = frozenset(
 )
 _ST_PREFIX = "sentence-transformers:"
 _MAX_HASH_DIM = 65536
+EMBEDDING_KEY_ENV = "MEMORYOS_EMBEDDING_API_KEY"
+"""The API key sent to the server of an ``openai:MODEL@URL`` embedding (default: none, for servers that
+ignore keys)."""
 EMBEDDING_NAMES = (
     f"{DEFAULT_EMBEDDING_MODEL} (default, offline)",
     "hash or hash:DIM (HashingEmbedder, for tests)",
-    "openai:MODEL or text-embedding-* (an OpenAI-compatible endpoint)",
-    "a model folder",
+    "openai:MODEL or text-embedding-* (an OpenAI-compatible endpoint; openai:MODEL@URL for another server)",
+    "a sentence-transformers model folder, or an .onnx file in one (run on onnxruntime)",
     f"{_ST_PREFIX}NAME (a sentence-transformers model, downloaded on first use)",
     "a sentence-transformers name already in the local Hugging Face cache",
 )
@@ -46,6 +49,20 @@ def _hf_cached(name: str) -> bool:
     return False
 
 
+def _is_model_path(name: str) -> bool:
+    """A folder, or an ``.onnx`` file (one export of a model folder)."""
+    path = Path(name).expanduser()
+    return path.is_dir() or (path.suffix == ".onnx" and path.is_file())
+
+
+def _split_url(model: str) -> tuple[str, str | None]:
+    """``MODEL@URL`` as (MODEL, URL); a model name without an ``@http(s)://`` tail as (name, None)."""
+    head, sep, tail = model.rpartition("@")
+    if sep and tail.startswith(("http://", "https://")) and head.strip():
+        return head, tail
+    return model, None
+
+
 def check_embedding_name(name: str | None) -> str | None:
     """Return ``name`` if it names an embedder :func:`make_embedder` can build without guessing.
 
@@ -65,10 +82,11 @@ def check_embedding_name(name: str | None) -> str | None:
             raise ConfigError(f"{name!r}: hash:DIM takes a dimension from 2 to {_MAX_HASH_DIM}")
         return name
     if name.startswith(("openai:", "text-embedding-", _ST_PREFIX)):
-        if not name.partition(":")[2].strip() and not name.startswith("text-embedding-"):
+        model = _split_url(name.partition(":")[2])[0]
+        if not model.strip() and not name.startswith("text-embedding-"):
             raise ConfigError(f"{name!r} names no model after the colon")
         return name
-    if Path(name).expanduser().is_dir() or _hf_cached(name):
+    if _is_model_path(name) or _hf_cached(name):
         return name
     raise ConfigError(
         f"unknown embedding {name!r} (no such folder, and not a model in the local Hugging Face cache); "
@@ -80,7 +98,10 @@ def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str
     """The embedder named by ``name`` (see :data:`EMBEDDING_NAMES`); nothing is loaded yet.
 
     ``None`` or "all-MiniLM-L6-v2": the offline local model; "hash" or "hash:DIM": HashingEmbedder;
-    "openai:MODEL" or "text-embedding-*": OpenAIEmbedder; a folder: a local model in that folder;
+    "openai:MODEL" or "text-embedding-*": OpenAIEmbedder at ``base_url`` with ``api_key``;
+    "openai:MODEL@URL": OpenAIEmbedder at URL, with the key in ``MEMORYOS_EMBEDDING_API_KEY`` (``api_key``
+    only if URL is ``base_url``: the LLM's key is never sent to another server); a model folder or an
+    ``.onnx`` file in one: see :func:`~memoryos_core.embeddings.onnx_folder.folder_embedder`;
     "sentence-transformers:NAME", or a name in the local Hugging Face cache: SentenceTransformerEmbedder.
 
     Raises:
@@ -98,11 +119,18 @@ def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str
     if name.startswith("openai:") or name.startswith("text-embedding-"):
         from memoryos_core.embeddings.openai import OpenAIEmbedder
 
-        return OpenAIEmbedder(model=name.removeprefix("openai:"), api_key=api_key, base_url=base_url)
-    if Path(name).expanduser().is_dir():
-        from memoryos_core.embeddings.local import LocalEmbedder
+        model, url = _split_url(name.removeprefix("openai:"))
+        if url is not None:
+            if url.rstrip("/") != (base_url or "").rstrip("/"):
+                api_key = None
+            api_key = os.environ.get(EMBEDDING_KEY_ENV) or api_key or "unused"
+            base_url = url
+        return OpenAIEmbedder(model=model, api_key=api_key, base_url=base_url)
+    if _is_model_path(name):
+        from memoryos_core.embeddings.onnx_folder import folder_embedder
 
-        return LocalEmbedder(model_path=str(Path(name).expanduser()))
+        embedder: Embedder = folder_embedder(name)
+        return embedder
     from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(name.removeprefix(_ST_PREFIX))
