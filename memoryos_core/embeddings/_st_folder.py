@@ -182,7 +182,7 @@ def read_folder(
             )
     config = _optional_json(folder / "config.json")
     max_positions = int(config.get("max_position_embeddings") or 512)
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
         max_positions -= 2  # these count the padding index and an offset among their positions
     st_config = _optional_json(folder / "sentence_bert_config.json")
     query, document = _prompts(folder, query_prompt, document_prompt)

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 EXPORT_HINT = (
     "export it to ONNX once: pip install 'optimum[onnx]' && optimum-cli export onnx --model FOLDER_OR_HUB_ID "
-    "--task feature-extraction FOLDER/onnx (or download the hub's onnx/model.onnx into FOLDER/onnx/)"
+    "--task feature-extraction FOLDER/onnx (or download the hub's onnx/model.onnx into FOLDER/onnx/); "
+    "or pip install sentence-transformers to run the folder on torch"
 )
 _HIDDEN_BUILDER = "memoryos-bert-hidden-1"  # bumped when _bert_hidden_graph changes what it writes
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
@@ -183,6 +184,7 @@ class OnnxFolderEmbedder:
             ``"query: "`` and ``"passage: "`` when its folder does not name them.
         batch_size: Texts per onnxruntime call; texts are sorted by length first so padding stays small.
         threads: onnxruntime intra-op threads; defaults to the CPUs this process may use.
+        name: The name the store records beside the vectors (default: the folder's name).
 
     Raises:
         ConfigError: not a model folder, no ONNX export and not a BERT folder, or a module this loader does
@@ -197,10 +199,11 @@ class OnnxFolderEmbedder:
         document_prompt: str | None = None,
         batch_size: int = 8,
         threads: int | None = None,
+        name: str | None = None,
     ) -> None:
         if batch_size < 1 or (threads is not None and threads < 1):
             raise ConfigError(f"batch_size and threads must be at least 1, got {batch_size} and {threads}")
-        given = Path(path).expanduser().resolve()
+        given = Path(path).expanduser().absolute()  # not resolved: a hub cache's files are links to blobs
         if not given.exists():
             raise ConfigError(f"{given} does not exist")
         self.folder = _st_folder.model_folder(given)
@@ -210,7 +213,7 @@ class OnnxFolderEmbedder:
         self._onnx = _st_folder.find_onnx(given)
         if self._onnx is None:  # the graph is built at the first embed; whether it can be is known now
             _check_bert_folder(self.folder)
-        self.name: str = self.folder.name
+        self.name: str = name or self.folder.name
         self.batch_size = batch_size
         self.threads = threads or _default_threads()
         self._dim: int | None = None
@@ -299,7 +302,7 @@ def _is_plain_local_folder(config: _st_folder.FolderConfig) -> bool:
     return plain and not config.document_prompt and config.model_type == "bert"
 
 
-def folder_embedder(path: str | Path) -> Any:
+def folder_embedder(path: str | Path, *, name: str | None = None) -> Any:
     """The embedder for a model folder (or an ``.onnx`` file in one), as ``embedding_model_name`` takes it.
 
     An ONNX export: :class:`OnnxFolderEmbedder`. No export, a BERT with ``model.safetensors``: LocalEmbedder
@@ -309,10 +312,10 @@ def folder_embedder(path: str | Path) -> Any:
     Raises:
         ConfigError: none of these applies; the message says how to export the model to ONNX.
     """
-    given = Path(path).expanduser().resolve()
+    given = Path(path).expanduser().absolute()
     folder = _st_folder.model_folder(given)
     if _st_folder.find_onnx(given) is not None:
-        return OnnxFolderEmbedder(given)
+        return OnnxFolderEmbedder(given, name=name)
     try:
         _check_bert_folder(folder)
         config = _st_folder.read_folder(folder)
@@ -323,9 +326,13 @@ def folder_embedder(path: str | Path) -> Any:
             raise
         from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-        return SentenceTransformerEmbedder(folder)
+        st_embedder = SentenceTransformerEmbedder(folder)
+        st_embedder.name = name or st_embedder.name
+        return st_embedder
     if _is_plain_local_folder(config):
         from memoryos_core.embeddings.local import LocalEmbedder
 
-        return LocalEmbedder(model_path=folder)
-    return OnnxFolderEmbedder(folder)
+        local_embedder = LocalEmbedder(model_path=folder)
+        local_embedder.name = name or local_embedder.name
+        return local_embedder
+    return OnnxFolderEmbedder(folder, name=name)

@@ -32,12 +32,13 @@ EMBEDDING_NAMES = (
 """The accepted forms of ``embedding_model_name`` / ``--embedding``, for error messages and docs."""
 
 
-def _hf_cached(name: str) -> bool:
-    """Whether a Hugging Face model is already in the local cache (a file lookup, never a request)."""
+def _hf_snapshot(name: str) -> Path | None:
+    """The folder of a Hugging Face model already in the local cache, or None (a file lookup, never a
+    request)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
-        return False
+        return None
     candidates = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
     for repo_id in candidates:
         try:
@@ -45,8 +46,8 @@ def _hf_cached(name: str) -> bool:
         except ValueError:  # not a valid repo id
             continue
         if isinstance(found, str):
-            return True
-    return False
+            return Path(found).parent  # the snapshot folder: the repository's files, as links
+    return None
 
 
 def _is_model_path(name: str) -> bool:
@@ -86,7 +87,7 @@ def check_embedding_name(name: str | None) -> str | None:
         if not model.strip() and not name.startswith("text-embedding-"):
             raise ConfigError(f"{name!r} names no model after the colon")
         return name
-    if _is_model_path(name) or _hf_cached(name):
+    if _is_model_path(name) or _hf_snapshot(name) is not None:
         return name
     raise ConfigError(
         f"unknown embedding {name!r} (no such folder, and not a model in the local Hugging Face cache); "
@@ -102,7 +103,8 @@ def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str
     "openai:MODEL@URL": OpenAIEmbedder at URL, with the key in ``MEMORYOS_EMBEDDING_API_KEY`` (``api_key``
     only if URL is ``base_url``: the LLM's key is never sent to another server); a model folder or an
     ``.onnx`` file in one: see :func:`~memoryos_core.embeddings.onnx_folder.folder_embedder`;
-    "sentence-transformers:NAME", or a name in the local Hugging Face cache: SentenceTransformerEmbedder.
+    a name in the local Hugging Face cache: its snapshot folder, as a model folder;
+    "sentence-transformers:NAME": SentenceTransformerEmbedder.
 
     Raises:
         ConfigError: an unknown name (checked before anything is imported or downloaded).
@@ -131,6 +133,12 @@ def make_embedder(name: str | None, *, api_key: str | None = None, base_url: str
 
         embedder: Embedder = folder_embedder(name)
         return embedder
+    snapshot = None if name.startswith(_ST_PREFIX) else _hf_snapshot(name)
+    if snapshot is not None:  # on onnxruntime if it carries an export (or BERT weights), else torch
+        from memoryos_core.embeddings.onnx_folder import folder_embedder
+
+        cached: Embedder = folder_embedder(snapshot, name=Path(name).name)
+        return cached
     from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(name.removeprefix(_ST_PREFIX))

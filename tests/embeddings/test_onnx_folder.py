@@ -232,6 +232,25 @@ def test_names_route_folders_and_onnx_files(tmp_path: Path, folder: Path, export
         check_embedding_name(str(tmp_path / "missing.onnx"))
 
 
+def test_a_model_in_the_hub_cache_runs_from_its_snapshot(
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``huggingface-cli download acme/mini-onnx`` then ``embedding_model_name="acme/mini-onnx"``: offline."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--acme--mini-onnx"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    shutil.copytree(folder, repo / "snapshots" / "0123abcd", symlinks=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert check_embedding_name("acme/mini-onnx") == "acme/mini-onnx"
+    embedder = make_embedder("acme/mini-onnx")
+    assert isinstance(embedder, OnnxFolderEmbedder) and embedder.name == "mini-onnx"
+    assert embedder.embed(["hello"]) == OnnxFolderEmbedder(folder).embed(["hello"])
+    with pytest.raises(ConfigError, match="unknown embedding"):
+        check_embedding_name("acme/not-downloaded")
+
+
 def test_a_bert_folder_without_an_export_is_built_from_its_weights(
     tmp_path: Path, export: onnx.ModelProto
 ) -> None:
