@@ -242,8 +242,9 @@ class OnnxFolderEmbedder:
         return self._run(texts, self.config.query_prompt)
 
     def _session(self) -> _Session:
-        onnx_path = self._onnx or bert_hidden_graph_path(self.folder)
-        return _load(onnx_path, self.config, self.threads)
+        if self._onnx is None:  # a BERT folder without an export: its graph, built once into the cache
+            self._onnx = bert_hidden_graph_path(self.folder)
+        return _load(self._onnx, self.config, self.threads)
 
     def _run(self, texts: Sequence[str], prompt: str) -> list[list[float]]:
         from memoryos_core.embeddings.local import _check_texts
