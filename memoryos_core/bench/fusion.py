@@ -92,6 +92,8 @@ class Scorer:
 
     def recall(self, score: np.ndarray) -> np.ndarray:
         """Questions x ks recall (fractions) for ``score`` (questions x pages)."""
+        if not self.rows:
+            return np.zeros((score.shape[0], len(self.ks)))
         rows, pages = np.array(self.rows), np.array(self.pages)
         mine = score[rows, pages][:, None]
         candidates = score[rows]

@@ -163,15 +163,20 @@ def build_features(
             timings = ingest(memory, conversations, show_progress=False)
             progress(f"ingested {len(conversations)} conversations in {timings['ingest']:.1f} s")
             repository = Repository(memory.store)
-            features = []
-            for conversation in conversations:
-                user = conversation.user_id
-                pages = memory.store.get("pages", where={"user_id": user}, with_embeddings=True)
-                segments = repository.active_segments(user)
-                features.append(conversation_features(conversation, pages, segments, embedder))
-                progress(f"{conversation.sample_id}: {len(pages)} pages, {len(segments)} segments")
+            stored = [
+                (
+                    memory.store.get("pages", where={"user_id": c.user_id}, with_embeddings=True),
+                    repository.active_segments(c.user_id),
+                )
+                for c in conversations
+            ]
         finally:
             memory.close()
+    # After close: no worker thread runs while the unstemmed BM25 swaps the engine's tokenizer.
+    features = []
+    for conversation, (pages, segments) in zip(conversations, stored):
+        features.append(conversation_features(conversation, pages, segments, embedder))
+        progress(f"{conversation.sample_id}: {len(pages)} pages, {len(segments)} segments")
     return features
 
 
