@@ -159,6 +159,44 @@ def locomo(
 
 
 @bench_app.command()
+def fusion(
+    data: Annotated[
+        Path, typer.Option(help="A LoCoMo-format JSON file (locomo10.json).", exists=True, dir_okay=False)
+    ],
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the per-question features here and reuse them (rebuilt if the inputs differ)."
+        ),
+    ] = None,
+    embedder: Annotated[str, typer.Option(help="local (all-MiniLM-L6-v2) or hash.")] = "local",
+    limit_conversations: Annotated[
+        int | None, typer.Option(help="Only the first N conversations.", min=2)
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Cross-validate the ranking by conversation on LoCoMo and ablate each of its rules."""
+    from memoryos_core.bench.fusion import run_fusion
+    from memoryos_core.bench.fusion_data import features_for
+    from memoryos_core.bench.locomo import EMBEDDER_CHOICES, _embedder
+    from memoryos_core.bench.report import print_fusion
+
+    if embedder not in EMBEDDER_CHOICES:
+        raise typer.BadParameter(f"use one of {', '.join(EMBEDDER_CHOICES)}", param_hint="--embedder")
+    features = features_for(
+        data,
+        _embedder(embedder),
+        limit_conversations,
+        cache,
+        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+    )
+    result = run_fusion(features)
+    print_fusion(console, result)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench_app.command()
 def reliability(
     kills: Annotated[int, typer.Option(help="Writer processes to SIGKILL at random moments.", min=0)] = 100,
     users: Annotated[int, typer.Option(help="Users for the isolation and deletion checks.", min=2)] = 50,

@@ -140,3 +140,59 @@ def print_report(console: Console, result: dict[str, Any], diagnostics: dict[str
         f"{diagnostics['evidence_at_10_by_tier']}; LLM calls while querying "
         f"{diagnostics['query_phase_llm_calls']}; timings: {timings}[/dim]"
     )
+
+
+def print_fusion(console: Console, result: dict[str, Any]) -> None:
+    """The tables of ``memoryos bench fusion``: recall, cross-validation by conversation, ablation."""
+    ks = [str(k) for k in result["k"]]
+    keys = list(result["ranking"][ks[0]])
+    table = Table(
+        title=f"bench fusion: {result['conversations']} conversations, {result['questions']} questions",
+        caption=_legend(keys),
+    )
+    table.add_column("R@k", justify="right")
+    table.add_column("dense weight")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for k in ks:
+        for position, (label, name) in enumerate(
+            (("adaptive", "ranking"), ("constant", "constant_dense_weight"))
+        ):
+            row = [k if position == 0 else "", label, *(_cell(result[name][k].get(key)) for key in keys)]
+            table.add_row(*row, end_section=position == 1)
+    console.print(table)
+    cv = result["cross_validation"]
+    folds = Table(
+        title=f"R@{cv['k']} per held-out conversation: shipped weights, and weights tuned on the other ones"
+    )
+    for column in ("conversation", "shipped", "tuned on the others", "tuned weights"):
+        folds.add_column(column, justify="left" if column in ("conversation", "tuned weights") else "right")
+    for name, shipped, held, weights in zip(
+        cv["conversations"], cv["shipped"], cv["tuned_held_out"], cv["tuned_weights"]
+    ):
+        described = " ".join(f"{key} {value:g}" for key, value in weights.items())
+        folds.add_row(name, _cell(shipped), _cell(held), described)
+    for label in ("mean", "std", "min", "max"):
+        folds.add_row(
+            label,
+            _cell(cv["shipped_spread"][label]),
+            _cell(cv["tuned_held_out_spread"][label]),
+            "",
+            end_section=label == "mean",
+        )
+    console.print(folds)
+    ablation = Table(
+        title=f"ablation: R@{cv['k']} without each rule (cross-validated deltas over conversations)"
+    )
+    for column in ("rule removed", "R@k", "delta", "CV delta", "folds worse", "folds better"):
+        ablation.add_column(column, justify="left" if column == "rule removed" else "right")
+    for row in result["ablation"]:
+        ablation.add_row(
+            row["rule"],
+            _cell(row["recall_without"]),
+            f"{row['delta']:+.1f}",
+            f"{row['cv_delta']:+.1f}",
+            str(row["folds_worse"]),
+            str(row["folds_better"]),
+        )
+    console.print(ablation)

@@ -106,9 +106,15 @@ def test_when_questions_favour_pages_that_place_things_in_time() -> None:
     timed = np.array([False, True, False])
     flat = np.zeros(3, dtype=np.float32)
     times = np.arange(3, dtype=np.float64)
-    when = ranking.fuse(flat, flat, times, None, timed=timed, when=True)
+    boosted = ranking.Weights(when=0.5)  # off by default since the ablation (bench fusion)
+    when = ranking.fuse(flat, flat, times, None, timed=timed, when=True, weights=boosted)
     assert int(np.argmax(when)) == 1
-    assert ranking.fuse(flat, flat, times, None, timed=timed, when=False).tolist() == [0.0, 0.0, 0.0]
+    assert ranking.fuse(flat, flat, times, None, timed=timed, when=False, weights=boosted).tolist() == [
+        0.0,
+        0.0,
+        0.0,
+    ]
+    assert ranking.fuse(flat, flat, times, None, timed=timed, when=True).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_pages_that_place_things_in_time_are_flagged_in_the_index() -> None:
@@ -116,3 +122,69 @@ def test_pages_that_place_things_in_time_are_flagged_in_the_index() -> None:
     index.add("p0", "[2023-01-01 10:00:00] User: How are you?", 0.0)
     index.add("p1", "User: Fine.\nAssistant: I went there last week.", 1.0)
     assert index.timed_pages(2).tolist() == [False, True]
+
+
+def _ranking_with_one_standout(count: int, standout: int, height: float) -> np.ndarray:
+    values = np.linspace(0.0, 1.0, count, dtype=np.float32)
+    values[standout] = height
+    return ranking.zscore(values)
+
+
+def test_a_peaked_dense_ranking_gets_more_weight_than_a_flat_one() -> None:
+    lexical = _ranking_with_one_standout(40, 3, 3.0)
+    peaked = _ranking_with_one_standout(40, 7, 30.0)
+    flat = ranking.zscore(np.linspace(0.0, 1.0, 40, dtype=np.float32))
+    heavy, light = ranking.dense_weight(lexical, peaked), ranking.dense_weight(lexical, flat)
+    assert heavy > ranking.DENSE_WEIGHT > light
+    low, high = ranking.DENSE_WEIGHT / ranking.ADAPTIVE_RANGE, ranking.DENSE_WEIGHT * ranking.ADAPTIVE_RANGE
+    assert low <= light and heavy <= high
+    # fuse applies the weight of each query's own rankings: the peaked one counts more.
+    times = np.arange(40, dtype=np.float64) * ranking.SESSION_GAP_S * 2
+    weights = ranking.Weights(previous=0.0, next=0.0, session=0.0)
+    raw_lexical = np.zeros(40, dtype=np.float32)
+    raw_lexical[3], raw_lexical[10:20] = 4.0, 1.0
+    lexical_z = ranking.zscore(raw_lexical)
+    for dense in (peaked, flat):
+        fused = ranking.fuse(raw_lexical, dense, times, None, weights=weights)
+        assert np.allclose(fused, lexical_z + ranking.dense_weight(lexical_z, dense) * dense)
+
+
+def test_no_lexical_match_leans_on_the_dense_ranking_and_the_constant_weight_stays_available() -> None:
+    dense = _ranking_with_one_standout(20, 5, 2.0)
+    nothing = np.zeros(20, dtype=np.float32)
+    assert ranking.dense_weight(nothing, dense) == pytest.approx(
+        ranking.DENSE_WEIGHT * ranking.ADAPTIVE_RANGE
+    )
+    times = np.arange(20, dtype=np.float64)
+    lexical = np.arange(20, dtype=np.float32)
+    constant = ranking.Weights(adaptive=False, session=0.0, previous=0.0, next=0.0, date=0.0)
+    fused = ranking.fuse(lexical, dense, times, None, weights=constant)
+    assert np.allclose(fused, ranking.zscore(lexical) + ranking.DENSE_WEIGHT * dense)
+
+
+def test_many_queries_at_once_rank_as_each_query_alone() -> None:
+    rng = np.random.default_rng(7)
+    hour = ranking.SESSION_GAP_S
+    times = np.array([i * 60 + (i // 5) * 3 * hour for i in range(23)], dtype=np.float64)
+    lexical = rng.gamma(0.3, 2.0, size=(4, 23)).astype(np.float32)
+    lexical[1] = 0.0  # a query that matches no word
+    dense = rng.normal(size=(4, 23)).astype(np.float32)
+    windows = np.array([[np.nan, np.nan], [times[6], times[6] + 1], [np.nan, np.nan], [0.0, 1.0]])
+    when = np.array([True, False, True, False])
+    timed = rng.random(23) > 0.5
+    weights = ranking.Weights(when=0.5)
+    together = ranking.fuse(lexical, dense, times, windows, timed=timed, when=when, weights=weights)
+    for row in range(4):
+        window = None if np.isnan(windows[row, 0]) else (float(windows[row, 0]), float(windows[row, 1]))
+        alone = ranking.fuse(
+            lexical[row], dense[row], times, window, timed=timed, when=bool(when[row]), weights=weights
+        )
+        assert np.allclose(together[row], alone, atol=1e-5)
+
+
+def test_session_prior_is_each_sessions_best_score_on_one_scale() -> None:
+    score = np.array([1.0, 5.0, 2.0, 0.0, 3.0], dtype=np.float64)
+    session = np.array([0, 0, 1, 1, 2])
+    prior = ranking.session_prior(score, session)
+    assert prior[0] == prior[1] and prior[1] > prior[4] > prior[2] == prior[3]
+    assert ranking.session_prior(score, np.zeros(5, dtype=np.int64)).tolist() == [0.0] * 5

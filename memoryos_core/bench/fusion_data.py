@@ -1,0 +1,251 @@
+"""Features for ``memoryos bench fusion``: LoCoMo ingested once, every question's per-page signals cached.
+
+For each conversation: the pages in index order (their turn ids, times, "places in time" flags,
+segment), and for each question the BM25 score of every page (stemmed and not), the cosine of every
+page and of every segment to the question, and the segments' own BM25 (summary + keywords). A ranking
+variant is then a numpy function of these arrays, evaluated in seconds (``bench/fusion.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memoryos_core.bench.locomo_data import Conversation, canonical_dia_id, load_locomo
+from memoryos_core.embeddings.base import Embedder
+from memoryos_core.engine import lexical
+from memoryos_core.engine.lexical import PageIndex
+from memoryos_core.engine.repository import Repository
+from memoryos_core.policy.dates import asks_when, query_window
+from memoryos_core.policy.text import STOPWORDS
+from memoryos_core.storage.base import Record
+from memoryos_core.storage.chroma import ChromaStore
+
+FORMAT = 1
+"""Version of the cache file's layout: a file of another version is rebuilt."""
+
+
+@dataclass
+class ConversationFeatures:
+    """One conversation's pages and questions as arrays (P pages, Q questions, S segments)."""
+
+    sample_id: str
+    page_turns: list[list[str]]  # P: the turn ids of each page
+    times: np.ndarray  # P float64
+    timed: np.ndarray  # P bool
+    segment: np.ndarray  # P int64: the page's segment (row of the segment arrays), -1 for none
+    categories: np.ndarray  # Q int64
+    evidence: list[list[str]]  # Q
+    when: np.ndarray  # Q bool
+    window: np.ndarray  # Q x 2 float64 (nan when the question names no period)
+    lexical: np.ndarray  # Q x P float32: BM25 over stemmed tokens (the engine's)
+    lexical_raw: np.ndarray  # Q x P float32: BM25 without stemming
+    dense: np.ndarray  # Q x P float32: cosine of page and question
+    segment_lexical: np.ndarray  # Q x S float32: BM25 of the segment's summary + keywords
+    segment_dense: np.ndarray  # Q x S float32: cosine of the segment vector and question
+
+    _ARRAYS = (
+        "times",
+        "timed",
+        "segment",
+        "categories",
+        "when",
+        "window",
+        "lexical",
+        "lexical_raw",
+        "dense",
+        "segment_lexical",
+        "segment_dense",
+    )
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}{name}": getattr(self, name) for name in self._ARRAYS}
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
+
+
+def _no_stem(text: str) -> list[str]:
+    return [word for word in lexical._TOKEN.findall(text.lower()) if word not in STOPWORDS]
+
+
+@contextmanager
+def _unstemmed() -> Iterator[None]:
+    """The engine's tokenizer without stemming, for the ablation."""
+    saved = lexical.tokens
+    lexical.tokens = _no_stem  # PageIndex.add looks the name up at call time
+    try:
+        yield
+    finally:
+        lexical.tokens = saved
+
+
+def _bm25_rows(documents: Sequence[str], queries: Sequence[str], stem: bool = True) -> np.ndarray:
+    """Q x D BM25 scores of the engine's PageIndex (documents in order)."""
+    if not documents:
+        return np.zeros((len(queries), 0), dtype=np.float32)
+
+    def build() -> np.ndarray:
+        index = PageIndex()
+        for position, text in enumerate(documents):
+            index.add(str(position), text, float(position))
+        return np.stack([index.bm25(lexical.tokens(q)) for q in queries]).astype(np.float32)
+
+    if stem:
+        return build()
+    with _unstemmed():
+        return build()
+
+
+def conversation_features(
+    conversation: Conversation, pages: Sequence[Record], segments: Sequence[Any], embedder: Embedder
+) -> ConversationFeatures:
+    """The arrays of one conversation from its stored pages and segments (in the engine's page order)."""
+    pages = sorted(pages, key=lambda r: int(r.metadata.get("created_ns", 0)))
+    documents = [r.document for r in pages]
+    questions = [q.question for q in conversation.questions]
+    index = PageIndex()
+    for record in pages:
+        index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
+    row = {s.id: position for position, s in enumerate(segments)}
+    query_vectors = _unit(np.asarray(embedder.embed(questions), dtype=np.float32).reshape(len(questions), -1))
+    page_vectors = _unit(np.asarray([r.embedding for r in pages], dtype=np.float32))
+    dim = query_vectors.shape[1]
+    segment_vectors = _unit(np.asarray([s.embedding for s in segments], dtype=np.float32).reshape(-1, dim))
+    windows = [query_window(q) for q in questions]
+    return ConversationFeatures(
+        sample_id=conversation.sample_id,
+        page_turns=[_turns(r) for r in pages],
+        times=np.array(index.times, dtype=np.float64),
+        timed=index.timed_pages(len(index)),
+        segment=np.array([row.get(str(r.metadata.get("segment_id", "")), -1) for r in pages], dtype=np.int64),
+        categories=np.array([q.category for q in conversation.questions], dtype=np.int64),
+        evidence=[list(q.evidence) for q in conversation.questions],
+        when=np.array([asks_when(q) for q in questions], dtype=bool),
+        window=np.array([w if w else (np.nan, np.nan) for w in windows], dtype=np.float64).reshape(-1, 2),
+        lexical=_bm25_rows(documents, questions),
+        lexical_raw=_bm25_rows(documents, questions, stem=False),
+        dense=(query_vectors @ page_vectors.T).astype(np.float32),
+        segment_lexical=_bm25_rows([f"{s.summary} {' '.join(s.keywords)}" for s in segments], questions),
+        segment_dense=(query_vectors @ segment_vectors.T).astype(np.float32),
+    )
+
+
+def _turns(record: Record) -> list[str]:
+    meta = json.loads(str(record.metadata.get("meta_json") or "{}"))
+    return [canonical_dia_id(str(i)) or str(i) for i in meta.get("dia_ids", [])]
+
+
+def build_features(
+    data: Path,
+    embedder: Embedder,
+    limit: int | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[ConversationFeatures]:
+    """Ingest the file as ``bench locomo`` does (offline, background consolidation) and read the arrays."""
+    from memoryos_core import MemoryOS
+    from memoryos_core.bench.locomo import ingest
+
+    conversations = load_locomo(data, limit)
+    with tempfile.TemporaryDirectory(prefix="memoryos-fusion-") as folder:
+        store = ChromaStore(path=str(Path(folder) / "chroma"))
+        memory = MemoryOS(store=store, embedder=embedder, llm=None, background=True)
+        try:
+            timings = ingest(memory, conversations, show_progress=False)
+            progress(f"ingested {len(conversations)} conversations in {timings['ingest']:.1f} s")
+            repository = Repository(memory.store)
+            stored = [
+                (
+                    memory.store.get("pages", where={"user_id": c.user_id}, with_embeddings=True),
+                    repository.active_segments(c.user_id),
+                )
+                for c in conversations
+            ]
+        finally:
+            memory.close()
+    # After close: no worker thread runs while the unstemmed BM25 swaps the engine's tokenizer.
+    features = []
+    for conversation, (pages, segments) in zip(conversations, stored):
+        features.append(conversation_features(conversation, pages, segments, embedder))
+        progress(f"{conversation.sample_id}: {len(pages)} pages, {len(segments)} segments")
+    return features
+
+
+def save_features(path: Path, features: Sequence[ConversationFeatures], key: str) -> None:
+    """Write the arrays (npz) and the strings (JSON inside it); no pickles."""
+    arrays: dict[str, Any] = {}
+    strings = {
+        "format": FORMAT,
+        "key": key,
+        "conversations": [
+            {"sample_id": f.sample_id, "page_turns": f.page_turns, "evidence": f.evidence} for f in features
+        ],
+    }
+    for position, f in enumerate(features):
+        arrays.update(f.arrays(f"c{position}_"))
+    arrays["strings"] = np.array(json.dumps(strings))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    Path(tmp.name).replace(path)
+
+
+def load_features(path: Path, key: str) -> list[ConversationFeatures] | None:
+    """The cached arrays, or None when the file is missing or was built from other data or code."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        strings = json.loads(str(data["strings"]))
+        if strings.get("format") != FORMAT or strings.get("key") != key:
+            return None
+        features = []
+        for position, meta in enumerate(strings["conversations"]):
+            values = {name: data[f"c{position}_{name}"] for name in ConversationFeatures._ARRAYS}
+            features.append(
+                ConversationFeatures(
+                    sample_id=meta["sample_id"],
+                    page_turns=meta["page_turns"],
+                    evidence=meta["evidence"],
+                    **values,
+                )
+            )
+    return features
+
+
+def cache_key(data: Path, embedder: Embedder, limit: int | None) -> str:
+    """What the cached arrays were built from: the data file's content, the embedder, the limit."""
+    import hashlib
+
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+    return f"{digest}:{embedder.name}:{embedder.dim}:{limit}"
+
+
+def features_for(
+    data: Path,
+    embedder: Embedder,
+    limit: int | None = None,
+    cache: Path | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[ConversationFeatures]:
+    """The features of ``data``: read from ``cache`` when it was built from the same inputs, else
+    built (one offline ingestion) and written there."""
+    key = cache_key(data, embedder, limit)
+    if cache is not None:
+        cached = load_features(cache, key)
+        if cached is not None:
+            progress(f"features read from {cache}")
+            return cached
+    features = build_features(data, embedder, limit, progress)
+    if cache is not None:
+        save_features(cache, features, key)
+        progress(f"features written to {cache}")
+    return features

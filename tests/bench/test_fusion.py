@@ -1,0 +1,95 @@
+"""``memoryos bench fusion``: the vectorised scoring equals bench locomo's, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from memoryos_core.bench import fusion
+from memoryos_core.bench.cli import bench_app
+from memoryos_core.bench.fusion_data import ConversationFeatures
+from memoryos_core.bench.metrics import expand_turns, recall
+from memoryos_core.policy import ranking
+
+
+def _features(questions: int, pages: int, seed: int) -> ConversationFeatures:
+    rng = np.random.default_rng(seed)
+    page_turns = [
+        [f"D1:{2 * p + 1}", f"D1:{2 * p + 2}"] if p % 3 else [f"D1:{2 * p + 1}"] for p in range(pages)
+    ]
+    turns = [t for ts in page_turns for t in ts]
+    shape = (questions, pages)
+    return ConversationFeatures(
+        sample_id=f"conv-{seed}",
+        page_turns=page_turns,
+        times=np.arange(pages, dtype=np.float64) * 600.0,
+        timed=rng.random(pages) > 0.7,
+        segment=np.full(pages, -1, dtype=np.int64),
+        categories=rng.integers(1, 6, size=questions),
+        evidence=[
+            list(rng.choice(turns, size=int(rng.integers(1, 4)), replace=False)) for _ in range(questions)
+        ],
+        when=rng.random(questions) > 0.5,
+        window=np.full((questions, 2), np.nan),
+        # Rounded, so that ties occur and their order (conversation order) is checked too.
+        lexical=np.round(rng.gamma(0.4, 2.0, size=shape), 1).astype(np.float32),
+        lexical_raw=rng.gamma(0.4, 2.0, size=shape).astype(np.float32),
+        dense=rng.normal(0.3, 0.1, size=shape).astype(np.float32),
+        segment_lexical=np.zeros((questions, 0), dtype=np.float32),
+        segment_dense=np.zeros((questions, 0), dtype=np.float32),
+    )
+
+
+def test_scorer_recall_equals_the_turn_expansion_of_bench_locomo() -> None:
+    features = _features(questions=12, pages=30, seed=3)
+    ks = (1, 5, 10, 25)
+    scores = np.round(fusion.scores(features, fusion.Variant()), 1)  # ties on purpose
+    got = fusion.Scorer(features, ks).recall(scores)
+    for q, evidence in enumerate(features.evidence):
+        order = np.argsort(-scores[q], kind="stable")
+        ranked = expand_turns([features.page_turns[p] for p in order], max(ks))
+        assert got[q].tolist() == [recall(evidence, ranked[:k]) for k in ks]
+
+
+def test_candidate_dense_scores_equal_the_engines_for_each_query() -> None:
+    sims = np.random.default_rng(5).normal(0.3, 0.1, size=(6, 80)).astype(np.float32)
+    matrix = fusion.candidate_dense_z(sims, candidates=20)
+    for row in range(6):
+        top = np.argsort(-sims[row])[:20]
+        known = {int(i): float(sims[row, i]) for i in top}
+        assert np.allclose(matrix[row], ranking.dense_z(80, known), atol=1e-5)
+
+
+def test_cross_validation_scores_each_conversation_with_weights_chosen_on_the_others() -> None:
+    evaluation = fusion.Evaluation([_features(8, 20, seed) for seed in (1, 2, 3)], ks=(5, 10))
+    variants = fusion.grid(fusion.Variant(), {"dense": (0.0, 0.85, 3.0)})
+    held, chosen = fusion.cross_validate(evaluation, variants)
+    assert len(held) == len(chosen) == 3
+    for fold, variant in enumerate(chosen):
+        train = evaluation.conversation != fold
+        means = [evaluation.rows(v)[train, 1].mean() for v in variants]
+        assert evaluation.rows(variant)[train, 1].mean() == max(means)
+        assert held[fold] == 100 * evaluation.rows(variant)[~train, 1].mean()
+
+
+def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
+    locomo_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    data, cache, out = locomo_file(), tmp_path / "features.npz", tmp_path / "fusion.json"
+    args = ["fusion", "--data", str(data), "--embedder", "hash", "--cache", str(cache), "--out", str(out)]
+    first = CliRunner().invoke(bench_app, args)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert cache.exists() and "features written" in first.output
+    result = json.loads(out.read_text())
+    assert result["conversations"] == 2 and result["k"] == [5, 10, 25, 50]
+    cv = result["cross_validation"]
+    assert cv["conversations"] == ["conv-1", "conv-2"] and len(cv["tuned_held_out"]) == 2
+    rules = {row["rule"].split(" (")[0] for row in result["ablation"]}
+    assert rules == {*fusion.RULES, "stemming"}
+    second = CliRunner().invoke(bench_app, args)
+    assert second.exit_code == 0 and "features read" in second.output
+    assert json.loads(out.read_text()) == result
