@@ -166,9 +166,9 @@ def _run_to(
 # reopens the folder its writer left behind. Heat's recency decays over ~10^7 s, so the minutes between
 # the writer's death and the reopen change nothing the tests compare; the lease test runs its writer itself.
 POINTS = ["journal", "segments", "pages", "profile", "knowledge", "archive"]
-_PRESTARTED_RUNS = {
+_PRESTARTED_RUNS: dict[str, Callable[[pytest.Function], tuple[str, str, float]]] = {
     "test_a_kill_at_each_step_of_consolidation_resumes_to_the_same_memory": lambda item: (
-        item.callspec.params["point"],
+        str(item.callspec.params["point"]),
         "pt_",
         1.0,
     ),
@@ -188,7 +188,7 @@ def _dying_writer_job(
 def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
     for item in items:
         run = _PRESTARTED_RUNS.get(getattr(item, "originalname", ""))
-        if isinstance(item, pytest.Function) and run is not None:
+        if run is not None and isinstance(item, pytest.Function):
             submit(f"crash:{item.nodeid}", functools.partial(_dying_writer_job, *run(item)))
 
 
