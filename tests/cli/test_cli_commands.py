@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from memoryos_core.app.cli import app
 from memoryos_core.app.settings import CONFIG_ENV, ENVIRONMENT
 from memoryos_core.testing import FakeOpenAIServer
+from tests.conftest import Prestart
 
 SCRUBBED: dict[str, str | None] = {name: None for name in [*ENVIRONMENT.values(), CONFIG_ENV]}
 """The developer's own key or store must never leak into a test."""
@@ -65,22 +66,38 @@ def assert_one_error_line(result: Any, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
-def test_ingest_then_recall_as_console_scripts(tmp_path: Path) -> None:
+def _ingest_then_recall(folder: Path, environ: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    """``memoryos ingest``, a recall and a recall for a bad user id, as console scripts on one store."""
     exe = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | {"COLUMNS": "100"}
-    turns = write_jsonl(tmp_path / "turns.jsonl", TURNS)
+    env = {k: v for k, v in environ.items() if k not in SCRUBBED} | {"COLUMNS": "100"}
+    turns = write_jsonl(folder / "turns.jsonl", TURNS)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=env)
 
-    done = run("ingest", str(turns), *store(tmp_path))
+    return [
+        run("ingest", str(turns), *store(folder)),
+        run("recall", "What is the name of my cat?", *store(folder)),
+        run("recall", "cat", *store(folder, user="../eve")),
+    ]
+
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
+    """The console-script runs start when collection ends (tests/conftest.py's ``Prestart``) and run
+    beside the other tests: fresh processes on a store of their own, one after another, as before."""
+    if any(
+        getattr(item, "originalname", "") == "test_ingest_then_recall_as_console_scripts" for item in items
+    ):
+        submit("cli:ingest-recall", _ingest_then_recall)
+
+
+def test_ingest_then_recall_as_console_scripts(prestarted: Prestart) -> None:
+    done, recalled, bad = prestarted.result("cli:ingest-recall")
     assert done.returncode == 0, done.stderr
     assert "ingested 3 pages" in done.stdout and "3 for alice" in done.stdout
-    done = run("recall", "What is the name of my cat?", *store(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert "User: I adopted a cat called Pixel." in done.stdout
-    assert "from m1" in done.stdout  # provenance: the message id the page came from
-    bad = run("recall", "cat", *store(tmp_path, user="../eve"))
+    assert recalled.returncode == 0, recalled.stderr
+    assert "User: I adopted a cat called Pixel." in recalled.stdout
+    assert "from m1" in recalled.stdout  # provenance: the message id the page came from
     assert bad.returncode == 1 and bad.stderr.startswith("error: invalid user_id")
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from memoryos_core import ConfigError
 from memoryos_core.app.mcp_access import load_tokens, transport_security
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
+from tests.conftest import Prestart
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -142,11 +144,61 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_http_without_a_token_refuses_to_start(tmp_path: Path) -> None:
-    port = str(free_port())
-    done = run_cli(
-        "--transport", "http", "--port", port, "--data", str(tmp_path / "d"), "--embedding", "hash"
+# The refusals below are fresh `memoryos mcp` processes that exit before they bind or open anything: they
+# start when collection ends (tests/conftest.py's ``Prestart``), each test's in a folder of its own, and run
+# beside the other tests. Each entry: the runs (arguments, extra environment) of a test, by its parameters;
+# "{data}" is the folder's data path and "{port}" a free port.
+REFUSALS: dict[str, Callable[[dict[str, Any]], list[tuple[list[str], dict[str, str]]]]] = {
+    "test_http_without_a_token_refuses_to_start": lambda params: [
+        (["--transport", "http", "--port", "{port}", "--data", "{data}", "--embedding", "hash"], {})
+    ],
+    "test_a_non_loopback_host_without_a_token_or_allowed_hosts_refuses_to_start": lambda params: [
+        (["--transport", "http", "--host", params["host"], "--port", "{port}", "--embedding", "hash",
+          "--data", "{data}"], env)
+        for env in ({}, {"MEMORYOS_MCP_TOKENS": f"{ADMIN} admin"})
+    ],
+    "test_tokens_pinned_to_another_user_are_refused": lambda params: [
+        (["--transport", "http", "--port", "{port}", "--data", "{data}", "--user", "alice"],
+         {"MEMORYOS_MCP_TOKENS": f"{ALICE} user:alice,{BOB} user:bob"})
+    ],
+}  # fmt: skip
+
+
+def _refusal_job(
+    runs: list[tuple[list[str], dict[str, str]]], folder: Path, environ: dict[str, str]
+) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+    base = {k: v for k, v in environ.items() if not k.startswith("MEMORYOS_MCP_TOKENS")}
+    done = []
+    for args, env in runs:
+        filled = [arg.format(data=folder / "d", port=free_port()) for arg in args]
+        done.append(
+            subprocess.run(
+                mcp_command(*filled), env=base | env, capture_output=True, text=True, timeout=60, check=False
+            )
+        )  # as run_cli
+    return folder, done
+
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
+    for item in items:
+        runs = REFUSALS.get(getattr(item, "originalname", ""))
+        if isinstance(item, pytest.Function) and runs is not None:
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            submit(f"mcp-refusal:{item.nodeid}", functools.partial(_refusal_job, runs(params)))
+
+
+def refusals(
+    prestarted: Prestart, request: pytest.FixtureRequest
+) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+    """The test's folder and its REFUSALS runs, done (a failure raised again)."""
+    result: tuple[Path, list[subprocess.CompletedProcess[str]]] = prestarted.result(
+        f"mcp-refusal:{request.node.nodeid}"
     )
+    return result
+
+
+def test_http_without_a_token_refuses_to_start(prestarted: Prestart, request: pytest.FixtureRequest) -> None:
+    folder, (done,) = refusals(prestarted, request)
     assert done.returncode == 1
     error = done.stderr.strip()
     assert "\n" not in error and error.startswith("error:")
@@ -155,21 +207,18 @@ def test_http_without_a_token_refuses_to_start(tmp_path: Path) -> None:
         and "--tokens-file" in error
         and "MEMORYOS_MCP_TOKENS" in error
     )
-    assert not (tmp_path / "d").exists()  # refused before opening the store
+    assert not (folder / "d").exists()  # refused before opening the store
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_a_non_loopback_host_without_a_token_or_allowed_hosts_refuses_to_start(
-    tmp_path: Path, host: str
+    prestarted: Prestart, request: pytest.FixtureRequest, host: str
 ) -> None:
     # Both refusals happen before anything binds (tested so, as nothing here may listen beyond loopback).
-    common = ["--transport", "http", "--host", host, "--port", str(free_port()), "--embedding", "hash"]
-    common += ["--data", str(tmp_path / "d")]
-    without_token = run_cli(*common)
+    folder, (without_token, unnamed_hosts) = refusals(prestarted, request)  # no token; an admin token
     assert without_token.returncode == 1 and "never serves without a token" in without_token.stderr
-    unnamed_hosts = run_cli(*common, env={"MEMORYOS_MCP_TOKENS": f"{ADMIN} admin"})
     assert unnamed_hosts.returncode == 1 and "--allowed-host" in unnamed_hosts.stderr
-    assert not (tmp_path / "d").exists()
+    assert not (folder / "d").exists()
 
 
 def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
@@ -182,19 +231,10 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert ALICE not in done.stderr + done.stdout
 
 
-def test_tokens_pinned_to_another_user_are_refused(tmp_path: Path) -> None:
-    env = {"MEMORYOS_MCP_TOKENS": f"{ALICE} user:alice,{BOB} user:bob"}
-    common = [
-        "--transport",
-        "http",
-        "--port",
-        str(free_port()),
-        "--data",
-        str(tmp_path / "d"),
-        "--user",
-        "alice",
-    ]
-    done = run_cli(*common, env=env)
+def test_tokens_pinned_to_another_user_are_refused(
+    prestarted: Prestart, request: pytest.FixtureRequest
+) -> None:
+    _, (done,) = refusals(prestarted, request)  # alice's and bob's tokens, --user alice
     assert done.returncode == 1 and "tokens act for other users too: bob" in done.stderr
 
 

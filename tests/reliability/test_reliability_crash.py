@@ -5,15 +5,18 @@ Writers are real processes; ``memoryos bench reliability`` runs the same rounds 
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import random
 import signal
 import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +32,9 @@ from memoryos_core.bench.reliability_child import (
 from memoryos_core.bench.reliability_figures import consistency_problems, crash_memory
 from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError, Leases
 from memoryos_core.llm.rules import RuleBasedLLM
+
+if TYPE_CHECKING:  # the dying writer imports this module: it need not import the test suite's conftest
+    from tests.conftest import Prestart
 
 KILLS = {"embedded": 5, "server": 3}
 
@@ -140,16 +146,56 @@ def dies_at(point: str, kind: str, records: Any, journal_seen: bool) -> bool:
     }[point]
 
 
-def _run_to(point: str, spec: StoreSpec, lease_ttl_s: float = 1.0) -> list[str]:
+def _run_to(
+    point: str, spec: StoreSpec, lease_ttl_s: float = 1.0, env: Mapping[str, str] | None = None
+) -> list[str]:
     """Run the writer until it SIGKILLs itself at ``point``; the ids of the pages it stored."""
     payload = {"path": spec.path, "url": spec.url, "prefix": spec.prefix, "point": point}
     done = subprocess.run(
         [sys.executable, "-c", DYING_WRITER, json.dumps(payload | {"lease_ttl_s": lease_ttl_s})],
-        capture_output=True, text=True, timeout=120, env=child_env(), cwd=str(Path(__file__).parents[2]),
+        capture_output=True, text=True, timeout=120, env=child_env() if env is None else env,
+        cwd=str(Path(__file__).parents[2]),
     )  # fmt: skip
     lines = done.stdout.split("\n")
     assert done.returncode == -signal.SIGKILL and "dying" in lines, done.stdout + done.stderr
     return [line.split()[1] for line in lines if line.startswith("page ")]
+
+
+# The dying writers are fresh processes whose store nothing else touches until they are dead: they start
+# when collection ends (tests/conftest.py's ``Prestart``) and run beside the other tests; each test then
+# reopens the folder its writer left behind. Heat's recency decays over ~10^7 s, so the minutes between
+# the writer's death and the reopen change nothing the tests compare; the lease test runs its writer itself.
+POINTS = ["journal", "segments", "pages", "profile", "knowledge", "archive"]
+_PRESTARTED_RUNS: dict[str, Callable[[pytest.Function], tuple[str, str, float]]] = {
+    "test_a_kill_at_each_step_of_consolidation_resumes_to_the_same_memory": lambda item: (
+        str(item.callspec.params["point"]),
+        "pt_",
+        1.0,
+    ),
+    "test_flush_after_reopening_finishes_a_promotion_killed_midway": lambda item: ("profile", "pr_", 1.0),
+}
+
+
+def _dying_writer_job(
+    point: str, prefix: str, lease_ttl_s: float, folder: Path, environ: dict[str, str]
+) -> tuple[StoreSpec, list[str]]:
+    spec = StoreSpec(path=str(folder / "chroma"), prefix=prefix)
+    root = str(Path(__file__).resolve().parents[2])
+    env = environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))}
+    return spec, _run_to(point, spec, lease_ttl_s, env)
+
+
+def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
+    for item in items:
+        run = _PRESTARTED_RUNS.get(getattr(item, "originalname", ""))
+        if run is not None and isinstance(item, pytest.Function):
+            submit(f"crash:{item.nodeid}", functools.partial(_dying_writer_job, *run(item)))
+
+
+def _written(prestarted: Prestart, request: pytest.FixtureRequest) -> tuple[StoreSpec, list[str]]:
+    """The store the test's dying writer left and the ids of the pages it stored (its failure raised)."""
+    result: tuple[StoreSpec, list[str]] = prestarted.result(f"crash:{request.node.nodeid}")
+    return result
 
 
 def _point_memory(spec: StoreSpec) -> MemoryOS:
@@ -175,12 +221,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list
     return state
 
 
-@pytest.mark.parametrize("point", ["journal", "segments", "pages", "profile", "knowledge", "archive"])
+@pytest.mark.parametrize("point", POINTS)
 def test_a_kill_at_each_step_of_consolidation_resumes_to_the_same_memory(
-    point: str, tmp_path: Path, reference: tuple[list[str], list[str], list[tuple[str, str]]]
+    point: str,
+    prestarted: Prestart,
+    request: pytest.FixtureRequest,
+    reference: tuple[list[str], list[str], list[tuple[str, str]]],
 ) -> None:
-    spec = StoreSpec(path=str(tmp_path / "chroma"), prefix="pt_")
-    accepted = _run_to(point, spec)
+    spec, accepted = _written(prestarted, request)  # _run_to(point, spec) with prefix "pt_"
     assert len(accepted) == 24
     memory = _point_memory(spec)
     try:
@@ -201,10 +249,13 @@ def _markers(memory: MemoryOS, accepted: list[str]) -> dict[str, str]:
 
 
 def test_flush_after_reopening_finishes_a_promotion_killed_midway(
-    tmp_path: Path, reference: tuple[list[str], list[str], list[tuple[str, str]]]
+    prestarted: Prestart,
+    request: pytest.FixtureRequest,
+    reference: tuple[list[str], list[str], list[tuple[str, str]]],
 ) -> None:
-    spec = StoreSpec(path=str(tmp_path / "chroma"), prefix="pr_")
-    _run_to("profile", spec)  # profile written; knowledge and the segments' reset not yet
+    spec, _ = _written(
+        prestarted, request
+    )  # _run_to("profile", ...): knowledge and the segments' reset not yet
     memory = _point_memory(spec)
     try:
         memory.flush()  # no user named: what an application calls after a restart
@@ -215,6 +266,7 @@ def test_flush_after_reopening_finishes_a_promotion_killed_midway(
 
 
 def test_a_lease_left_by_a_killed_process_is_taken_over_promptly(tmp_path: Path) -> None:
+    # Not prestarted: the writer must die just before the takeover, well within the lease's TTL.
     spec = StoreSpec(path=str(tmp_path / "chroma"), prefix="ls_")
     _run_to("journal", spec, lease_ttl_s=LEASE_TTL_S)  # dies mid-batch, holding the user's lease
     store = spec.make()

@@ -209,12 +209,33 @@ def test_add_memory_gives_a_typed_error_or_a_page_that_round_trips_exactly(
     _store_is_sound(memory, canary, user)
 
 
+# Ids of every kind the search below draws from: separators, dots, NUL, empty, too long, non-ASCII, and
+# valid ones (the 1- and 128-character bounds, every allowed sign). A valid id stores three fresh users,
+# so the random search (50 ids) is the slow variant and these run every time.
+ID_CASES = [
+    "../../etc/passwd", "a/b", "a\\b", "..", ".", "/", "C:\\x", "a\x00b", "", " ", "a b", "x" * 129,
+    "a..b", "é", "\u202eevil", "A", "x" * 128, "bob.smith_1-a:b@example.com",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("hostile", ID_CASES)
+def test_ids_of_each_kind_are_typed_errors_or_accepted_everywhere(
+    memory: MemoryOS, canary: dict[str, Any], hostile: str
+) -> None:
+    _check_an_id_everywhere(memory, canary, hostile)
+
+
+@pytest.mark.slow  # a random search: 50 ids, each storing up to three fresh users (~10 s)
 @BOUNDED
 @given(hostile=ids)
 def test_ids_with_path_separators_or_odd_characters_are_typed_errors_everywhere(
     memory: MemoryOS, canary: dict[str, Any], hostile: str
 ) -> None:
     assume(hostile != "canary")
+    _check_an_id_everywhere(memory, canary, hostile)
+
+
+def _check_an_id_everywhere(memory: MemoryOS, canary: dict[str, Any], hostile: str) -> None:
     # The README's rule: 1-128 characters of A-Z a-z 0-9 _ . @ : - (so never a path separator).
     must_refuse = not 1 <= len(hostile) <= 128 or not set(hostile) <= ID_CHARS or ".." in hostile
     calls = {
