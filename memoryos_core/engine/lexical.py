@@ -279,18 +279,29 @@ class PageIndexes:
         with self._shared(user_id) as file:
             if file is not None:
                 with file.writing() as tx:
-                    appended = tx.append(user_id, rows)
-                if appended is not None and index is not None and index.state is not None:
-                    after, first = appended
-                    if index.state.epoch == after.epoch and index.state.seq == first - 1:
-                        index.state = after  # no other process wrote in between: nothing to read back
+                    state = tx.state(user_id)
+                    held = index.state if index is not None else None
+                    if (
+                        index is not None
+                        and held is not None
+                        and state is not None
+                        and held.epoch == state.epoch
+                    ):
+                        # other processes' pages first: this index keeps the file's order
+                        if state.seq > held.seq:
+                            _apply(index, tx.tail(user_id, held.seq), state)
+                        appended = tx.append(user_id, rows)
+                        _add_rows(index, rows)
+                        index.state = appended[0] if appended else index.state
+                        return
+                    tx.append(user_id, rows)
         if index is not None:
-            for page_id, time_s, timed, terms in rows:
-                index.add_terms(page_id, terms, time_s, timed)
+            _add_rows(index, rows)
 
     def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
         """Take pages out of the user's index, in this process and in the shared file (rewritten,
         so their words leave the file); before the store deletes them."""
+        kept: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
         with self._shared(user_id) as file:
             if file is None:
                 self.forget(user_id)
@@ -309,7 +320,8 @@ class PageIndexes:
                     snapshot = index.to_snapshot(without=page_ids)
                     index = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
             file.erase_log()
-        self._keep(user_id, index)
+            kept = index
+        self._keep(user_id, kept)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's index (after a delete, an update or an import), here and in the shared
@@ -366,14 +378,7 @@ class PageIndexes:
         file = self.file
         try:
             yield file
-        except sqlite3.DatabaseError as exc:
-            if file is None:
-                raise
-            logger.warning("lexical index %s unreadable (%s): rebuilt from the store", file.path, exc)
-            with self._lock:
-                self._indexes.clear()
-            file.reset()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.OperationalError, OSError) as exc:  # locked past the timeout, read-only, full
             if file is None:
                 raise
             logger.warning("lexical index %s not usable (%s): kept in memory only", file.path, exc)
@@ -381,6 +386,13 @@ class PageIndexes:
                 self._file = None
                 self._indexes.clear()
             file.close()
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            if file is None:
+                raise
+            logger.warning("lexical index %s unreadable (%s): rebuilt from the store", file.path, exc)
+            with self._lock:
+                self._indexes.clear()
+            file.reset()
 
 
 COMPACT_ROWS = 4096
@@ -395,6 +407,11 @@ def _load(tx: Transaction, user_id: str) -> PageIndex | None:
     index = PageIndex(snapshot)
     _apply(index, tx.tail(user_id, 0), state)
     return index
+
+
+def _add_rows(index: PageIndex, rows: Sequence[tuple[str, float, bool, list[str]]]) -> None:
+    for page_id, time_s, timed, terms in rows:
+        index.add_terms(page_id, terms, time_s, timed)
 
 
 def _apply(index: PageIndex, rows: Sequence[TailRow], state: State) -> None:
