@@ -66,7 +66,7 @@ class PageIndex:
 
     def __init__(self, base: Snapshot | None = None, state: State | None = None) -> None:
         self.ids: list[str] = list(base.ids) if base else []
-        self.position: dict[str, int] = {page_id: i for i, page_id in enumerate(self.ids)}
+        self.position: dict[str, int] = dict(zip(self.ids, range(len(self.ids))))
         self.times = array("d", base.times.tobytes() if base else b"")
         self.lengths = array("f", base.lengths.tobytes() if base else b"")
         self.timed = array("b", base.timed.tobytes() if base else b"")  # words place it in time
@@ -269,34 +269,38 @@ class PageIndexes:
 
     def add(self, user_id: str, records: Sequence[Record]) -> None:
         """Pages just written by this process: into the shared file (when it indexes the user) and
-        into this process's index (when it has one)."""
+        into this process's index (when it has one). Nothing is stemmed for a user indexed nowhere."""
         with self._lock:
             index = self._indexes.get(user_id)
-        rows = [
-            (r.id, float(r.metadata.get("ts_s", 0.0)), places_in_time(r.document), tokens(r.document))
-            for r in records
-        ]
+        rows: list[tuple[str, float, bool, list[str]]] = []
+
+        def prepared() -> list[tuple[str, float, bool, list[str]]]:
+            if not rows:
+                rows.extend(
+                    (r.id, float(r.metadata.get("ts_s", 0.0)), places_in_time(r.document), tokens(r.document))
+                    for r in records
+                )
+            return rows
+
         with self._shared(user_id) as file:
             if file is not None:
                 with file.writing() as tx:
                     state = tx.state(user_id)
                     held = index.state if index is not None else None
-                    if (
-                        index is not None
-                        and held is not None
-                        and state is not None
-                        and held.epoch == state.epoch
-                    ):
+                    if state is None:
+                        pass  # the file has no copy of this user: built from the store when needed
+                    elif index is not None and held is not None and held.epoch == state.epoch:
                         # other processes' pages first: this index keeps the file's order
                         if state.seq > held.seq:
                             _apply(index, tx.tail(user_id, held.seq), state)
-                        appended = tx.append(user_id, rows)
+                        appended = tx.append(user_id, prepared())
                         _add_rows(index, rows)
                         index.state = appended[0] if appended else index.state
                         return
-                    tx.append(user_id, rows)
+                    else:
+                        tx.append(user_id, prepared())
         if index is not None:
-            _add_rows(index, rows)
+            _add_rows(index, prepared())
 
     def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
         """Take pages out of the user's index, in this process and in the shared file (rewritten,
