@@ -187,12 +187,14 @@ class DataManager:
         runtime = self._runtime
         runtime.settled()
         with runtime.hold(user):
-            self._indexes.forget(user)
             if everything:
+                self._indexes.forget(user)
                 self._scheduler.forget(user)
                 self._repository.unregister(user)
                 return self._delete_user(user)
-            return self._delete_page(user, check_id(page_id, "page_id"))
+            page_id = check_id(page_id, "page_id")
+            self._indexes.remove(user, [page_id])  # out of the lexical index before the store
+            return self._delete_page(user, page_id)
 
     def import_memory(self, data: Mapping[str, Any], user_id: str | None, *, default_user: str) -> int:
         if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):

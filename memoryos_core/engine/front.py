@@ -109,7 +109,7 @@ class SyncMemoryOS:
         )
         runtime = self._runtime
         self._repository = Repository(self.store)
-        self._indexes = PageIndexes()
+        self._indexes = PageIndexes(folder=lambda: self.store.local_path)  # the shared lexical index
         backends = (self.embedder, self.llm, self.config, runtime.now_s, runtime.emit)
         self._scheduler = Scheduler(
             runtime,
@@ -430,3 +430,4 @@ class SyncMemoryOS:
         self._runtime.close_journal()
         if self._runtime.is_open:
             self._scheduler.save_visits()
+        self._indexes.close()  # empties the shared lexical index's log

@@ -8,21 +8,28 @@ the store whenever in doubt (a new process, another writer, a delete).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import sqlite3
 import threading
 import time
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from memoryos_core.engine.lexical_store import FILE_NAME, LexicalFile, Snapshot, State, TailRow, Transaction
 from memoryos_core.policy.dates import places_in_time
 from memoryos_core.policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
+
+logger = logging.getLogger("memoryos")
 
 K1, B = 0.9, 0.4  # BM25 parameters: measured best on LoCoMo among the usual settings
 REFRESH_S = 60.0
@@ -51,16 +58,24 @@ def tokens(text: str) -> list[str]:
 
 
 class PageIndex:
-    """BM25 postings, times and order of one user's pages (position = conversation order)."""
+    """BM25 postings, times and order of one user's pages (position = conversation order).
 
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.position: dict[str, int] = {}
-        self.times = array("d")
-        self.lengths = array("f")
-        self.timed = array("b")  # the page's words place something in time
+    Postings are a compact base (CSR arrays, as loaded from the shared file) plus the pages added
+    since, per term; a term's positions are the base's then the added ones, ascending.
+    """
+
+    def __init__(self, base: Snapshot | None = None, state: State | None = None) -> None:
+        self.ids: list[str] = list(base.ids) if base else []
+        self.position: dict[str, int] = dict(zip(self.ids, range(len(self.ids))))
+        self.times = array("d", base.times.tobytes() if base else b"")
+        self.lengths = array("f", base.lengths.tobytes() if base else b"")
+        self.timed = array("b", base.timed.tobytes() if base else b"")  # words place it in time
         self.postings: dict[str, tuple[array[int], array[float]]] = {}
+        self._base_terms = {term: row for row, term in enumerate(base.vocab)} if base else {}
+        self._base = (base.ptr, base.pos, base.freq) if base else _EMPTY_CSR
         self.checked_at = time.monotonic()
+        self.state = state  # the shared file's copy this index holds, up to which tail row
+        self.base_count = len(self.ids)  # pages in the copy it was loaded from
         # Writers append while readers score: every access holds the lock, and reads copy out of
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
@@ -69,10 +84,12 @@ class PageIndex:
         return len(self.ids)
 
     def add(self, page_id: str, text: str, time_s: float) -> None:
-        terms = Counter(tokens(text))
-        timed = places_in_time(text)
+        self.add_terms(page_id, tokens(text), time_s, places_in_time(text))
+
+    def add_terms(self, page_id: str, terms: Sequence[str], time_s: float, timed: bool) -> None:
+        counts = Counter(terms)
         with self._lock:
-            self._add(page_id, terms, time_s, timed)
+            self._add(page_id, counts, time_s, timed)
 
     def _add(self, page_id: str, counts: Counter[str], time_s: float, timed: bool) -> None:
         if page_id in self.position:
@@ -103,6 +120,22 @@ class PageIndex:
         """BM25 score of every page for the query terms (zeros when none matches)."""
         return self.snapshot(query_terms)[1]
 
+    def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        row = self._base_terms.get(term)
+        if row is not None:
+            ptr, pos, freq = self._base
+            start, end = int(ptr[row]), int(ptr[row + 1])
+            parts.append((pos[start:end].astype(np.int64), freq[start:end]))
+        added = self.postings.get(term)
+        if added is not None:
+            parts.append((np.array(added[0], dtype=np.int64), np.array(added[1], dtype=np.float32)))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     def _bm25(self, query_terms: Iterable[str], count: int) -> np.ndarray:
         scores = np.zeros(count, dtype=np.float32)
         if not count:
@@ -110,52 +143,282 @@ class PageIndex:
         lengths = np.array(self.lengths, dtype=np.float32)
         norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
         for term in set(query_terms):
-            posting = self.postings.get(term)
+            posting = self._posting(term)
             if posting is None:
                 continue
-            where = np.array(posting[0], dtype=np.int64)
-            freqs = np.array(posting[1], dtype=np.float32)
+            where, freqs = posting
             idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
             scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
         return scores
 
+    def to_snapshot(self, without: Iterable[str] = ()) -> Snapshot:
+        """The whole index as arrays (for the shared file), leaving out the pages ``without``."""
+        with self._lock:
+            vocab = list(dict.fromkeys([*self._base_terms, *self.postings]))
+            columns = [p for p in (self._posting(term) for term in vocab) if p is not None]
+            sizes = np.array([len(p[0]) for p in columns], dtype=np.int64)
+            pos = np.concatenate([p[0] for p in columns]) if columns else np.zeros(0, np.int64)
+            freq = np.concatenate([p[1] for p in columns]) if columns else np.zeros(0, np.float32)
+            ids = list(self.ids)
+            lengths = np.array(self.lengths, dtype=np.float32)
+            times = np.array(self.times, dtype=np.float64)
+            timed = np.array(self.timed, dtype=np.int8)
+        keep = np.ones(len(ids), dtype=bool)
+        for page_id in without:
+            if page_id in self.position:
+                keep[self.position[page_id]] = False
+        term_of = np.repeat(np.arange(len(vocab)), sizes)
+        if not keep.all():  # renumber the pages kept (order unchanged) and drop emptied terms
+            entry_kept = keep[pos]
+            renumber = np.cumsum(keep) - 1
+            pos, freq, term_of = renumber[pos[entry_kept]], freq[entry_kept], term_of[entry_kept]
+            ids = [page_id for page_id, kept in zip(ids, keep) if kept]
+            lengths, times, timed = lengths[keep], times[keep], timed[keep]
+        sizes = np.bincount(term_of, minlength=len(vocab))
+        used = np.flatnonzero(sizes)
+        return Snapshot(
+            ids=ids,
+            vocab=[vocab[t] for t in used],
+            ptr=np.concatenate([[0], np.cumsum(sizes[used])]).astype(np.int64),
+            pos=pos.astype(np.int32),
+            freq=freq.astype(np.float32),
+            lengths=lengths,
+            times=times,
+            timed=timed,
+        )
+
+
+_EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+
 
 class PageIndexes:
-    """One PageIndex per recently used user (least recently used dropped beyond ``max_users``)."""
+    """One PageIndex per recently used user (least recently used dropped beyond ``max_users``),
+    kept in step with the shared file beside an embedded store (``lexical_store.py``) when
+    ``folder`` gives one; without it (a Chroma server) each process builds its own from the store.
+    """
 
-    def __init__(self, max_users: int = 64) -> None:
+    def __init__(self, max_users: int = 64, folder: Callable[[], str | None] = lambda: None) -> None:
         self.max_users = max_users
         self._indexes: OrderedDict[str, PageIndex] = OrderedDict()
         self._lock = threading.RLock()
+        self._folder = folder
+        self._file: LexicalFile | None = None
+        self._resolved = False
+
+    @property
+    def file(self) -> LexicalFile | None:
+        """The shared file (opened on first use, once the store's folder exists), or None."""
+        if not self._resolved:
+            with self._lock:
+                if not self._resolved:
+                    folder = self._folder()
+                    self._file = LexicalFile(Path(folder) / FILE_NAME) if folder else None
+                    self._resolved = True
+        return self._file
 
     def get(self, user_id: str) -> PageIndex | None:
+        """The user's index in this process, brought up to date with the shared file; None when
+        there is none (then ``build`` it from the store)."""
         with self._lock:
             index = self._indexes.get(user_id)
             if index is not None:
                 self._indexes.move_to_end(user_id)
+        if self.file is None:
             return index
+        found: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
+        with self._shared(user_id) as file:
+            if file is None:
+                return index
+            with file.reading() as tx:
+                state = tx.state(user_id)
+                if state is None:  # deleted, or never built: from the store
+                    pass
+                elif index is not None and index.state is not None and index.state.epoch == state.epoch:
+                    if state.seq > index.state.seq:
+                        _apply(index, tx.tail(user_id, index.state.seq), state)
+                    found = index
+                else:
+                    found = _load(tx, user_id)
+                    if found is not None:
+                        found.checked_at = -math.inf  # counted against the store at its first use
+            if found is not None and len(found) - found.base_count > COMPACT_ROWS:
+                found = self._compact(user_id, found, file)
+        self._keep(user_id, found)
+        return found
 
     def build(self, user_id: str, pages: Sequence[Record]) -> PageIndex:
-        """A fresh index from the user's stored pages (any order; sorted by creation here)."""
+        """A fresh index from the user's stored pages (any order; sorted by creation here), saved
+        to the shared file; ``before`` is the file's state before the pages were read."""
+        return self.rebuild(user_id, lambda: pages)
+
+    def rebuild(self, user_id: str, pages: Callable[[], Sequence[Record]]) -> PageIndex:
+        """``build`` from ``pages()``, read after noting the shared file's state: tail rows
+        written meanwhile by other processes stay in the file, read on top of the new copy."""
+        before = self._state(user_id)
         index = PageIndex()
-        for record in sorted(pages, key=lambda r: int(r.metadata.get("created_ns", 0))):
+        for record in sorted(pages(), key=lambda r: int(r.metadata.get("created_ns", 0))):
             index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
+        with self._shared(user_id) as file:
+            if file is not None:
+                upto = before.seq if before else 0
+                with file.writing() as tx:
+                    saved = tx.save(user_id, index.to_snapshot(), upto)
+                index.state = State(saved.epoch, upto)  # rows after ``upto`` are read by the next get
+        self._keep(user_id, index)
+        return index
+
+    def add(self, user_id: str, records: Sequence[Record]) -> None:
+        """Pages just written by this process: into the shared file (when it indexes the user) and
+        into this process's index (when it has one). Nothing is stemmed for a user indexed nowhere."""
         with self._lock:
+            index = self._indexes.get(user_id)
+        rows: list[tuple[str, float, bool, list[str]]] = []
+
+        def prepared() -> list[tuple[str, float, bool, list[str]]]:
+            if not rows:
+                rows.extend(
+                    (r.id, float(r.metadata.get("ts_s", 0.0)), places_in_time(r.document), tokens(r.document))
+                    for r in records
+                )
+            return rows
+
+        with self._shared(user_id) as file:
+            if file is not None:
+                with file.writing() as tx:
+                    state = tx.state(user_id)
+                    held = index.state if index is not None else None
+                    if state is None:
+                        pass  # the file has no copy of this user: built from the store when needed
+                    elif index is not None and held is not None and held.epoch == state.epoch:
+                        # other processes' pages first: this index keeps the file's order
+                        if state.seq > held.seq:
+                            _apply(index, tx.tail(user_id, held.seq), state)
+                        appended = tx.append(user_id, prepared())
+                        _add_rows(index, rows)
+                        index.state = appended[0] if appended else index.state
+                        return
+                    else:
+                        tx.append(user_id, prepared())
+        if index is not None:
+            _add_rows(index, prepared())
+
+    def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
+        """Take pages out of the user's index, in this process and in the shared file (rewritten,
+        so their words leave the file); before the store deletes them."""
+        kept: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
+        with self._shared(user_id) as file:
+            if file is None:
+                self.forget(user_id)
+                return
+            with file.writing() as tx:
+                state = tx.state(user_id)
+                with self._lock:
+                    index = self._indexes.get(user_id)
+                if state is None:
+                    index = None
+                elif index is None or index.state is None or index.state.epoch != state.epoch:
+                    index = _load(tx, user_id)
+                elif state.seq > index.state.seq:
+                    _apply(index, tx.tail(user_id, index.state.seq), state)
+                if index is not None and state is not None and any(p in index.position for p in page_ids):
+                    snapshot = index.to_snapshot(without=page_ids)
+                    index = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
+            file.erase_log()
+            kept = index
+        self._keep(user_id, kept)
+
+    def forget(self, user_id: str) -> None:
+        """Drop a user's index (after a delete, an update or an import), here and in the shared
+        file (its words erased): rebuilt from the store when next needed."""
+        with self._lock:
+            self._indexes.pop(user_id, None)
+        with self._shared(user_id) as file:
+            if file is not None:
+                with file.writing() as tx:
+                    tx.drop(user_id)
+                file.erase_log()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+
+    # --- the shared file ------------------------------------------------------------------
+    def _keep(self, user_id: str, index: PageIndex | None) -> None:
+        with self._lock:
+            if index is None:
+                self._indexes.pop(user_id, None)
+                return
             self._indexes[user_id] = index
             self._indexes.move_to_end(user_id)
             while len(self._indexes) > self.max_users:
                 self._indexes.popitem(last=False)
-        return index
 
-    def add(self, user_id: str, records: Sequence[Record]) -> None:
-        """Pages just written by this process (ignored for users not indexed yet)."""
-        with self._lock:
-            index = self._indexes.get(user_id)
-            if index is not None:
-                for record in records:
-                    index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
+    def _state(self, user_id: str) -> State | None:
+        with self._shared(user_id) as file:
+            if file is None:
+                return None
+            with file.reading() as tx:
+                return tx.state(user_id)
 
-    def forget(self, user_id: str) -> None:
-        """Drop a user's index (after a delete, an update or an import): rebuilt when next needed."""
-        with self._lock:
-            self._indexes.pop(user_id, None)
+    def _compact(self, user_id: str, index: PageIndex, file: LexicalFile) -> PageIndex:
+        """Fold the pages added since the copy into a new copy (a new process then loads one copy,
+        not thousands of tail rows)."""
+        with file.writing() as tx:
+            state = tx.state(user_id)
+            if state is None or index.state is None or state.epoch != index.state.epoch:
+                return index  # rewritten meanwhile: the next get loads that
+            if state.seq > index.state.seq:
+                _apply(index, tx.tail(user_id, index.state.seq), state)
+            snapshot = index.to_snapshot()
+            compacted = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
+        compacted.checked_at = index.checked_at
+        return compacted
+
+    @contextmanager
+    def _shared(self, user_id: str) -> Iterator[LexicalFile | None]:
+        """The shared file for one operation; a damaged file is removed (indexes are rebuilt from
+        the store), and one that cannot be used at all (a read-only folder) is left aside."""
+        file = self.file
+        try:
+            yield file
+        except (sqlite3.OperationalError, OSError) as exc:  # locked past the timeout, read-only, full
+            if file is None:
+                raise
+            logger.warning("lexical index %s not usable (%s): kept in memory only", file.path, exc)
+            with self._lock:
+                self._file = None
+                self._indexes.clear()
+            file.close()
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            if file is None:
+                raise
+            logger.warning("lexical index %s unreadable (%s): rebuilt from the store", file.path, exc)
+            with self._lock:
+                self._indexes.clear()
+            file.reset()
+
+
+COMPACT_ROWS = 4096
+"""Pages added to a loaded copy above which a process writes a new copy."""
+
+
+def _load(tx: Transaction, user_id: str) -> PageIndex | None:
+    loaded = tx.load(user_id)
+    if loaded is None:
+        return None
+    state, snapshot = loaded
+    index = PageIndex(snapshot)
+    _apply(index, tx.tail(user_id, 0), state)
+    return index
+
+
+def _add_rows(index: PageIndex, rows: Sequence[tuple[str, float, bool, list[str]]]) -> None:
+    for page_id, time_s, timed, terms in rows:
+        index.add_terms(page_id, terms, time_s, timed)
+
+
+def _apply(index: PageIndex, rows: Sequence[TailRow], state: State) -> None:
+    for row in rows:
+        index.add_terms(row.id, row.terms, row.ts, row.timed)
+    index.state = state

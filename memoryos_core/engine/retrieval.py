@@ -67,16 +67,24 @@ class Retriever:
         self.pending = pending  # the user's new pages not yet written to the store
 
     def index(self, user_id: str) -> PageIndex:
-        """The user's page index, built from the store when missing or when another writer changed it."""
+        """The user's page index: this process's, kept up to date with the shared file beside an
+        embedded store (loaded from it in a new process), and built from the store when missing,
+        or when the store holds pages it lacks (counted at first use and every ``REFRESH_S``)."""
         index = self.indexes.get(user_id)
         if index is not None and time.monotonic() - index.checked_at < REFRESH_S:
             return index
         if index is not None:
             stored = self.store.count("pages", where={"user_id": user_id})
-            if stored + len(self.pending(user_id)) == len(index):
+            if self.indexes.file is not None:
+                # The shared index also holds pages other processes have journaled but not yet
+                # stored, and pages go out of it before they leave the store: fewer is stale.
+                is_current = len(index) >= stored
+            else:
+                is_current = stored + len(self.pending(user_id)) == len(index)
+            if is_current:
                 index.checked_at = time.monotonic()
                 return index
-        return self.indexes.build(user_id, self.store.get("pages", where={"user_id": user_id}))
+        return self.indexes.rebuild(user_id, lambda: self.store.get("pages", where={"user_id": user_id}))
 
     def recall(
         self, user_id: str, assistant_id: str, query: str, query_vector: Sequence[float], top_k: int | None

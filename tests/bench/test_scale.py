@@ -34,6 +34,8 @@ def test_run_scale_reports_each_size_and_the_pages_really_stored(
     for point in result["points"]:
         for key in ("add_ms_p50", "add_ms_p95", "retrieve_ms_p50", "retrieve_ms_p95", "first_retrieve_ms"):
             assert point[key] > 0, key
+        for key in ("new_process_first_retrieve_ms", "new_process_second_retrieve_ms"):
+            assert point[key] > 0, key  # timed in a new process over the same store
         assert (
             point["add_ms_p95"] >= point["add_ms_p50"]
             and point["retrieve_ms_p95"] >= point["retrieve_ms_p50"]

@@ -1,0 +1,255 @@
+"""The lexical index on disk: one SQLite file beside an embedded store, shared by its processes.
+
+Each user has one row in ``snap`` (a compact copy of the whole index: ids, terms, postings as
+numpy bytes, page lengths, times) and the rows in ``tail``, one per page written since that
+copy (its stemmed words, so a reader does not stem again). A process loads the copy with a few
+``np.frombuffer`` calls and the tail on top; a write appends one tail row. Every rewrite of the
+copy (a rebuild from the store, a compaction of the tail, a page removed) gives it a new random
+``epoch``: a process holding an older epoch reloads, one holding the same epoch reads only the
+tail rows after the last ``seq`` it saw.
+
+It is derived data, rebuilt from the store when missing, stale or unreadable. Writes are SQLite
+transactions (WAL, ``synchronous=NORMAL``: a crash loses at most the last commits, never the
+file's consistency, and the count check against the store finds what was lost); ``BEGIN
+IMMEDIATE`` orders writers across processes. Deleted words do not stay in the file:
+``secure_delete`` zeroes freed content and a ``TRUNCATE`` checkpoint empties the write-ahead log
+after every removal. The file is created 0600 inside the store's private folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memoryos_core.storage._private import open_private
+
+logger = logging.getLogger("memoryos")
+
+FILE_NAME = "memoryos-lexical.sqlite3"
+BUSY_TIMEOUT_S = 60.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snap (
+    user TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    ids TEXT NOT NULL, vocab TEXT NOT NULL, ptr BLOB NOT NULL, pos BLOB NOT NULL, freq BLOB NOT NULL,
+    lengths BLOB NOT NULL, times BLOB NOT NULL, timed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tail (
+    user TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, ts REAL NOT NULL,
+    timed INTEGER NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (user, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A whole index as arrays: postings in CSR form (term ``t`` holds entries ``ptr[t]:ptr[t+1]``,
+    positions ascending)."""
+
+    ids: list[str]
+    vocab: list[str]
+    ptr: np.ndarray  # int64, len(vocab) + 1
+    pos: np.ndarray  # int32
+    freq: np.ndarray  # float32
+    lengths: np.ndarray  # float32, one per page
+    times: np.ndarray  # float64
+    timed: np.ndarray  # int8
+
+
+@dataclass(frozen=True)
+class TailRow:
+    seq: int
+    id: str
+    ts: float
+    timed: bool
+    terms: list[str]  # stemmed tokens, repeated as often as they occur
+
+
+@dataclass(frozen=True)
+class State:
+    epoch: int
+    seq: int
+
+
+class Transaction:
+    """Reads and writes of one SQLite transaction (see ``LexicalFile.reading``/``writing``)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def state(self, user: str) -> State | None:
+        row = self._db.execute("SELECT epoch, seq FROM snap WHERE user = ?", (user,)).fetchone()
+        return None if row is None else State(int(row[0]), int(row[1]))
+
+    def load(self, user: str) -> tuple[State, Snapshot] | None:
+        row = self._db.execute(
+            "SELECT epoch, seq, ids, vocab, ptr, pos, freq, lengths, times, timed FROM snap WHERE user = ?",
+            (user,),
+        ).fetchone()
+        if row is None:
+            return None
+        snapshot = Snapshot(
+            ids=json.loads(row[2]),
+            vocab=json.loads(row[3]),
+            ptr=np.frombuffer(row[4], dtype=np.int64),
+            pos=np.frombuffer(row[5], dtype=np.int32),
+            freq=np.frombuffer(row[6], dtype=np.float32),
+            lengths=np.frombuffer(row[7], dtype=np.float32),
+            times=np.frombuffer(row[8], dtype=np.float64),
+            timed=np.frombuffer(row[9], dtype=np.int8),
+        )
+        _check(snapshot)
+        return State(int(row[0]), int(row[1])), snapshot
+
+    def tail(self, user: str, after: int) -> list[TailRow]:
+        rows = self._db.execute(
+            "SELECT seq, id, ts, timed, terms FROM tail WHERE user = ? AND seq > ? ORDER BY seq",
+            (user, after),
+        )
+        return [TailRow(int(s), str(i), float(t), bool(d), str(w).split()) for s, i, t, d, w in rows]
+
+    def append(
+        self, user: str, rows: Sequence[tuple[str, float, bool, list[str]]]
+    ) -> tuple[State, int] | None:
+        """Append pages (id, time, timed, tokens) after the user's copy; (state after, first seq),
+        or None when the file has no index of the user (it is built from the store when needed)."""
+        state = self.state(user)
+        if state is None or not rows:
+            return None
+        first = state.seq + 1
+        self._db.executemany(
+            "INSERT INTO tail (user, seq, id, ts, timed, terms) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (user, first + i, pid, ts, int(timed), " ".join(terms))
+                for i, (pid, ts, timed, terms) in enumerate(rows)
+            ],
+        )
+        after = State(state.epoch, state.seq + len(rows))
+        self._db.execute("UPDATE snap SET seq = ? WHERE user = ?", (after.seq, user))
+        return after, first
+
+    def save(self, user: str, snapshot: Snapshot, upto: int) -> State:
+        """Replace the user's copy with ``snapshot`` (a new epoch), which holds every tail row up
+        to ``upto``: those rows go. Rows after it stay, read on top of the new copy."""
+        _check(snapshot)
+        old = self.state(user)
+        state = State(secrets.randbits(62), max(upto, old.seq if old else 0))
+        self._db.execute(
+            "INSERT OR REPLACE INTO snap"
+            " (user, epoch, seq, ids, vocab, ptr, pos, freq, lengths, times, timed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                user,
+                state.epoch,
+                state.seq,
+                json.dumps(snapshot.ids),
+                json.dumps(snapshot.vocab, ensure_ascii=False),
+                snapshot.ptr.astype(np.int64).tobytes(),
+                snapshot.pos.astype(np.int32).tobytes(),
+                snapshot.freq.astype(np.float32).tobytes(),
+                snapshot.lengths.astype(np.float32).tobytes(),
+                snapshot.times.astype(np.float64).tobytes(),
+                snapshot.timed.astype(np.int8).tobytes(),
+            ),
+        )
+        self._db.execute("DELETE FROM tail WHERE user = ? AND seq <= ?", (user, upto))
+        return state
+
+    def drop(self, user: str) -> None:
+        self._db.execute("DELETE FROM snap WHERE user = ?", (user,))
+        self._db.execute("DELETE FROM tail WHERE user = ?", (user,))
+
+
+def _check(snapshot: Snapshot) -> None:
+    """Array sizes that agree with each other (a damaged copy raises, and is rebuilt)."""
+    pages = len(snapshot.ids)
+    sizes_agree = (
+        len(snapshot.ptr) == len(snapshot.vocab) + 1
+        and len(snapshot.lengths) == len(snapshot.times) == len(snapshot.timed) == pages
+        and len(snapshot.pos) == len(snapshot.freq) == (int(snapshot.ptr[-1]) if len(snapshot.ptr) else -1)
+        and (not len(snapshot.pos) or 0 <= int(snapshot.pos.min()) <= int(snapshot.pos.max()) < pages)
+    )
+    if not sizes_agree:
+        raise sqlite3.DatabaseError("lexical index copy with arrays of inconsistent sizes")
+
+
+class LexicalFile:
+    """The SQLite file (one connection per process, its calls serialised by a lock)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite opens it
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA secure_delete=ON")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    @contextmanager
+    def reading(self) -> Iterator[Transaction]:
+        """One read transaction: a consistent view while other processes write."""
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN")
+            try:
+                yield Transaction(db)
+            finally:
+                db.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[Transaction]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers in other processes wait for it)."""
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def erase_log(self) -> None:
+        """Empty the write-ahead log, where the old images of rewritten pages are kept."""
+        with self._lock:
+            busy, _, _ = self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                logger.warning("could not empty the lexical index's log %s-wal (a reader held it)", self.path)
+
+    def reset(self) -> None:
+        """Remove a damaged file (and its log): the indexes are rebuilt from the store."""
+        with self._lock:
+            self.close()
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                with suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.close()
+                self._db = None
