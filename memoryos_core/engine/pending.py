@@ -75,7 +75,9 @@ def with_vectors(records: Sequence[Record], embed: Embed | None) -> list[Record]
         )
     vectors = embed([r.document for r in bare])
     if len(vectors) != len(bare):
-        raise EmbeddingError(f"the embedder returned {len(vectors)} vectors for {len(bare)} pages")
+        raise EmbeddingError(
+            f"the embedder returned {len(vectors)} vectors for {len(bare)} pages", backend="journal"
+        )
     filled = {r.id: replace(r, embedding=v) for r, v in zip(bare, vectors)}
     return [filled.get(r.id, r) for r in records]
 
