@@ -1,12 +1,10 @@
 """Write-behind: add_memory journals a page without embedding it; the journal's writer thread embeds
-it, recall embeds the few pending pages on demand, and a crash before that loses nothing."""
+it, recall embeds the few pending pages on demand, and a failure before that loses nothing (a killed
+process's journal is embedded at the next start: tests/core/test_pending.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -198,50 +196,6 @@ def test_close_embeds_and_writes_every_pending_page(tmp_path: Path) -> None:
     assert sorted(r.id for r in records) == sorted(ids) and all(r.embedding for r in records)
     assert _journal_lines(tmp_path) == []
     store.close()
-
-
-_CHILD = textwrap.dedent(
-    """
-    import os, sys
-    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
-    from memoryos_core.storage.chroma import ChromaStore
-    memory = MemoryOS(user_id="alice", store=ChromaStore(path=sys.argv[1]), embedder=HashingEmbedder(64),
-                      config=MemoryConfig(write_behind_s=30.0), background=True)
-    ids = [memory.add_memory(f"page {i} about hiking", "ok").page_id for i in range(5)]
-    print(" ".join(ids), flush=True)
-    os.kill(os.getpid(), 9)
-    """
-)
-
-
-@pytest.mark.parametrize("background", [True, False])
-def test_pages_of_a_process_killed_before_its_flush_are_embedded_at_the_next_open(
-    tmp_path: Path, background: bool
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == -9, done.stderr
-    accepted = done.stdout.split()
-    lines = _journal_lines(tmp_path)
-    assert [line["id"] for line in lines] == accepted and all(line["vec"] == [] for line in lines)
-    embedder = RecordingEmbedder()
-    memory = _memory(tmp_path, embedder, background=background)
-    try:
-        memory.get_memory_stats()  # opens the store: the journal is replayed
-        stored = _stored(memory)
-        assert sorted(stored) == sorted(accepted) and _journal_lines(tmp_path) == []
-        for record in stored.values():
-            assert record.embedding == pytest.approx(
-                HashingEmbedder(64).embed([record.document])[0], abs=1e-6
-            )
-        assert sorted(embedder.texts()) == sorted(r.document for r in stored.values())
-    finally:
-        memory.close()
 
 
 def test_a_journal_of_an_earlier_version_keeps_its_vectors(tmp_path: Path) -> None:
