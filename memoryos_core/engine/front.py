@@ -118,7 +118,7 @@ class SyncMemoryOS:
             Promoter(self._repository, *backends),
             background=background,
         )
-        self._retriever = Retriever(self._repository, self.config, self._indexes, runtime.pending_of)
+        self._retriever = Retriever(self._repository, self.config, self._indexes, runtime.embedded_pending_of)
         self._writer = WritePath(runtime, self._repository, self._indexes, self._scheduler)
         self._data = DataManager(runtime, self._repository, self._indexes, self._scheduler)
         close_at_exit(self)  # if the caller does not close it

@@ -1,20 +1,25 @@
-"""New pages journaled on local disk and written to an embedded Chroma store in batches.
+"""New pages journaled on local disk, embedded and written to an embedded Chroma store in batches.
 
-One Chroma write costs about 5 ms on this kind of disk whatever its size, so writing each
-``add_memory`` straight through would cost every turn that much. Instead a new page is
-appended to a journal file (one ``write`` call, which survives the process being killed; with
-``durability="fsync"``, the default, also ``fdatasync``, so it survives a power loss as Chroma's
-own SQLite commits do) and kept in memory, and a thread writes whatever has gathered
-to Chroma a few tens of milliseconds later, in one upsert per user. Until then:
+One Chroma write costs about 5 ms on this kind of disk whatever its size, and embedding one page
+with the default model 8-20 ms, so doing both in each ``add_memory`` would cost every turn that
+much. Instead a new page is appended, without its vector, to a journal file (one ``write`` call,
+which survives the process being killed; with ``durability="fsync"``, the default, also
+``fdatasync``, so it survives a power loss as Chroma's own SQLite commits do) and kept in memory,
+and a thread embeds whatever has gathered a few tens of milliseconds later, in one batch, and
+writes it to Chroma, in one upsert per user. Until then:
 
-- retrieval merges the pending pages of the user (``of``);
+- retrieval merges the pending pages of the user (``embedded``: the few not embedded yet are
+  embedded on demand, once, and keep their vector for the write, so they rank exactly as stored
+  pages do);
+- lookups by id or ``meta_data`` read them as they are (``of``: no vector needed);
 - every other operation that reads pages calls ``flush`` first.
 
 Journal files are ``<store folder>/.memoryos-pending/<pid>-<n>.jsonl``, each held under an
 exclusive ``flock`` by the process writing it. At start, files no live process holds (their
-writer died) are replayed: pages not yet in Chroma are written, pages already there are left
-alone (they may have been consolidated since), then the file is removed. A failed write to
-Chroma keeps the pages pending, in memory and on disk, and is retried with backoff.
+writer died) are replayed: pages not yet in Chroma are embedded (a line may carry its vector:
+journals of earlier versions did, and that vector is used as it is) and written, pages already
+there are left alone (they may have been consolidated since), then the file is removed. A failed
+embedding or write keeps the pages pending, in memory and on disk, and is retried with backoff.
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError, StorageError
+from memoryos_core._exceptions import DimensionMismatchError, EmbeddingError, MemoryOSError, StorageError
 from memoryos_core.engine.records import record_from_json, record_to_json
 from memoryos_core.storage._private import DIR_MODE, open_private
 from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+_REPLAY_CHUNK = 512  # pages embedded and written at a time when a journal is replayed
+
+Embed = Callable[[Sequence[str]], list[list[float]]]
+"""``Embedder.embed``: one vector per text, in order."""
 
 
 def _line(record: Record) -> bytes:
@@ -44,9 +54,32 @@ def _line(record: Record) -> bytes:
 
 def _record(line: bytes) -> Record | None:
     try:
-        return record_from_json(json.loads(line))
+        record = record_from_json(json.loads(line))
     except (ValueError, KeyError, TypeError):  # a line cut short by a crash: its add never returned
         return None
+    return record if record.embedding else replace(record, embedding=None)  # "vec": [] is no vector
+
+
+def with_vectors(records: Sequence[Record], embed: Embed | None) -> list[Record]:
+    """``records``, those without a vector given one by ``embed`` (one batch); the rest as they are.
+
+    Raises:
+        EmbeddingError: the embedder failed, returned another number of vectors, or there is none.
+    """
+    bare = [r for r in records if not r.embedding]
+    if not bare:
+        return list(records)
+    if embed is None:
+        raise EmbeddingError(
+            "journaled pages without a vector and no embedder to embed them", backend="journal"
+        )
+    vectors = embed([r.document for r in bare])
+    if len(vectors) != len(bare):
+        raise EmbeddingError(
+            f"the embedder returned {len(vectors)} vectors for {len(bare)} pages", backend="journal"
+        )
+    filled = {r.id: replace(r, embedding=v) for r, v in zip(bare, vectors)}
+    return [filled.get(r.id, r) for r in records]
 
 
 class PendingPages:
@@ -55,19 +88,29 @@ class PendingPages:
     Args:
         store: where the pages go.
         folder: the journal folder (on the same disk as an embedded store).
-        delay_s: how long a page may wait so that several are written together.
+        delay_s: how long a page may wait so that several are embedded and written together.
         is_fsync: flush each journal write to the disk before ``add`` returns (and the folder
             entry of each new journal file), so that an accepted page survives a power loss,
             not only a killed process.
+        embed: gives vectors to pages added without one (``Embedder.embed``); without it every
+            page must come with its vector.
     """
 
     def __init__(
-        self, store: MemoryStore, folder: str | Path, delay_s: float, *, is_fsync: bool = True
+        self,
+        store: MemoryStore,
+        folder: str | Path,
+        delay_s: float,
+        *,
+        is_fsync: bool = True,
+        embed: Embed | None = None,
     ) -> None:
         self.store, self.folder, self.delay_s, self.is_fsync = store, Path(folder), delay_s, is_fsync
+        self._embed = embed
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
+        self._embed_lock = threading.Lock()  # a page is embedded once, by a flush or a recall
         self._wake = threading.Condition(self._lock)
         self._journal: IO[bytes] | None = None
         self._written: list[IO[bytes]] = []  # journals whose pages are being or failed to be flushed
@@ -83,7 +126,7 @@ class PendingPages:
         os.chmod(self.folder, DIR_MODE)  # the pages of every user pass through here
         if self.is_fsync:
             _fsync_folder(self.folder.parent)  # the journal folder's own name
-        replayed = replay_journals(self.store, self.folder)
+        replayed = replay_journals(self.store, self.folder, self._embed)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
         return replayed
@@ -103,7 +146,8 @@ class PendingPages:
 
     # --- write path ---------------------------------------------------------------------------
     def add(self, user_id: str, records: Sequence[Record]) -> None:
-        """Journal ``records`` (new pages of ``user_id``); they are durable when this returns."""
+        """Journal ``records`` (new pages of ``user_id``, with or without vectors); they are durable
+        when this returns. Nothing is embedded here: that is the writer thread's work (or a recall's)."""
         data = b"".join(_line(r) for r in records)
         with self._lock:
             if self._journal is None:
@@ -125,9 +169,25 @@ class PendingPages:
             self._wake.notify_all()
 
     def of(self, user_id: str) -> list[Record]:
-        """The user's pages not yet in the store, oldest first."""
+        """The user's pages not yet in the store, oldest first (some may have no vector yet)."""
         with self._lock:
             return list(self._pages.get(user_id, {}).values())
+
+    def embedded(self, user_id: str) -> list[Record]:
+        """The user's pages not yet in the store, oldest first, each with its vector: pages not
+        embedded yet are embedded now, in one batch, and keep the vector for their write.
+
+        Raises:
+            EmbeddingError: the embedder failed (the pages stay pending, without vectors).
+        """
+        with self._embed_lock:
+            records = with_vectors(self.of(user_id), self._embed)
+            with self._lock:
+                current = self._pages.get(user_id, {})
+                for record in records:
+                    if record.id in current and not current[record.id].embedding:
+                        current[record.id] = record  # same key: the order stays
+            return records
 
     def __len__(self) -> int:
         with self._lock:
@@ -136,21 +196,28 @@ class PendingPages:
     def flush(self) -> None:
         """Write every pending page to the store now.
 
+        Pages without a vector are embedded first, one batch per user. Every page of the journals
+        closed here is in the batch (pages leave ``_pages`` only once written), so those journals
+        can go; pages added meanwhile may be written too (their new journal stays until the next flush).
+
         Raises:
             StorageError: the store failed; the pages stay pending (memory and journal).
+            EmbeddingError: the embedder failed; the same.
         """
         with self._flush_lock:
             with self._lock:
-                batch = {user: dict(pages) for user, pages in self._pages.items() if pages}
+                users = [user for user, pages in self._pages.items() if pages]
                 if self._journal is not None:  # later pages go to a new journal
                     self._written.append(self._journal)
                     self._journal = None
-            for user, pages in batch.items():
-                self.store.upsert("pages", list(pages.values()))
+            for user in users:
+                records = self.embedded(user)
+                if records:
+                    self.store.upsert("pages", records)
                 with self._lock:
                     left = self._pages.get(user, {})
-                    for page_id in pages:
-                        left.pop(page_id, None)
+                    for record in records:
+                        left.pop(record.id, None)
                     if not left:
                         self._pages.pop(user, None)
             with self._lock:
@@ -197,9 +264,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def replay_journals(store: MemoryStore, folder: Path) -> int:
+def replay_journals(store: MemoryStore, folder: Path, embed: Embed | None) -> int:
     """Write the pages of journals that no live process holds (their writer died), then remove
-    them; pages already in the store are left as they are. Returns the pages written."""
+    them; pages already in the store are left as they are, pages without a vector are embedded
+    with ``embed`` first (a line with its vector keeps it). Returns the pages written.
+
+    Raises:
+        StorageError, EmbeddingError: the store or the embedder failed; the journal stays.
+    """
     replayed = 0
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
         with open(path, "rb") as journal:
@@ -219,12 +291,14 @@ def replay_journals(store: MemoryStore, folder: Path) -> int:
             for user, pages in by_user.items():
                 present = {r.id for r in store.get("pages", ids=list(pages), where={"user_id": user})}
                 missing = [r for r in pages.values() if r.id not in present]
-                try:
-                    store.upsert("pages", missing)
-                except DimensionMismatchError:  # not the store's fault: retrying would fail forever
-                    bad += [_line(r) for r in missing]
-                    continue
-                replayed += len(missing)
+                for start in range(0, len(missing), _REPLAY_CHUNK):
+                    chunk = missing[start : start + _REPLAY_CHUNK]
+                    try:
+                        store.upsert("pages", with_vectors(chunk, embed))
+                    except DimensionMismatchError:  # not the store's fault: retrying would fail forever
+                        bad += [_line(r) for r in chunk]
+                        continue
+                    replayed += len(chunk)
             if bad:
                 _quarantine(path, bad)
             path.unlink()

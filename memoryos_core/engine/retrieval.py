@@ -103,7 +103,8 @@ class Retriever:
             ids_only=True,  # the few pages kept are fetched below
         )
         pending = self.pending(user_id)
-        # A handful of pages waiting to be written: compared with the query here.
+        # A handful of pages waiting to be written: compared with the query here (with write-behind,
+        # the pending pages not embedded yet were embedded by ``pending``: they rank as once stored).
         found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
         records.update((r.id, r) for r in pending)
         unseen = [r.id for r, _ in found if r.id not in index.position]

@@ -96,12 +96,16 @@ class Runtime:
             folder = journal_folder(self.store)
             if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
                 pending = PendingPages(
-                    self.store, folder, self.config.write_behind_s, is_fsync=self.config.durability == "fsync"
+                    self.store,
+                    folder,
+                    self.config.write_behind_s,
+                    is_fsync=self.config.durability == "fsync",
+                    embed=self.embedder.embed,
                 )
                 pending.start()
                 self.pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on
-                replay_journals(self.store, folder)
+                replay_journals(self.store, folder, self.embedder.embed)
             self._is_open = True
         self._on_open()
 
@@ -112,11 +116,18 @@ class Runtime:
             self.pending.flush()
 
     def pending_of(self, user_id: str) -> list[Record]:
-        """The user's new pages not yet written to the store."""
+        """The user's new pages not yet written to the store (with write-behind, some may have
+        no vector yet: they are embedded in the journal's writer thread)."""
         return self.pending.of(user_id) if self.pending is not None else []
 
+    def embedded_pending_of(self, user_id: str) -> list[Record]:
+        """:meth:`pending_of`, each page with its vector (the few not embedded yet are embedded
+        now, once; for recall, so a page just added ranks as it will once stored)."""
+        return self.pending.embedded(user_id) if self.pending is not None else []
+
     def close_journal(self) -> None:
-        """Write the journaled pages to the store and stop the journal's writer."""
+        """Embed the journaled pages, write them to the store and stop the journal's writer (a
+        page that cannot be written stays journaled, for the next open to replay)."""
         if self.pending is not None:
             self.pending.close()
 

@@ -1,4 +1,5 @@
-"""The write path: pages validated, embedded in one batch, journaled or stored, indexed, scheduled."""
+"""The write path: pages validated, then journaled (write-behind: embedded later, in the journal's
+writer thread) or embedded in one batch and stored; indexed, scheduled."""
 
 from __future__ import annotations
 
@@ -37,21 +38,31 @@ class WritePath:
         self._last_ns = 0
 
     def add_memories(self, pages: Iterable[Mapping[str, Any]], user: str, assistant: str) -> list[AddResult]:
-        """Validate every page, then embed them in one batch and store them in one write, in order."""
+        """Validate every page, then store them in one write, in order.
+
+        With write-behind (``runtime.pending``) the pages are journaled without vectors and
+        returned: the journal's writer thread embeds them in a batch with others and writes them
+        to the store, and a recall before that embeds them on demand. Without it, they are
+        embedded here in one batch and written to the store.
+        """
         runtime = self._runtime
         with measure() as tally:
             prepared = [self.prepare(item, user, assistant) for item in pages]
             if not prepared:
                 return []
             runtime.ready()
-            vectors = runtime.embedder.embed([p[0].text for p in prepared])
-            records = [
-                page_record(page, vector, ts_s=ts_s, source_ids=sources)
-                for (page, ts_s, sources), vector in zip(prepared, vectors)
-            ]
-            if runtime.pending is not None:  # journaled now, written to the store in a batch shortly
-                runtime.pending.add(user, records)
+            pending = runtime.pending
+            if pending is not None:  # durable once journaled; embedded and stored shortly, in a batch
+                records = [
+                    page_record(page, None, ts_s=ts_s, source_ids=sources) for page, ts_s, sources in prepared
+                ]
+                pending.add(user, records)
             else:
+                vectors = runtime.embedder.embed([p[0].text for p in prepared])
+                records = [
+                    page_record(page, vector, ts_s=ts_s, source_ids=sources)
+                    for (page, ts_s, sources), vector in zip(prepared, vectors)
+                ]
                 runtime.store.upsert("pages", records)
             self._indexes.add(user, records)
         runtime.account(user, tally.cost)

@@ -41,6 +41,7 @@ def test_run_scale_reports_each_size_and_the_pages_really_stored(
             and point["retrieve_ms_p95"] >= point["retrieve_ms_p50"]
         )
         assert point["disk_mb"] > 0 and point["rss_mb"] > 0
+        assert point["add_backlog_ms"] >= 0  # what the journal's thread had left when the last add returned
     assert any("filling to 150" in line for line in lines)
     assert list(tmp_path.iterdir()) == []  # the scratch store is deleted
 

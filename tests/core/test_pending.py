@@ -112,6 +112,8 @@ def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
     assert done.returncode == -9, done.stderr
     accepted = done.stdout.split()
     assert len(accepted) == 12 and len(_journals(tmp_path)) == 1
+    lines = [json.loads(line) for line in _journals(tmp_path)[0].read_text().splitlines()]
+    assert all(line["vec"] == [] for line in lines)  # journaled before any embedding
     memory = _memory(tmp_path)
     if not background:  # an instance without write-behind replays them too
         memory.close()
@@ -123,6 +125,9 @@ def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
         pages = [p["id"] for p in memory.export_memory(user_id="alice")["pages"]]
         assert sorted(pages) == sorted(accepted)  # every accepted page, exactly once
         assert _journals(tmp_path) == []
+        for record in memory.store.get("pages", where={"user_id": "alice"}, with_embeddings=True):
+            want = HashingEmbedder(64).embed([record.document])[0]  # embedded when replayed
+            assert record.embedding == pytest.approx(want, abs=1e-6)
     finally:
         memory.close()
 
