@@ -26,10 +26,7 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
-from memoryos_core.embeddings._bert_graph import ModelSpec as _ModelSpec
-from memoryos_core.embeddings._bert_graph import build_onnx as _build_onnx
-from memoryos_core.embeddings._bert_graph import read_json as _read_json  # noqa: F401  (local._read_json)
-from memoryos_core.embeddings._bert_graph import read_spec as _read_spec
+from memoryos_core.embeddings import _bert_graph
 from memoryos_core.embeddings._onnx_cache import (
     CACHE_ENV,
     INT8_SCHEME,
@@ -41,6 +38,12 @@ from memoryos_core.embeddings._onnx_cache import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The graph builder's names as this module has always had them (tests and other embedders use them).
+_ModelSpec = _bert_graph.ModelSpec
+_read_json = _bert_graph.read_json
+_read_spec = _bert_graph.read_spec
+_build_onnx = _bert_graph.build_onnx
 
 _BUILDER_VERSION = "memoryos-bert-onnx-2"  # 2: the weights in a page-aligned .data file beside the graph
 _DEFAULT_NAME = "all-MiniLM-L6-v2"

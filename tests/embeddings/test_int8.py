@@ -46,7 +46,8 @@ def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _cosines(texts: list[str]) -> np.ndarray:
     int8 = np.asarray(LocalEmbedder().embed(texts))
     fp32 = np.asarray(LocalEmbedder(precision="fp32").embed(texts))
-    return np.sum(int8 * fp32, axis=1)
+    cosines: np.ndarray = np.sum(int8 * fp32, axis=1)
+    return cosines
 
 
 def test_int8_is_the_default_and_a_bad_precision_is_refused() -> None:
