@@ -44,15 +44,15 @@ def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _cosines(texts: list[str]) -> np.ndarray:
-    int8 = np.asarray(LocalEmbedder().embed(texts))
+    int8 = np.asarray(LocalEmbedder(precision="int8").embed(texts))
     fp32 = np.asarray(LocalEmbedder(precision="fp32").embed(texts))
     cosines: np.ndarray = np.sum(int8 * fp32, axis=1)
     return cosines
 
 
 def test_int8_is_the_default_and_a_bad_precision_is_refused() -> None:
-    assert LocalEmbedder().precision == "int8" == local.DEFAULT_PRECISION
-    assert LocalEmbedder(precision="fp32").precision == "fp32"
+    assert LocalEmbedder().precision == "fp32" == local.DEFAULT_PRECISION
+    assert LocalEmbedder(precision="int8").precision == "int8"
     with pytest.raises(ConfigError, match="precision"):
         LocalEmbedder(precision="fp16")
     with pytest.raises(ConfigError, match="precision"):
@@ -76,7 +76,7 @@ def test_int8_vectors_stay_close_to_fp32_on_odd_texts() -> None:
 
 def test_int8_vectors_are_unit_length_and_rank_like_fp32() -> None:
     anchor, paraphrase, unrelated = np.asarray(
-        LocalEmbedder().embed(
+        LocalEmbedder(precision="int8").embed(
             [
                 "How do I reset my password?",
                 "I forgot my password and need to change it.",
@@ -97,11 +97,11 @@ def test_the_int8_graph_has_its_own_cache_key_and_is_built_once(
     int8_path, fp32_path = local._cache_path(spec, "int8"), local._cache_path(spec, "fp32")
     assert int8_path != fp32_path and int8_path.parent == fp32_path.parent == tmp_path
 
-    LocalEmbedder().embed(["build the int8 graph"])
+    LocalEmbedder(precision="int8").embed(["build the int8 graph"])
     assert sorted(tmp_path.iterdir()) == [int8_path, int8_path.with_name(int8_path.name + ".data")]
     LocalEmbedder(precision="fp32").embed(["and the fp32 one"])
     monkeypatch.setattr(local, "_RUNTIMES", {})  # as in a new process
-    LocalEmbedder().embed(["loaded, not built"])
+    LocalEmbedder(precision="int8").embed(["loaded, not built"])
 
     assert counted_builds == [1, 1]  # the int8 graph is quantised from a fresh fp32 build, once
     assert len(list(tmp_path.glob("*.onnx"))) == 2
@@ -114,12 +114,12 @@ def test_the_int8_graph_has_its_own_cache_key_and_is_built_once(
 def test_prepare_builds_the_precision_asked_for(counted_builds: list[int], tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
-        built = local.prepare()
+        built = local.prepare(precision="int8")
         spec = local._read_spec(local._resolve_folder(None))
 
         assert built == local._cache_path(spec, "int8")
-        assert local.prepare(precision="fp32") == local._cache_path(spec, "fp32")
-        assert local.prepare() == built
+        assert local.prepare() == local._cache_path(spec, "fp32")
+        assert local.prepare(precision="int8") == built
     assert counted_builds == [1, 1]
 
 
@@ -128,8 +128,8 @@ def test_batches_run_side_by_side_give_the_vectors_of_one_thread() -> None:
 
     pooled = LocalEmbedder(batch_size=3, threads=2, precision="fp32").embed(texts)
     serial = LocalEmbedder(batch_size=3, threads=1, precision="fp32").embed(texts)
-    int8_pooled = LocalEmbedder(batch_size=3, threads=2).embed(texts)
-    int8_serial = LocalEmbedder(batch_size=3, threads=1).embed(texts)
+    int8_pooled = LocalEmbedder(batch_size=3, threads=2, precision="int8").embed(texts)
+    int8_serial = LocalEmbedder(batch_size=3, threads=1, precision="int8").embed(texts)
 
     assert np.allclose(pooled, serial, atol=1e-5)
-    assert np.allclose(int8_pooled, int8_serial, atol=1e-5)  # same batches, same quantisation
+    assert np.allclose(int8_pooled, int8_serial, atol=1e-5)  # each text alone in int8
