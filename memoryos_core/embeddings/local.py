@@ -68,7 +68,6 @@ class _Runtime:
     source: str | bytes  # what the session was loaded from, for the batch session
     threads: int
     batch_session: Any = None  # one intra-op thread, run by `threads` workers at once (many batches)
-    pool: ThreadPoolExecutor | None = None
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -171,17 +170,16 @@ def _session(onnxruntime: Any, source: str | bytes, threads: int) -> Any:
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _batch_runner(runtime: _Runtime) -> tuple[Any, ThreadPoolExecutor]:
-    """A session on one intra-op thread and ``threads`` workers that run it on a batch each: for many
+def _batch_session(runtime: _Runtime) -> Any:
+    """A session on one intra-op thread, for ``threads`` workers that run it on a batch each: for many
     batches this uses the cores better than splitting each batch's operators, and a busy core delays one
     batch instead of every operator of every batch."""
     with _RUNTIMES_LOCK:
-        if runtime.batch_session is None or runtime.pool is None:
+        if runtime.batch_session is None:
             import onnxruntime
 
             runtime.batch_session = _session(onnxruntime, runtime.source, 1)
-            runtime.pool = ThreadPoolExecutor(runtime.threads, thread_name_prefix="memoryos-embed")
-        return runtime.batch_session, runtime.pool
+        return runtime.batch_session
 
 
 def _load_runtime(spec: _ModelSpec, threads: int, precision: str = "fp32") -> _Runtime:
@@ -334,7 +332,9 @@ class LocalEmbedder:
             for batch in batches:
                 run(runtime.session, batch)
         else:
-            session, pool = _batch_runner(runtime)
-            for done in [pool.submit(run, session, batch) for batch in batches]:
-                done.result()
+            session = _batch_session(runtime)
+            # Workers for this call only: no thread outlives it (close() leaves none behind).
+            with ThreadPoolExecutor(runtime.threads, thread_name_prefix="memoryos-embed") as pool:
+                for done in [pool.submit(run, session, batch) for batch in batches]:
+                    done.result()
         return vectors.tolist()
