@@ -105,7 +105,10 @@ def locomo(
         bool, typer.Option("--answer", help="Also generate answers, score F1 / BLEU-1 (needs an endpoint).")
     ] = False,
     embedder: Annotated[
-        str, typer.Option(help="local (all-MiniLM-L6-v2) or hash (fast, for smoke runs).")
+        str,
+        typer.Option(
+            help="local (all-MiniLM-L6-v2, fp32), local-int8, local-fp32, or hash (fast, for smoke runs)."
+        ),
     ] = "local",
     answer_k: Annotated[
         int, typer.Option(help="Turns of recalled context given to the answer LLM.", min=1)
@@ -249,5 +252,34 @@ def startup(
         wall_ratio, cpu_ratio = (result[ratio], cpu[ratio]) if ratio else (1.0, 1.0)
         table.add_row(label, f"{result[key]:.2f}", f"{wall_ratio:.2f}", f"{cpu[key]:.2f}", f"{cpu_ratio:.2f}")
     console.print(table)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench_app.command()
+def embed(
+    data: Annotated[
+        Path, typer.Option(help="A LoCoMo-format JSON file (locomo10.json).", exists=True, dir_okay=False)
+    ],
+    turns: Annotated[int, typer.Option(help="Turns drawn from the file (seeded); 0 for all.", min=0)] = 1000,
+    rounds: Annotated[int, typer.Option(help="Timed passes over the turns per precision.", min=1)] = 3,
+    singles: Annotated[int, typer.Option(help="Timed one-turn calls per precision (median).", min=1)] = 100,
+    batch_size: Annotated[int, typer.Option(help="LocalEmbedder's batch_size.", min=1)] = 32,
+    threads: Annotated[int | None, typer.Option(help="LocalEmbedder's threads (default: the CPUs).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """The default embedder in fp32 and int8 on LoCoMo turns: turns/s, one turn's ms, GFLOP/s, agreement."""
+    from memoryos_core.bench.embed import print_report, run_embed
+
+    result = run_embed(
+        data=data,
+        limit=turns or None,
+        rounds=rounds,
+        singles=singles,
+        batch_size=batch_size,
+        threads=threads,
+        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+    )
+    print_report(console, result)
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n")

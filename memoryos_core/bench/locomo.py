@@ -39,7 +39,7 @@ from memoryos_core.engine.repository import Repository
 from memoryos_core.storage.chroma import ChromaStore
 
 LLM_CHOICES = ("none", "fake", "openai")
-EMBEDDER_CHOICES = ("local", "hash")
+EMBEDDER_CHOICES = ("local", "local-int8", "local-fp32", "hash")
 # Redrawn every 0.1 s on a terminal; into a log file, a line every 10 s is enough.
 _BAR: dict[str, Any] = {"mininterval": 0.1 if sys.stderr.isatty() else 10.0}
 
@@ -125,6 +125,10 @@ def openai_llm(options: LocomoOptions) -> Any:
 def _embedder(kind: str) -> Embedder:
     if kind not in EMBEDDER_CHOICES:
         raise ConfigError(f"--embedder must be one of {', '.join(EMBEDDER_CHOICES)}, not {kind!r}")
+    if kind.startswith("local-"):  # the default model at a chosen precision (LocalEmbedder's default: local)
+        from memoryos_core.embeddings.local import LocalEmbedder
+
+        return LocalEmbedder(precision=kind.removeprefix("local-"))
     return make_embedder(None if kind == "local" else "hash:384")
 
 
@@ -376,7 +380,8 @@ def _result(
         "skipped": sum(c.skipped for c in conversations),
         "k": list(options.ks),
         "llm": options.llm,
-        "embedder": embedder.name,
+        "embedder": embedder.name
+        + (f" ({precision})" if (precision := getattr(embedder, "precision", "")) else ""),
         "systems": {
             "memoryos": memoryos,
             "bm25": baseline(systems.bm25, "bm25"),

@@ -66,7 +66,7 @@ def reference() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
-    return LocalEmbedder()
+    return LocalEmbedder(precision="fp32")  # the precision that equals sentence-transformers' vectors
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,9 @@ def test_long_text_exceeds_the_256_token_limit() -> None:
     "batch_size", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(64, marks=pytest.mark.slow)]
 )
 def test_matches_the_stored_sentence_transformers_vectors(reference: np.ndarray, batch_size: int) -> None:
-    vectors = np.asarray(LocalEmbedder(batch_size=batch_size).embed(TEXTS), dtype=np.float32)
+    vectors = np.asarray(
+        LocalEmbedder(batch_size=batch_size, precision="fp32").embed(TEXTS), dtype=np.float32
+    )
 
     assert vectors.shape == reference.shape
     assert np.abs(vectors - reference).max() < 1e-4
@@ -111,7 +113,7 @@ def test_matches_the_stored_sentence_transformers_vectors(reference: np.ndarray,
 
 def test_order_is_preserved_whatever_the_lengths(local_vectors: np.ndarray) -> None:
     short = [text for text in TEXTS if len(text) < 200]
-    backward = LocalEmbedder(batch_size=2).embed(short[::-1])
+    backward = LocalEmbedder(batch_size=2, precision="fp32").embed(short[::-1])
 
     assert np.allclose(backward[::-1], [local_vectors[TEXTS.index(text)] for text in short], atol=1e-5)
     assert np.allclose(local_vectors[0], local_vectors[-1], atol=1e-6)  # "hello" twice
@@ -189,7 +191,7 @@ def test_an_explicit_model_folder_is_used(
 ) -> None:
     folder = _copy_model(tmp_path / "my-minilm")
 
-    embedder = LocalEmbedder(folder, threads=1)
+    embedder = LocalEmbedder(folder, threads=1, precision="fp32")
 
     assert embedder.name == "my-minilm"
     assert np.abs(np.asarray(embedder.embed(TEXTS[:4])) - reference[:4]).max() < 1e-4
@@ -200,16 +202,16 @@ def test_the_built_model_is_cached_and_reused(
     counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "cache"))
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(precision="fp32")
     assert not (tmp_path / "cache").exists()  # the constructor does no I/O
 
     first = embedder.embed(["cache me"])
     (cached,) = (tmp_path / "cache").glob("*.onnx")
     onnx.checker.check_model(str(cached))
     mtime = cached.stat().st_mtime_ns
-    LocalEmbedder().embed(["shared session"])
+    LocalEmbedder(precision="fp32").embed(["shared session"])
     monkeypatch.setattr(local, "_RUNTIMES", {})  # as in a new process
-    second = LocalEmbedder().embed(["cache me"])
+    second = LocalEmbedder(precision="fp32").embed(["cache me"])
 
     assert counted_builds == [1]
     assert cached.stat().st_mtime_ns == mtime
@@ -240,7 +242,7 @@ def test_an_unwritable_cache_dir_builds_in_memory(
     (tmp_path / "a-file").write_text("not a directory")
     monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # mkdir fails, even as root
 
-    vectors = LocalEmbedder().embed(TEXTS[:5])
+    vectors = LocalEmbedder(precision="fp32").embed(TEXTS[:5])
 
     assert counted_builds == [1]
     assert np.abs(np.asarray(vectors) - reference[:5]).max() < 1e-4

@@ -1,0 +1,135 @@
+"""LocalEmbedder's int8 graph: close to fp32, cached under its own key, built once; batches side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from memoryos_core import ConfigError
+from memoryos_core.bench.embed import locomo_turns
+from memoryos_core.embeddings import local
+from memoryos_core.embeddings.local import LocalEmbedder
+from tests.backends.minilm_texts import TEXTS
+
+SAMPLE = Path(__file__).parents[2] / "notebooks" / "data" / "locomo_sample.json"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep built ONNX files out of the home folder."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture
+def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fresh process-wide runtimes for this test, and a list that grows by one per fp32 graph build."""
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+    builds: list[int] = []
+    original = local._build_onnx
+
+    def counting(spec: Any) -> bytes:
+        builds.append(1)
+        return original(spec)
+
+    monkeypatch.setattr(local, "_build_onnx", counting)
+    return builds
+
+
+def _cosines(texts: list[str]) -> np.ndarray:
+    int8 = np.asarray(LocalEmbedder(precision="int8").embed(texts))
+    fp32 = np.asarray(LocalEmbedder(precision="fp32").embed(texts))
+    cosines: np.ndarray = np.sum(int8 * fp32, axis=1)
+    return cosines
+
+
+def test_int8_is_the_default_and_a_bad_precision_is_refused() -> None:
+    assert LocalEmbedder().precision == "fp32" == local.DEFAULT_PRECISION
+    assert LocalEmbedder(precision="int8").precision == "int8"
+    with pytest.raises(ConfigError, match="precision"):
+        LocalEmbedder(precision="fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        local.prepare(precision="int4")
+
+
+def test_int8_vectors_stay_close_to_fp32_on_chat_turns() -> None:
+    cosines = _cosines(locomo_turns(SAMPLE))
+
+    assert len(cosines) > 50
+    assert cosines.mean() >= 0.99
+    assert cosines.min() >= 0.98
+
+
+def test_int8_vectors_stay_close_to_fp32_on_odd_texts() -> None:
+    cosines = _cosines(TEXTS)  # empty, one word, accents, code, a text past the 256-token limit
+
+    assert cosines.mean() >= 0.985
+    assert cosines.min() >= 0.97
+
+
+def test_int8_vectors_are_unit_length_and_rank_like_fp32() -> None:
+    anchor, paraphrase, unrelated = np.asarray(
+        LocalEmbedder(precision="int8").embed(
+            [
+                "How do I reset my password?",
+                "I forgot my password and need to change it.",
+                "The tomatoes in my garden are finally ripe.",
+            ]
+        )
+    )
+
+    assert np.allclose(np.linalg.norm([anchor, paraphrase, unrelated], axis=1), 1.0, atol=1e-5)
+    assert anchor @ paraphrase > anchor @ unrelated + 0.3
+
+
+def test_the_int8_graph_has_its_own_cache_key_and_is_built_once(
+    counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
+    spec = local._read_spec(local._resolve_folder(None))
+    int8_path, fp32_path = local._cache_path(spec, "int8"), local._cache_path(spec, "fp32")
+    assert int8_path != fp32_path and int8_path.parent == fp32_path.parent == tmp_path
+
+    LocalEmbedder(precision="int8").embed(["build the int8 graph"])
+    assert sorted(tmp_path.iterdir()) == [int8_path, int8_path.with_name(int8_path.name + ".data")]
+    LocalEmbedder(precision="fp32").embed(["and the fp32 one"])
+    monkeypatch.setattr(local, "_RUNTIMES", {})  # as in a new process
+    LocalEmbedder(precision="int8").embed(["loaded, not built"])
+
+    assert counted_builds == [1, 1]  # the int8 graph is quantised from a fresh fp32 build, once
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+    ops = {node.op_type for node in onnx.load(str(int8_path), load_external_data=False).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    int8_weights = int8_path.with_name(int8_path.name + ".data").stat().st_size
+    assert int8_weights < 0.7 * fp32_path.with_name(fp32_path.name + ".data").stat().st_size
+
+
+def test_prepare_builds_the_precision_asked_for(counted_builds: list[int], tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEMORYOS_CACHE_DIR", str(tmp_path))
+        built = local.prepare(precision="int8")
+        spec = local._read_spec(local._resolve_folder(None))
+
+        assert built == local._cache_path(spec, "int8")
+        assert local.prepare() == local._cache_path(spec, "fp32")
+        assert local.prepare(precision="int8") == built
+    assert counted_builds == [1, 1]
+
+
+def test_batches_run_side_by_side_give_the_vectors_of_one_thread() -> None:
+    texts = [f"turn {index}: " + "words " * (index % 17) for index in range(40)]
+
+    pooled = LocalEmbedder(batch_size=3, threads=2, precision="fp32").embed(texts)
+    serial = LocalEmbedder(batch_size=3, threads=1, precision="fp32").embed(texts)
+    int8_pooled = LocalEmbedder(batch_size=3, threads=2, precision="int8").embed(texts)
+    int8_serial = LocalEmbedder(batch_size=3, threads=1, precision="int8").embed(texts)
+
+    assert np.allclose(pooled, serial, atol=1e-5)
+    assert np.allclose(int8_pooled, int8_serial, atol=1e-5)  # each text alone in int8
