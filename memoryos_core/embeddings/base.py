@@ -44,6 +44,17 @@ class QueryEmbedder(Embedder, Protocol):
         ...
 
 
+def warm_up(embedder: Embedder) -> None:
+    """Load ``embedder``'s model now if it has a ``warm_up`` method (LocalEmbedder does); else nothing.
+
+    The engine calls it in a thread while the store opens, so a fresh process's first add or recall
+    does not load the model and open Chroma one after the other. Looked up by name, as ``embed_queries``.
+    """
+    method = getattr(embedder, "warm_up", None)
+    if callable(method):
+        method()
+
+
 def embed_queries(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
     """The query vectors of ``texts``: ``embedder.embed_queries`` if it has one, else ``embedder.embed``.
 

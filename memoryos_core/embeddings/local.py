@@ -294,6 +294,14 @@ class LocalEmbedder:
             self._spec = _read_spec(self._folder)
         return self._spec
 
+    def warm_up(self) -> None:
+        """Load the model (building its graph into the cache if needed) without embedding anything.
+
+        Raises:
+            EmbeddingError, ConfigError, MissingDependencyError: as ``embed`` would.
+        """
+        _load_runtime(self._model_spec(), self.threads, self.precision)
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one L2-normalised vector per text, in order.
 

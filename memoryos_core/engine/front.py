@@ -210,7 +210,7 @@ class SyncMemoryOS:
             not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 1000
         ):
             raise InvalidInputError("top_k must be an int from 1 to 1000")
-        self._runtime.ready()
+        self._runtime.ready(warm=True)
         with measure() as tally:
             vector = embed_queries(self.embedder, [query])[0]
             recall = self._retriever.recall(user, assistant, query, vector, top_k)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import Cost
-from memoryos_core.embeddings.base import Embedder
+from memoryos_core.embeddings.base import Embedder, warm_up
 from memoryos_core.engine.lease import LEASE_TTL_S, Leases
 from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
 from memoryos_core.llm.base import LLM
@@ -58,6 +58,7 @@ class Runtime:
         self._clock: Callable[[], datetime] = clock or _utc_now
         self._on_event = on_event
         self._is_write_behind = is_write_behind
+        self._warming: threading.Thread | None = None  # the embedder's model loading beside the store
         self._on_open = on_open
         self._is_open = False
         self._open_lock = threading.Lock()
@@ -85,13 +86,20 @@ class Runtime:
     def is_open(self) -> bool:
         return self._is_open
 
-    def ready(self) -> None:
-        """Open the store (once), start the page journal or replay one left by a dead process."""
+    def ready(self, *, warm: bool = False) -> None:
+        """Open the store (once), start the page journal or replay one left by a dead process.
+
+        ``warm``: the caller will embed soon (an add, a recall): the embedder's model loads in a
+        thread while the store opens, rather than after it (joined by :meth:`close_journal`).
+        """
         if self._is_open:
             return
         with self._open_lock:
             if self._is_open:
                 return
+            if warm and self._warming is None:
+                self._warming = threading.Thread(target=self._warm_up, name="memoryos-warm-up", daemon=True)
+                self._warming.start()
             self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)
             folder = journal_folder(self.store)
             if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
@@ -125,9 +133,17 @@ class Runtime:
         now, once; for recall, so a page just added ranks as it will once stored)."""
         return self.pending.embedded(user_id) if self.pending is not None else []
 
+    def _warm_up(self) -> None:
+        try:
+            warm_up(self.embedder)
+        except Exception:  # the embed that needs the model raises it again, to its caller
+            logger.debug("loading the embedder ahead failed", exc_info=True)
+
     def close_journal(self) -> None:
         """Embed the journaled pages, write them to the store and stop the journal's writer (a
         page that cannot be written stays journaled, for the next open to replay)."""
+        if self._warming is not None:
+            self._warming.join()
         if self.pending is not None:
             self.pending.close()
 

@@ -50,7 +50,7 @@ class WritePath:
             prepared = [self.prepare(item, user, assistant) for item in pages]
             if not prepared:
                 return []
-            runtime.ready()
+            runtime.ready(warm=True)
             pending = runtime.pending
             if pending is not None:  # durable once journaled; embedded and stored shortly, in a batch
                 records = [

@@ -222,3 +222,40 @@ def test_a_journal_of_an_earlier_version_keeps_its_vectors(tmp_path: Path) -> No
         assert embedder.texts() == ["new text"]
     finally:
         reopened.close()
+
+
+class WarmingEmbedder(RecordingEmbedder):
+    """Loading its model waits until the test releases it, and says in which thread it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed_in: str | None = None
+        self.release = threading.Event()
+
+    def warm_up(self) -> None:
+        self.warmed_in = threading.current_thread().name
+        self.release.wait(timeout=30)
+
+
+def test_the_first_add_loads_the_model_beside_the_store_and_close_waits_for_it(tmp_path: Path) -> None:
+    embedder = WarmingEmbedder()
+    memory = MemoryOS(data_storage_path=str(tmp_path), embedder=embedder, config=SLOW)
+    memory.add_memory("My cat Pixel likes tuna.", "Noted.", user_id="ana")  # returns while the model loads
+    warming = [t for t in threading.enumerate() if t.name == "memoryos-warm-up"]
+    assert warming and warming[0].is_alive()
+    embedder.release.set()
+    memory.close()
+    assert not warming[0].is_alive()  # joined by close: no thread outlives it
+    assert embedder.warmed_in == "memoryos-warm-up"
+    assert embedder.calls  # the journaled page was embedded at close
+
+
+def test_a_read_only_call_does_not_load_the_model(tmp_path: Path) -> None:
+    first = MemoryOS(data_storage_path=str(tmp_path), embedder=HashingEmbedder(), config=SLOW)
+    first.add_memory("My cat Pixel likes tuna.", "Noted.", user_id="ana")
+    first.close()
+    embedder = WarmingEmbedder()
+    memory = MemoryOS(data_storage_path=str(tmp_path), embedder=embedder, config=SLOW)
+    assert memory.get_memory_stats(user_id="ana").short_term_pages == 1
+    memory.close()
+    assert embedder.warmed_in is None
