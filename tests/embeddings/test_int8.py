@@ -50,7 +50,7 @@ def _cosines(texts: list[str]) -> np.ndarray:
     return cosines
 
 
-def test_int8_is_the_default_and_a_bad_precision_is_refused() -> None:
+def test_fp32_is_the_default_int8_is_chosen_by_name_and_a_bad_precision_is_refused() -> None:
     assert LocalEmbedder().precision == "fp32" == local.DEFAULT_PRECISION
     assert LocalEmbedder(precision="int8").precision == "int8"
     with pytest.raises(ConfigError, match="precision"):
