@@ -132,6 +132,33 @@ def wait_for_chroma(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | 
     raise RuntimeError(f"no Chroma server answered at {url} within {timeout_s}s")
 
 
+@pytest.fixture(scope="module")
+def private_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Built ONNX graphs go to a folder of this test module, not the home folder (``MEMORYOS_CACHE_DIR``)."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture
+def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fresh process-wide LocalEmbedder runtimes for this test, and a list that grows by one per fp32 graph
+    build (an int8 graph is quantised from a fresh fp32 build, so it counts one too)."""
+    from memoryos_core.embeddings import local
+
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+    builds: list[int] = []
+    original = local._build_onnx
+
+    def counting(spec: Any) -> bytes:
+        builds.append(1)
+        return original(spec)
+
+    monkeypatch.setattr(local, "_build_onnx", counting)
+    return builds
+
+
 @pytest.fixture(scope="session")
 def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped."""

@@ -31,6 +31,8 @@ from memoryos_core.embeddings.openai import OpenAIEmbedder
 from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
 from tests.backends.minilm_texts import LONG_TEXT, TEXTS
 
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"  # made by data/make_minilm_reference.py
 REPO = Path(__file__).parents[2]
 
@@ -45,15 +47,6 @@ def _copy_model(target: Path) -> Path:
     """A model folder of our own: the package's files, copied."""
     shutil.copytree(_model_folder(), target, ignore=shutil.ignore_patterns(".cache"))
     return target
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Keep built ONNX files out of the home folder."""
-    path = tmp_path_factory.mktemp("onnx-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
-        yield path
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +68,6 @@ def local_vectors(embedder: LocalEmbedder, reference: np.ndarray) -> np.ndarray:
     vectors = np.asarray(embedder.embed(TEXTS), dtype=np.float32)
     assert np.abs(vectors - reference).max() < 1e-4
     return vectors
-
-
-@pytest.fixture
-def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Fresh process-wide runtimes for this test, and a list that grows by one per ONNX graph build."""
-    monkeypatch.setattr(local, "_RUNTIMES", {})
-    builds: list[int] = []
-    original = local._build_onnx
-
-    def counting(spec: Any) -> bytes:
-        builds.append(1)
-        return original(spec)
-
-    monkeypatch.setattr(local, "_build_onnx", counting)
-    return builds
 
 
 def test_long_text_exceeds_the_256_token_limit() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -16,31 +14,9 @@ from memoryos_core.embeddings import local
 from memoryos_core.embeddings.local import LocalEmbedder
 from tests.backends.minilm_texts import TEXTS
 
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+
 SAMPLE = Path(__file__).parents[2] / "notebooks" / "data" / "locomo_sample.json"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Keep built ONNX files out of the home folder."""
-    path = tmp_path_factory.mktemp("onnx-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
-        yield path
-
-
-@pytest.fixture
-def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Fresh process-wide runtimes for this test, and a list that grows by one per fp32 graph build."""
-    monkeypatch.setattr(local, "_RUNTIMES", {})
-    builds: list[int] = []
-    original = local._build_onnx
-
-    def counting(spec: Any) -> bytes:
-        builds.append(1)
-        return original(spec)
-
-    monkeypatch.setattr(local, "_build_onnx", counting)
-    return builds
 
 
 def _cosines(texts: list[str]) -> np.ndarray:

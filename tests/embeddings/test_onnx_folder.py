@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,10 @@ from memoryos_core.engine.registry import check_embedding_name, make_embedder
 from memoryos_core.testing.fake_openai import FakeOpenAIServer, hash_embedding
 from tests.backends.minilm_texts import TEXTS
 
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+
 REFERENCE = Path(__file__).parents[1] / "backends" / "data" / "minilm_reference.npz"
 GEMMA_QUERY, GEMMA_DOCUMENT = "task: search result | query: ", "title: none | text: "
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("onnx-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEMORYOS_CACHE_DIR", str(path))
-        yield path
 
 
 def _package() -> Path:
