@@ -170,6 +170,28 @@ def _session(onnxruntime: Any, source: str | bytes, threads: int) -> Any:
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def _tokenizer(folder: Path, max_length: int) -> tuple[Any, dict[str, Any] | None]:
+    """The folder's ``tokenizer.json``, truncating at ``max_length`` tokens, without padding; and the
+    padding the file configured (its ``pad_id`` among it), or None.
+
+    Raises:
+        MissingDependencyError: tokenizers is not installed.
+        ConfigError: the file is missing or unreadable.
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "tokenizers") from exc
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:
+        raise ConfigError(f"cannot read {folder / 'tokenizer.json'}: {exc}") from exc
+    padding: dict[str, Any] | None = tokenizer.padding
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.no_padding()
+    return tokenizer, padding
+
+
 def _batch_session(runtime: _Runtime) -> Any:
     """A session on one intra-op thread, for ``threads`` workers that run it on a batch each: for many
     batches this uses the cores better than splitting each batch's operators, and a busy core delays one
@@ -190,15 +212,9 @@ def _load_runtime(spec: _ModelSpec, threads: int, precision: str = "fp32") -> _R
             return _RUNTIMES[key]
         try:
             import onnxruntime
-            from tokenizers import Tokenizer
         except ImportError as exc:
             raise MissingDependencyError(exc.name or "onnxruntime") from exc
-        try:
-            tokenizer = Tokenizer.from_file(str(spec.folder / "tokenizer.json"))
-        except Exception as exc:
-            raise ConfigError(f"cannot read {spec.folder / 'tokenizer.json'}: {exc}") from exc
-        tokenizer.enable_truncation(max_length=spec.max_seq_length)
-        tokenizer.no_padding()
+        tokenizer, _ = _tokenizer(spec.folder, spec.max_seq_length)
         for attempt in (1, 2):
             source = _model_source(spec, precision)
             try:

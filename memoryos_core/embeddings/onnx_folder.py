@@ -54,8 +54,8 @@ def _default_threads() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _pad_id(tokenizer: Any, folder: Path) -> int:
-    padding = tokenizer.padding
+def _pad_id(tokenizer: Any, padding: dict[str, Any] | None, folder: Path) -> int:
+    """The padding token's id: from ``tokenizer.json``'s padding, else ``tokenizer_config.json``, else 0."""
     if padding and padding.get("pad_id") is not None:
         return int(padding["pad_id"])
     config_path = folder / "tokenizer_config.json"
@@ -131,26 +131,16 @@ def _load(onnx_path: Path, config: _st_folder.FolderConfig, threads: int) -> _Se
     with _SESSIONS_LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
+        from memoryos_core.embeddings import local
+
         try:
             import onnxruntime
-            from tokenizers import Tokenizer
         except ImportError as exc:
             raise MissingDependencyError(exc.name or "onnxruntime") from exc
+        tokenizer, padding = local._tokenizer(config.folder, config.max_seq_length)
+        pad_id = _pad_id(tokenizer, padding, config.folder)
         try:
-            tokenizer = Tokenizer.from_file(str(config.folder / "tokenizer.json"))
-        except Exception as exc:
-            raise ConfigError(f"cannot read {config.folder / 'tokenizer.json'}: {exc}") from exc
-        pad_id = _pad_id(tokenizer, config.folder)
-        tokenizer.enable_truncation(max_length=config.max_seq_length)
-        tokenizer.no_padding()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = onnxruntime.InferenceSession(
-                str(onnx_path), options, providers=["CPUExecutionProvider"]
-            )
+            session = local._session(onnxruntime, str(onnx_path), threads)
         except Exception as exc:
             raise EmbeddingError(f"onnxruntime cannot load {onnx_path}: {exc}", backend="onnx") from exc
         inputs: dict[str, Any] = {}
