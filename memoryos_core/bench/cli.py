@@ -14,6 +14,15 @@ bench_app = typer.Typer(help="Benchmarks: print figures and write JSON.", no_arg
 console = Console()
 
 
+def _progress(line: str) -> None:
+    console.print(f"[dim]{line}[/dim]")
+
+
+def _save(out: Path | None, result: object) -> None:
+    """Write ``result`` as JSON to ``out``, if given."""
+    _save(out, result)
+
+
 @bench_app.command()
 def scale(
     users: Annotated[int, typer.Option(help="Users to fill.")] = 1,
@@ -40,7 +49,7 @@ def scale(
         chroma_url=chroma_url,
         samples=samples,
         durability=durability,
-        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+        progress=_progress,
     )
     table = Table(title=f"bench scale: {result['backend']}, {result['embedder']}, {users} user(s)")
     for column in (
@@ -157,8 +166,7 @@ def locomo(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
     print_report(console, result, diagnostics.summary())
-    if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    _save(out, result)
 
 
 @bench_app.command()
@@ -191,12 +199,11 @@ def fusion(
         _embedder(embedder),
         limit_conversations,
         cache,
-        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+        progress=_progress,
     )
     result = run_fusion(features)
     print_fusion(console, result)
-    if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    _save(out, result)
 
 
 @bench_app.command()
@@ -220,11 +227,10 @@ def reliability(
         queries=queries,
         chroma_url=chroma_url,
         reopen_runs=reopen_runs,
-        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+        progress=_progress,
     )
     print_report(console, result)
-    if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    _save(out, result)
     if failed_figures(result):
         console.print(f"[red]failed:[/red] {', '.join(failed_figures(result))}")
         raise typer.Exit(code=1)
@@ -238,7 +244,7 @@ def startup(
     """Time a fresh first add_memory and `memoryos stats` against `import chromadb, onnxruntime`."""
     from memoryos_core.bench.startup import run_startup
 
-    result = run_startup(runs=runs, progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+    result = run_startup(runs=runs, progress=_progress)
     table = Table(title=f"bench startup: median of {runs} fresh processes, Python {result['python']}")
     for column in ("process", "wall s", "x baseline", "cpu s", "cpu x baseline"):
         table.add_column(column, justify="left" if column == "process" else "right")
@@ -252,8 +258,7 @@ def startup(
         wall_ratio, cpu_ratio = (result[ratio], cpu[ratio]) if ratio else (1.0, 1.0)
         table.add_row(label, f"{result[key]:.2f}", f"{wall_ratio:.2f}", f"{cpu[key]:.2f}", f"{cpu_ratio:.2f}")
     console.print(table)
-    if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    _save(out, result)
 
 
 @bench_app.command()
@@ -278,8 +283,7 @@ def embed(
         singles=singles,
         batch_size=batch_size,
         threads=threads,
-        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+        progress=_progress,
     )
     print_report(console, result)
-    if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    _save(out, result)
