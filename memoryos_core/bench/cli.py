@@ -20,7 +20,8 @@ def _progress(line: str) -> None:
 
 def _save(out: Path | None, result: object) -> None:
     """Write ``result`` as JSON to ``out``, if given."""
-    _save(out, result)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 @bench_app.command()
