@@ -124,13 +124,14 @@ class Retriever:
         count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
         if not count:
             return self._finish(user_id, assistant_id, query_vector, [], [], known, top_k)
+        asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         scores = ranking.fuse(
             lexical,
             ranking.dense_z(count, known),
             times,
             query_window(query),
-            timed=index.timed_pages(count),
-            when=asks_when(query),
+            timed=index.timed_pages(count) if asks else None,
+            when=asks,
         )
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
