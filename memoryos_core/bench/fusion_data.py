@@ -89,16 +89,21 @@ def _unstemmed() -> Iterator[None]:
         lexical.tokens = saved
 
 
+def _scores(index: PageIndex, queries: Sequence[str]) -> np.ndarray:
+    """Q x D BM25 scores of ``index``'s pages (in its order)."""
+    if not len(index):
+        return np.zeros((len(queries), 0), dtype=np.float32)
+    return np.stack([index.bm25(lexical.tokens(q)) for q in queries]).astype(np.float32)
+
+
 def _bm25_rows(documents: Sequence[str], queries: Sequence[str], stem: bool = True) -> np.ndarray:
     """Q x D BM25 scores of the engine's PageIndex (documents in order)."""
-    if not documents:
-        return np.zeros((len(queries), 0), dtype=np.float32)
 
     def build() -> np.ndarray:
         index = PageIndex()
         for position, text in enumerate(documents):
             index.add(str(position), text, float(position))
-        return np.stack([index.bm25(lexical.tokens(q)) for q in queries]).astype(np.float32)
+        return _scores(index, queries)
 
     if stem:
         return build()
@@ -132,7 +137,7 @@ def conversation_features(
         evidence=[list(q.evidence) for q in conversation.questions],
         when=np.array([asks_when(q) for q in questions], dtype=bool),
         window=np.array([w if w else (np.nan, np.nan) for w in windows], dtype=np.float64).reshape(-1, 2),
-        lexical=_bm25_rows(documents, questions),
+        lexical=_scores(index, questions),  # the pages' own index, built above
         lexical_raw=_bm25_rows(documents, questions, stem=False),
         dense=(query_vectors @ page_vectors.T).astype(np.float32),
         segment_lexical=_bm25_rows([f"{s.summary} {' '.join(s.keywords)}" for s in segments], questions),
