@@ -13,7 +13,7 @@ import numpy as np
 
 from memoryos_core._exceptions import MissingDependencyError
 from memoryos_core.bench.locomo_data import Turn
-from memoryos_core.embeddings.base import Embedder
+from memoryos_core.embeddings.base import Embedder, embed_queries
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 # NLTK's English stop list (179 words; with \w+ tokens "don't" becomes "don" and "t", both listed).
@@ -80,7 +80,7 @@ class DenseTurns:
 
     def search(self, query: str, k: int) -> list[str]:
         """The ``k`` turn ids most similar to ``query`` (the query is embedded here, and timed with it)."""
-        vector = _normalise(np.asarray(self._embedder.embed([query]), dtype=np.float32))[0]
+        vector = _normalise(np.asarray(embed_queries(self._embedder, [query]), dtype=np.float32))[0]
         return _top(self.ids, self._matrix @ vector, k)
 
 

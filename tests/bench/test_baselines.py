@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from memoryos_core import HashingEmbedder
 from memoryos_core.bench.baselines import BM25Turns, DenseTurns, bm25_tokens
 from memoryos_core.bench.locomo_data import load_locomo
@@ -23,3 +25,18 @@ def test_bm25_and_dense_find_the_turn_that_shares_the_words(locomo_file) -> None
     assert len(bm25.search("dog", 100)) == len(conversation.turns) == 10
     # The session date is part of every turn's document.
     assert conversation.turns[0].document.startswith("[1:56 pm on 8 May, 2023] Ann: ")
+
+
+class _QueryPromptEmbedder(HashingEmbedder):
+    """A model with a query side, as E5 or EmbeddingGemma have: queries get their own prompt."""
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed([f"sister Clara Berlin {text}" for text in texts])
+
+
+def test_dense_baseline_embeds_the_question_with_the_query_side(locomo_file) -> None:  # type: ignore[no-untyped-def]
+    conversation = load_locomo(locomo_file())[0]
+    plain = DenseTurns(conversation.turns, HashingEmbedder(256))
+    prompted = DenseTurns(conversation.turns, _QueryPromptEmbedder(256))
+    assert plain.search("xylophone", 1) != ["D10:1"]
+    assert prompted.search("xylophone", 1) == ["D10:1"]
