@@ -198,6 +198,7 @@ def fuse(
         terms |= {"when": when_term, "shared": shared, "date": date_term}
         trace.update({key: np.asarray(value) for key, value in terms.items()})
         trace["shares"] = np.asarray([weights.previous, weights.next], dtype=np.float64)
+        trace["floor"] = shared.min(axis=-1) if shared.shape[-1] else np.asarray(0.0)  # the ends' neighbour
     fused: np.ndarray = score
     return fused
 
@@ -223,7 +224,7 @@ def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]
     previous, following = (float(share) for share in trace["shares"])
     neighbours = 0.0
     if shared.shape[-1] >= 2 and (previous or following):
-        floor = float(shared.min())
+        floor = float(trace["floor"])
         before = float(shared[position - 1]) if position > 0 else floor
         after = float(shared[position + 1]) if position + 1 < shared.shape[-1] else floor
         neighbours = previous * before + following * after
