@@ -220,5 +220,7 @@ def api_routes(memory: MemoryOS, grant_of: Callable[[Request], Grant | None]) ->
         Route(f"{base}/pages/{{page_id}}", answer(edit_page), methods=["PATCH"]),
         Route(f"{base}/pages/{{page_id}}", answer(delete_page), methods=["DELETE"]),
         Route(f"{base}/knowledge/{{item_id}}", answer(delete_knowledge), methods=["DELETE"]),
-        Route(f"{base}/traits/{{name}}", answer(delete_trait), methods=["DELETE"]),
+        Route(
+            f"{base}/traits/{{name:path}}", answer(delete_trait), methods=["DELETE"]
+        ),  # a name may hold "/"
     ]

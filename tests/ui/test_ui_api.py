@@ -197,6 +197,10 @@ def _correct(client: TestClient, memory: MemoryOS, ids: dict[str, Any]) -> None:
     )
     assert edited.status_code == 200 and edited.json()["pages"][0]["agent_response"] == "Kiwi!"
     assert client.delete("/api/users/alice/traits/hobby", headers=headers).status_code == 200
+    memory.import_memory({"profile": [{"name": "Food/drink", "value": "tea"}]}, user_id="alice")
+    assert client.delete("/api/users/alice/traits/food%2Fdrink", headers=headers).json() == {
+        "deleted": "food/drink"
+    }
     assert client.delete("/api/users/alice/knowledge/kn_pasta", headers=headers).status_code == 200
     deleted = client.delete(f"/api/users/alice/pages/{parrot}", headers=headers)
     assert deleted.json() == {"deleted_pages": 1}
