@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -94,6 +95,12 @@ class ContextUnit:
     Knowledge units carry the time they were last updated as ``timestamp``. ``score`` is a
     relevance on one scale across tiers (z-units of the fused lexical and dense scores; higher
     is better, not a probability).
+
+    ``score_parts`` says why it was recalled: the parts ``score`` adds up from (up to rounding).
+    A page's are ``lexical`` (BM25 z-score), ``dense`` (the embedder's z-score, weighted),
+    ``session`` (a share of its session's best page), ``neighbours`` (shares of the previous and
+    the next page) and ``date`` (the boost for a period the query names); a knowledge item's is
+    ``dense`` alone. Empty for a unit not scored this way.
     """
 
     id: str
@@ -104,6 +111,7 @@ class ContextUnit:
     page_ids: tuple[str, ...] = ()
     source_ids: tuple[str, ...] = ()
     meta_data: dict[str, Any] = field(default_factory=dict)
+    score_parts: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

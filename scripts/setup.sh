@@ -9,6 +9,17 @@ PYTHON="${PYTHON:-python3}"
 started=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
 
+# The memory inspector's browser tests (tests/ui/) use Debian's headless Chromium and its driver. Installed
+# only when this runs as root with apt-get; otherwise those tests skip and say how to install them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    step "installing chromium and chromium-driver with apt-get (for the browser tests of memoryos ui)"
+    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
+      || echo "warning: apt-get could not install chromium; the browser tests will skip" >&2
+  else
+    echo "note: no chromium; the browser tests will skip (as root: apt-get install -y chromium chromium-driver)"
+  fi
+fi
 step "creating .venv with $("$PYTHON" --version)"
 rm -rf .venv
 "$PYTHON" -m venv .venv

@@ -21,7 +21,9 @@ from memoryos_core.app.cli_base import (
     ConfigOption,
     DataOption,
     EmbeddingOption,
+    _existing_store,
     app,
+    console,
     error,
     reported_errors,
     settings_from_flags,
@@ -29,6 +31,24 @@ from memoryos_core.app.cli_base import (
 )
 
 __all__ = ["STORE_OPTIONS", "app", "main"]
+
+
+TokensOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tokens-file",
+        envvar="MEMORYOS_MCP_TOKENS_FILE",
+        metavar="FILE",
+        help="Bearer tokens (http): lines 'TOKEN user:ID' or 'TOKEN admin', chmod 600; "
+        "or set MEMORYOS_MCP_TOKENS.",
+    ),
+]
+AllowedHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host", metavar="NAME", help="A host name clients use to reach the server (http; repeat)."
+    ),
+]
 
 
 @app.command()
@@ -42,24 +62,8 @@ def mcp(
         str | None,
         typer.Option("--user", help="Serve this one user only (default: every call names its user)."),
     ] = None,
-    tokens_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--tokens-file",
-            envvar="MEMORYOS_MCP_TOKENS_FILE",
-            metavar="FILE",
-            help="Bearer tokens (http): lines 'TOKEN user:ID' or 'TOKEN admin', chmod 600; "
-            "or set MEMORYOS_MCP_TOKENS.",
-        ),
-    ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allowed-host",
-            metavar="NAME",
-            help="A host name clients use to reach the server (http; repeat).",
-        ),
-    ] = None,
+    tokens_file: TokensOption = None,
+    allowed_host: AllowedHostOption = None,
     config: ConfigOption = None,
     embedding: EmbeddingOption = None,
 ) -> None:
@@ -90,6 +94,46 @@ def mcp(
                 tokens=tokens,
                 allowed_hosts=allowed_host or (),
                 on_ready=lambda: stderr.print(escape(banner), soft_wrap=True),
+            )
+
+
+@app.command()
+def ui(
+    data: DataOption = None,
+    chroma_url: ChromaOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    tokens_file: TokensOption = None,
+    allowed_host: AllowedHostOption = None,
+    config: ConfigOption = None,
+    embedding: EmbeddingOption = None,
+) -> None:
+    """Serve the memory inspector: a web page showing what is stored and why it is recalled, to correct it.
+
+    Same tokens as `memoryos mcp --transport http`. Without --tokens-file, on loopback, a token is made
+    for this run and printed in the page's address (after #: the browser never sends it).
+    """
+    with reported_errors():
+        from memoryos_core.app.mcp_access import TOKENS_ENV, load_tokens
+        from memoryos_core.app.ui import run_ui
+
+        configured = tokens_file is not None or os.environ.get(TOKENS_ENV)
+        tokens = load_tokens(tokens_file, os.environ.get(TOKENS_ENV)) if configured else None
+        settings = settings_from_flags(None, data, chroma_url, config, embedding)
+        _existing_store(settings)  # the inspector creates no store
+
+        def ready(address: str) -> None:
+            stderr.print(escape(f"memoryos memory inspector; {settings.describe()}"), soft_wrap=True)
+            console.print(f"open {escape(address)}", soft_wrap=True, highlight=False)
+
+        with suppress(KeyboardInterrupt):
+            run_ui(
+                settings,
+                host=host,
+                port=port,
+                tokens=tokens,
+                allowed_hosts=allowed_host or (),
+                on_ready=ready,
             )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core._exceptions import InvalidInputError
+from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import transfer
@@ -197,6 +197,31 @@ class DataManager:
             page_id = check_id(page_id, "page_id")
             self._indexes.remove(user, [page_id])  # out of the lexical index before the store
             return self._delete_page(user, page_id)
+
+    def delete_knowledge(self, user: str, knowledge_id: str) -> None:
+        """Delete one user or assistant knowledge item; its pages stay."""
+        knowledge_id = check_id(knowledge_id, "knowledge_id")
+        runtime = self._runtime
+        runtime.settled()
+        with runtime.hold(user):
+            if not runtime.store.get("knowledge", ids=[knowledge_id], where={"user_id": user}):
+                raise NotFoundError(f"no knowledge item {knowledge_id!r} for user {user!r}")
+            runtime.store.delete("knowledge", ids=[knowledge_id], where={"user_id": user})
+            self._erase_deleted()
+
+    def delete_trait(self, user: str, name: str) -> None:
+        """Delete one profile trait by name (any case); its pages stay."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError("name must be a trait's name (a non-empty str)")
+        runtime = self._runtime
+        runtime.settled()
+        with runtime.hold(user):
+            profile = self._repository.profile(user)
+            if name.strip().lower() not in profile:
+                raise NotFoundError(f"no profile trait named {name!r} for user {user!r}")
+            del profile[name.strip().lower()]
+            self._repository.save_profile(user, profile)
+            self._erase_deleted()
 
     def import_memory(self, data: Mapping[str, Any], user_id: str | None, *, default_user: str) -> int:
         if not isinstance(data, Mapping) or not isinstance(data.get("pages", []), list):

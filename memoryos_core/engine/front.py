@@ -384,6 +384,22 @@ class SyncMemoryOS:
         """
         return self._data.delete_memory(self._user(user_id), page_id, everything=everything)
 
+    def delete_knowledge(self, knowledge_id: str, *, user_id: str | None = None) -> None:
+        """Delete one user or assistant knowledge item (a ``KnowledgeEntry.id``); its pages stay.
+
+        Raises:
+            NotFoundError: the user has no such item.
+        """
+        self._data.delete_knowledge(self._user(user_id), knowledge_id)
+
+    def delete_trait(self, name: str, *, user_id: str | None = None) -> None:
+        """Delete one profile trait, named as in ``ProfileTrait.name`` (any case); its pages stay.
+
+        Raises:
+            NotFoundError: the user's profile has no such trait.
+        """
+        self._data.delete_trait(self._user(user_id), name)
+
     def export_memory(self, user_id: str | None = None) -> dict[str, Any]:
         """Everything of one user as JSON-ready data: pages (each exactly once, with its tier),
         segments, profile, user_knowledge, assistant_knowledge, and the format's ``version``."""

@@ -226,6 +226,14 @@ class MemoryOS(SyncMemoryOS):
         """:meth:`delete_memory` in a worker thread."""
         return await asyncio.to_thread(self.delete_memory, page_id, user_id=user_id, everything=everything)
 
+    async def adelete_knowledge(self, knowledge_id: str, *, user_id: str | None = None) -> None:
+        """:meth:`delete_knowledge` in a worker thread."""
+        await asyncio.to_thread(self.delete_knowledge, knowledge_id, user_id=user_id)
+
+    async def adelete_trait(self, name: str, *, user_id: str | None = None) -> None:
+        """:meth:`delete_trait` in a worker thread."""
+        await asyncio.to_thread(self.delete_trait, name, user_id=user_id)
+
     async def aexport_memory(self, user_id: str | None = None) -> dict[str, Any]:
         """:meth:`export_memory` in a worker thread."""
         return await asyncio.to_thread(self.export_memory, user_id)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import cast
+
+import numpy as np
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import ContextUnit, Tier
@@ -31,7 +33,9 @@ class Recall:
     short_term: tuple[ContextUnit, ...] = ()
 
 
-def page_unit(record: Record, tier: Tier, score: float) -> ContextUnit:
+def page_unit(
+    record: Record, tier: Tier, score: float, parts: Mapping[str, float] | None = None
+) -> ContextUnit:
     m = record.metadata
     return ContextUnit(
         id=record.id,
@@ -49,6 +53,7 @@ def page_unit(record: Record, tier: Tier, score: float) -> ContextUnit:
             "created_ns": int(m.get("created_ns", 0)),
             "meta_data": json.loads(str(m.get("meta_json") or "{}")),
         },
+        score_parts=dict(parts or {}),
     )
 
 
@@ -125,6 +130,7 @@ class Retriever:
         if not count:
             return self._finish(user_id, assistant_id, query_vector, [], [], known, top_k)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
+        trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(
             lexical,
             ranking.dense_z(count, known),
@@ -132,6 +138,7 @@ class Retriever:
             query_window(query),
             timed=index.timed_pages(count) if asks else None,
             when=asks,
+            trace=trace,
         )
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
@@ -143,13 +150,15 @@ class Retriever:
             for p in newest
             if index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
         ][-capacity:]
-        recent = [page_unit(records[index.ids[p]], "short_term", float(scores[p])) for p in short]
+        parts = {p: ranking.score_parts(trace, p) for p in dict.fromkeys([*short, *best])}
+        recent = [page_unit(records[index.ids[p]], "short_term", float(scores[p]), parts[p]) for p in short]
         chosen = [p for p in best if p not in set(short) and index.ids[p] in records][:k]
         units = [
             page_unit(
                 records[index.ids[p]],
                 cast(Tier, records[index.ids[p]].metadata.get("tier", "mid_term")),
                 float(scores[p]),
+                parts[p],
             )
             for p in chosen
         ]
@@ -186,15 +195,17 @@ class Retriever:
             if per_kind.get(item.kind, 99) >= self.config.retrieval.top_knowledge:
                 continue
             per_kind[item.kind] += 1
+            dense = (similarity - mean) / std  # knowledge is scored by its dense z-score alone
             units.append(
                 ContextUnit(
                     id=item.id,
                     tier="user_knowledge" if item.kind == "user" else "assistant_knowledge",
                     text=item.text,
-                    score=(similarity - mean) / std,
+                    score=dense,
                     timestamp=_iso(item.updated_s),
                     page_ids=item.page_ids,
                     source_ids=item.source_ids,
+                    score_parts={"dense": dense},
                 )
             )
         units.sort(key=lambda u: u.score, reverse=True)

@@ -155,6 +155,7 @@ def fuse(
     timed: np.ndarray | None = None,
     when: bool | np.ndarray = False,
     weights: Weights = DEFAULT,
+    trace: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """One score per page, in conversation order: z(BM25) + dense z, with its session's best
     score, shared with neighbours.
@@ -162,26 +163,78 @@ def fuse(
     ``timed`` marks pages that place something in time, boosted when the query asks ``when``.
     For many queries at once, ``when`` holds one flag per query and ``window`` one
     ``(start, end)`` row per query (NaN where the query names no period).
+
+    ``trace``, a dict, receives the terms the score was added up from (the arrays computed anyway,
+    no copy; the result is the same with or without it); :func:`score_parts` reads one page's
+    breakdown from them.
     """
     lexical_z = zscore(lexical)
     if weights.adaptive:
-        score = lexical_z + dense_weight(lexical_z, dense, weights.dense)[..., None] * dense
+        dense_term = dense_weight(lexical_z, dense, weights.dense)[..., None] * dense
     else:
-        score = lexical_z + weights.dense * dense
+        dense_term = weights.dense * dense
+    score = lexical_z + dense_term
+    session_term: np.ndarray | float = 0.0
     if score.shape[-1] > 1 and weights.session:
-        score = score + weights.session * session_prior(score, sessions(page_times))
+        session_term = weights.session * session_prior(score, sessions(page_times))
+        score = score + session_term
+    when_term: np.ndarray | float = 0.0
     if timed is not None and weights.when:
         asks = np.asarray(when, dtype=bool)[..., None] if np.ndim(when) else bool(when)
-        score = score + weights.when * (timed & asks)
+        when_term = weights.when * (timed & asks)
+        score = score + when_term
+    shared = score  # what the neighbours share
     score = neighbour_shares(score, weights.previous, weights.next)
+    date_term: np.ndarray | float = 0.0
     if window is not None and weights.date:
         period = np.asarray(window, dtype=np.float64)
         start, end = period[..., 0:1], period[..., 1:2] + DATE_GRACE_S
         if period.ndim == 1:
             start, end = period[0], period[1] + DATE_GRACE_S
-        score = score + weights.date * ((page_times >= start) & (page_times < end))
+        date_term = weights.date * ((page_times >= start) & (page_times < end))
+        score = score + date_term
+    if trace is not None:
+        terms = {"lexical": lexical_z, "dense": dense_term, "session": session_term}
+        terms |= {"when": when_term, "shared": shared, "date": date_term}
+        trace.update({key: np.asarray(value) for key, value in terms.items()})
+        trace["shares"] = np.asarray([weights.previous, weights.next], dtype=np.float64)
+        trace["floor"] = shared.min(axis=-1) if shared.shape[-1] else np.asarray(0.0)  # the ends' neighbour
     fused: np.ndarray = score
     return fused
+
+
+SCORE_PARTS = ("lexical", "dense", "session", "neighbours", "date")
+"""The parts of a page's fused score, as :func:`score_parts` names them."""
+
+
+def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]:
+    """The parts of one page's score from a single query's ``trace`` (filled by :func:`fuse`), in O(1).
+
+    ``lexical`` is the BM25 z-score, ``dense`` the weighted dense z-score, ``session`` the share of
+    the session's best page, ``neighbours`` the shares of the previous and the next page's scores,
+    ``date`` the boost for a page in the period the query names (and the "when" boost, off by
+    default). They add up to the page's fused score (up to rounding).
+    """
+
+    def at(key: str) -> float:
+        value = trace[key]
+        return float(value[position]) if value.ndim else float(value)
+
+    shared = trace["shared"]
+    previous, following = (float(share) for share in trace["shares"])
+    neighbours = 0.0
+    if shared.shape[-1] >= 2 and (previous or following):
+        floor = float(trace["floor"])
+        before = float(shared[position - 1]) if position > 0 else floor
+        after = float(shared[position + 1]) if position + 1 < shared.shape[-1] else floor
+        neighbours = previous * before + following * after
+    return {
+        "lexical": at("lexical"),
+        "dense": at("dense"),
+        "session": at("session"),
+        "neighbours": neighbours,
+        "date": at("date") + at("when"),
+    }
 
 
 def top_positions(scores: np.ndarray, count: int, exclude: Sequence[int] = ()) -> list[int]:

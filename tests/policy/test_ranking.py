@@ -188,3 +188,37 @@ def test_session_prior_is_each_sessions_best_score_on_one_scale() -> None:
     prior = ranking.session_prior(score, session)
     assert prior[0] == prior[1] and prior[1] > prior[4] > prior[2] == prior[3]
     assert ranking.session_prior(score, np.zeros(5, dtype=np.int64)).tolist() == [0.0] * 5
+
+
+@pytest.mark.parametrize("window", [None, (100.0, 5_000.0)])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_score_parts_add_up_to_the_fused_score_and_tracing_changes_nothing(
+    window: tuple[float, float] | None, adaptive: bool
+) -> None:
+    rng = np.random.default_rng(7)
+    count = 40
+    lexical = rng.random(count).astype(np.float32) * 3
+    dense = rng.standard_normal(count).astype(np.float32)
+    times = np.concatenate((np.arange(20) * 60.0, 20_000 + np.arange(20) * 60.0))
+    timed = rng.random(count) > 0.5
+    weights = ranking.Weights(adaptive=adaptive, when=0.4)
+    plain = ranking.fuse(lexical, dense, times, window, timed=timed, when=True, weights=weights)
+    trace: dict[str, np.ndarray] = {}
+    traced = ranking.fuse(lexical, dense, times, window, timed=timed, when=True, weights=weights, trace=trace)
+    assert np.array_equal(plain, traced)  # bit for bit
+    for position in (0, 1, 19, 20, count - 1):
+        parts = ranking.score_parts(trace, position)
+        assert tuple(parts) == ranking.SCORE_PARTS
+        assert sum(parts.values()) == pytest.approx(float(plain[position]), abs=1e-4)
+    assert any(ranking.score_parts(trace, p)["session"] != 0 for p in range(count))
+    dates = [ranking.score_parts(trace, p)["date"] for p in range(count)]
+    in_window = [window is not None and window[0] <= t < window[1] + ranking.DATE_GRACE_S for t in times]
+    assert dates == pytest.approx([0.4 * asked + 0.5 * inside for asked, inside in zip(timed, in_window)])
+
+
+def test_score_parts_of_a_single_page_have_no_neighbours() -> None:
+    trace: dict[str, np.ndarray] = {}
+    fused = ranking.fuse(np.array([2.0]), np.array([0.5]), np.array([0.0]), None, trace=trace)
+    parts = ranking.score_parts(trace, 0)
+    assert parts["neighbours"] == 0.0 and parts["session"] == 0.0
+    assert sum(parts.values()) == pytest.approx(float(fused[0]))
