@@ -1,0 +1,139 @@
+"""Lexical signals beyond a page's own BM25: how much of the query a page covers, and the page's
+words read together with its neighbours'.
+
+BM25 saturates each term, so a page that repeats one query word can outrank one that matches
+every word once; and in a conversation the words of a question and of its answer are often split
+between a page and the next. Two signals address these, both from the postings of the query's
+terms (no second index, no English rules):
+
+- coverage: the share of the query's distinct idf mass that a page matches (1 when it holds every
+  query term), which scales the page's BM25 by ``1 + COVERAGE_WEIGHT * coverage``;
+- neighbour text: BM25 of the page's words plus ``NEIGHBOUR_TEXT_SHARE`` of the previous and next
+  pages' (term counts and lengths alike), z-scaled and added with ``NEIGHBOUR_TEXT_WEIGHT`` to the
+  page's own z-scaled BM25.
+
+Cross-validated by conversation on LoCoMo (``memoryos bench fusion``, README): R@5 +2.0 and R@10
++0.9 held out, better in 10 and 8 of 10 conversations. Query-term pseudo-relevance feedback (RM3),
+Rocchio on the vectors and a query-likelihood score were measured the same way and not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+COVERAGE_WEIGHT = 1.0
+"""A page matching all of the query's idf mass has its BM25 scaled by 1 + this (0: off)."""
+NEIGHBOUR_TEXT_SHARE = 0.5
+"""Share of the previous and next pages' term counts (and lengths) read with a page's own."""
+NEIGHBOUR_TEXT_WEIGHT = 1.0
+"""Weight of the neighbour-text BM25's z-score against the page's own BM25's (0: off)."""
+
+Posting = tuple[np.ndarray, np.ndarray]
+"""One query term's pages (positions, ascending) and its count in each."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights of :func:`lexical`; the defaults are the module's constants."""
+
+    coverage: float = COVERAGE_WEIGHT
+    neighbour_share: float = NEIGHBOUR_TEXT_SHARE
+    neighbour_text: float = NEIGHBOUR_TEXT_WEIGHT
+
+
+DEFAULT = Weights()
+
+
+def idf(frequency: np.ndarray | int, count: int) -> np.ndarray:
+    """BM25's idf of terms found in ``frequency`` of ``count`` pages (as the page index weighs them)."""
+    df = np.asarray(frequency, dtype=np.float64)
+    weight: np.ndarray = np.log1p((count - df + 0.5) / (df + 0.5))
+    return weight
+
+
+def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
+    """Each page's share of the query terms' idf mass (terms given once each; 0 when none matches).
+
+    A term no page holds adds no mass: it cannot tell pages apart.
+    """
+    covered = np.zeros(count, dtype=np.float64)
+    total = 0.0
+    for where, _ in postings:
+        if len(where):
+            weight = float(idf(len(where), count))
+            covered[where] += weight
+            total += weight
+    share: np.ndarray = covered / total if total > 0 else covered
+    return share
+
+
+def _with_neighbours(values: np.ndarray, share: float) -> np.ndarray:
+    padded = np.concatenate(([0.0], values, [0.0]))
+    spread: np.ndarray = values + share * (padded[:-2] + padded[2:])
+    return spread
+
+
+def neighbour_bm25(
+    postings: Sequence[Posting], lengths: np.ndarray, share: float, k1: float, b: float
+) -> np.ndarray:
+    """BM25 of every page read as its own words plus ``share`` of the previous and next page's.
+
+    ``lengths`` holds every page's length in conversation order (its size is the page count); a
+    term keeps its idf over the pages themselves. Work per term is in its posting's length.
+    """
+    count = len(lengths)
+    scores = np.zeros(count, dtype=np.float64)
+    if not count:
+        return scores
+    window_lengths = _with_neighbours(lengths.astype(np.float64), share)
+    norm = k1 * (1 - b + b * window_lengths / max(float(window_lengths.mean()), 1e-9))
+    for where, counts in postings:
+        if not len(where):
+            continue
+        pages = np.concatenate((where, where - 1, where + 1))
+        amounts = np.concatenate((counts, share * counts, share * counts)).astype(np.float64)
+        inside = (pages >= 0) & (pages < count)
+        held, slot = np.unique(pages[inside], return_inverse=True)
+        window = np.bincount(slot, weights=amounts[inside], minlength=len(held))
+        weight = float(idf(len(where), count))
+        scores[held] += weight * window * (k1 + 1) / (window + norm[held])
+    return scores
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    scaled: np.ndarray = (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+    return scaled
+
+
+def lexical(
+    bm25: np.ndarray,
+    postings: Sequence[Posting],
+    lengths: np.ndarray,
+    *,
+    k1: float,
+    b: float,
+    weights: Weights = DEFAULT,
+) -> np.ndarray:
+    """The lexical score of every page: its BM25 (``bm25``) scaled by its query-term coverage, z-scaled,
+    plus the z-scaled BM25 of its words with its neighbours'. The page's BM25 unchanged when both
+    weights are 0 (it is z-scaled downstream either way).
+
+    ``postings`` holds each distinct query term's pages among the ``len(bm25)`` pages in
+    conversation order, ``lengths`` their lengths (the words BM25 counted), ``k1`` and ``b``
+    the page index's BM25 parameters.
+    """
+    count = len(bm25)
+    if not count or not (weights.coverage or weights.neighbour_text):
+        return bm25
+    score = bm25.astype(np.float64)
+    if weights.coverage:
+        score = score * (1.0 + weights.coverage * coverage(postings, count))
+    if not weights.neighbour_text:
+        return score.astype(np.float32)
+    around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b)
+    combined: np.ndarray = (_z(score) + weights.neighbour_text * _z(around)).astype(np.float32)
+    return combined
