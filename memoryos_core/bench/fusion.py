@@ -290,6 +290,44 @@ def ablation(evaluation: Evaluation, base: Variant, k_index: int = 1) -> list[di
     return rows
 
 
+TERM_GRID: dict[str, tuple[float, ...]] = {
+    "coverage": (0.0, 0.5, 1.0, 2.0),
+    "neighbour_text": (0.0, 0.5, 1.0, 2.0),
+}
+"""term_context's weights tuned on the training conversations of each fold (16 variants, one of them off)."""
+
+
+def _folds(evaluation: Evaluation, variant: Variant, k_index: int) -> np.ndarray:
+    rows = evaluation.rows(variant)[:, k_index]
+    return np.array(
+        [100 * rows[evaluation.conversation == i].mean() for i in range(len(evaluation.features))]
+    )
+
+
+def _deltas(values: np.ndarray) -> dict[str, Any]:
+    return {**spread(values.tolist()), "better": int((values > 0).sum()), "worse": int((values < 0).sum())}
+
+
+def term_signals(evaluation: Evaluation, base: Variant) -> list[dict[str, Any]]:
+    """At each k, held-out recall gained by query-term coverage and neighbour text over the ranking
+    without them: with the shipped weights, and with the weights best on the other conversations."""
+    off = with_weights(base, coverage=0.0, neighbour_text=0.0)
+    variants = grid(base, TERM_GRID)
+    rows = []
+    for k_index, k in enumerate(evaluation.ks):
+        without = _folds(evaluation, off, k_index)
+        held, _ = cross_validate(evaluation, variants, k_index)
+        rows.append(
+            {
+                "k": k,
+                "without": spread(without.tolist()),
+                "shipped": _deltas(_folds(evaluation, base, k_index) - without),
+                "tuned": _deltas(np.asarray(held) - without),
+            }
+        )
+    return rows
+
+
 def run_fusion(
     features: Sequence[ConversationFeatures], ks: tuple[int, ...] = (5, 10, 25, 50)
 ) -> dict[str, Any]:
@@ -317,4 +355,5 @@ def run_fusion(
             "tuned_weights": [{name: getattr(v.weights, name) for name in GRID} for v in chosen],
         },
         "ablation": ablation(evaluation, base, k_index),
+        "term_signals": term_signals(evaluation, base),
     }

@@ -82,7 +82,7 @@ def neighbour_bm25(
     """BM25 of every page read as its own words plus ``share`` of the previous and next page's.
 
     ``lengths`` holds every page's length in conversation order (its size is the page count); a
-    term keeps its idf over the pages themselves. Work per term is in its posting's length.
+    term keeps its idf over the pages themselves.
     """
     count = len(lengths)
     scores = np.zeros(count, dtype=np.float64)
@@ -90,16 +90,21 @@ def neighbour_bm25(
         return scores
     window_lengths = _with_neighbours(lengths.astype(np.float64), share)
     norm = k1 * (1 - b + b * window_lengths / max(float(window_lengths.mean()), 1e-9))
+    window = np.zeros(count + 2, dtype=np.float64)  # padded: page p at p + 1
     for where, counts in postings:
         if not len(where):
             continue
-        pages = np.concatenate((where, where - 1, where + 1))
-        amounts = np.concatenate((counts, share * counts, share * counts)).astype(np.float64)
-        inside = (pages >= 0) & (pages < count)
-        held, slot = np.unique(pages[inside], return_inverse=True)
-        window = np.bincount(slot, weights=amounts[inside], minlength=len(held))
-        weight = float(idf(len(where), count))
-        scores[held] += weight * window * (k1 + 1) / (window + norm[held])
+        # Positions are distinct and ascending, so each += below touches a page once (no np.add.at).
+        window[where + 1] += counts
+        window[where] += share * counts
+        window[where + 2] += share * counts
+        pages = np.concatenate((where - 1, where, where + 1))
+        pages = pages[(pages >= 0) & (pages < count)]
+        tf = window[pages + 1]
+        # A page listed twice (next to two holders) gets the same value twice: a buffered += adds it once.
+        scores[pages] += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm[pages])
+        window[pages + 1] = 0.0
+        window[0] = window[-1] = 0.0
     return scores
 
 

@@ -55,6 +55,26 @@ def test_neighbour_bm25_reads_a_page_with_half_of_each_neighbours_words() -> Non
     assert got[0] > 0 and got[2] > 0 and got[3] == got[4] == 0  # the neighbours share it, no further
 
 
+def test_neighbour_bm25_equals_bm25_over_the_pages_merged_with_their_neighbours() -> None:
+    """Terms in adjacent pages (a page next to two holders, holders next to each other)."""
+    rng = np.random.default_rng(4)
+    words = ["red", "blue", "green", "cat", "dog", "tree", "sun", "rain"]
+    documents = [" ".join(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(30)]
+    _, postings, lengths = _signals(documents, "red cat rain")
+    count, share = len(documents), 0.5
+    got = term_context.neighbour_bm25(postings, lengths, share, K1, B)
+    counts = np.zeros((count, len(postings)))
+    for column, (where, freqs) in enumerate(postings):
+        counts[where, column] = freqs
+    padded = np.vstack([np.zeros((1, len(postings))), counts, np.zeros((1, len(postings)))])
+    window = counts + share * (padded[:-2] + padded[2:])
+    merged = lengths + share * (np.r_[0.0, lengths[:-1]] + np.r_[lengths[1:], 0.0])
+    norm = K1 * (1 - B + B * merged / merged.mean())
+    weights = [term_context.idf(len(where), count) for where, _ in postings]
+    expected = (weights * window * (K1 + 1) / (window + norm[:, None])).sum(axis=1)
+    assert np.allclose(got, expected) and (np.diff(postings[0][0]) == 1).any()
+
+
 def test_coverage_lifts_the_page_holding_every_query_word_over_one_repeating_a_word() -> None:
     documents = [
         "lemon lemon lemon lemon",
