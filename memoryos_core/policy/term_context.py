@@ -8,13 +8,16 @@ terms (no second index, no English rules):
 
 - coverage: the share of the query's distinct idf mass that a page matches (1 when it holds every
   query term), which scales the page's BM25 by ``1 + COVERAGE_WEIGHT * coverage``;
-- neighbour text: BM25 of the page's words plus ``NEIGHBOUR_TEXT_SHARE`` of the previous and next
-  pages' (term counts and lengths alike), z-scaled and added with ``NEIGHBOUR_TEXT_WEIGHT`` to the
-  page's own z-scaled BM25.
+- neighbour text: for a page holding at least one query word, BM25 of its words plus
+  ``NEIGHBOUR_TEXT_SHARE`` of the previous and next pages' (term counts and lengths alike), z-scaled
+  and added with ``NEIGHBOUR_TEXT_WEIGHT`` to the page's own z-scaled BM25. A page holding none gets
+  nothing from it: in a chat that changes subject every turn, the neighbours of a match would
+  otherwise outrank the page the embedder finds (the reply after a match is already lifted by
+  ``ranking``'s score shares).
 
-Cross-validated by conversation on LoCoMo (``memoryos bench fusion``, README): R@5 +2.0 and R@10
-+0.9 held out, better in 10 and 8 of 10 conversations. Query-term pseudo-relevance feedback (RM3),
-Rocchio on the vectors and a query-likelihood score were measured the same way and not kept.
+Cross-validated by conversation on LoCoMo (``memoryos bench fusion``, README). Pseudo-relevance
+feedback (RM3 on words, Rocchio on vectors) and a query-likelihood score were measured the same
+way and not kept.
 """
 
 from __future__ import annotations
@@ -71,15 +74,22 @@ def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
 
 
 def _with_neighbours(values: np.ndarray, share: float) -> np.ndarray:
-    padded = np.concatenate(([0.0], values, [0.0]))
-    spread: np.ndarray = values + share * (padded[:-2] + padded[2:])
+    """``values`` plus ``share`` of the previous and next values; at either end the one neighbour
+    counts twice, so that the first and last pages are read like the others."""
+    if len(values) < 2:
+        alone: np.ndarray = values.copy()
+        return alone
+    before = np.concatenate((values[1:2], values[:-1]))
+    after = np.concatenate((values[1:], values[-2:-1]))
+    spread: np.ndarray = values + share * (before + after)
     return spread
 
 
 def neighbour_bm25(
     postings: Sequence[Posting], lengths: np.ndarray, share: float, k1: float, b: float
 ) -> np.ndarray:
-    """BM25 of every page read as its own words plus ``share`` of the previous and next page's.
+    """BM25 of every page read as its own words plus ``share`` of the previous and next page's (the
+    first and last pages read their one neighbour twice, as ``_with_neighbours`` does).
 
     ``lengths`` holds every page's length in conversation order (its size is the page count); a
     term keeps its idf over the pages themselves.
@@ -98,6 +108,9 @@ def neighbour_bm25(
         window[where + 1] += counts
         window[where] += share * counts
         window[where + 2] += share * counts
+        if count > 1:  # the ends: their one neighbour twice
+            window[1] += share * float(counts[where == 1].sum())
+            window[count] += share * float(counts[where == count - 2].sum())
         pages = np.concatenate((where - 1, where, where + 1))
         pages = pages[(pages >= 0) & (pages < count)]
         tf = window[pages + 1]
@@ -109,8 +122,10 @@ def neighbour_bm25(
 
 
 def _z(values: np.ndarray) -> np.ndarray:
-    std = float(values.std())
-    scaled: np.ndarray = (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+    """z-scores; zeros when all values are equal (exactly: their rounded spread is not a signal)."""
+    if not len(values) or values.max() == values.min():
+        return np.zeros_like(values)
+    scaled: np.ndarray = (values - values.mean()) / values.std()
     return scaled
 
 
@@ -124,8 +139,9 @@ def lexical(
     weights: Weights = DEFAULT,
 ) -> np.ndarray:
     """The lexical score of every page: its BM25 (``bm25``) scaled by its query-term coverage, z-scaled,
-    plus the z-scaled BM25 of its words with its neighbours'. The page's BM25 unchanged when both
-    weights are 0 (it is z-scaled downstream either way).
+    plus the z-scaled BM25 of its words with its neighbours' where it holds a query word itself;
+    given back on BM25's own mean and spread (so that a breakdown of the score reads it as BM25),
+    and ``bm25`` itself when neither signal tells the pages apart (or both weights are 0).
 
     ``postings`` holds each distinct query term's pages among the ``len(bm25)`` pages in
     conversation order, ``lengths`` their lengths (the words BM25 counted), ``k1`` and ``b``
@@ -137,8 +153,14 @@ def lexical(
     score = bm25.astype(np.float64)
     if weights.coverage:
         score = score * (1.0 + weights.coverage * coverage(postings, count))
-    if not weights.neighbour_text:
-        return score.astype(np.float32)
-    around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b)
-    combined: np.ndarray = (_z(score) + weights.neighbour_text * _z(around)).astype(np.float32)
-    return combined
+    combined = _z(score)
+    if weights.neighbour_text:
+        around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b)
+        combined = combined + weights.neighbour_text * _z(np.where(bm25 > 0, around, 0.0))
+    if not combined.any():
+        return bm25
+    spread = float(np.std(bm25, dtype=np.float64))
+    rescaled: np.ndarray = (float(np.mean(bm25, dtype=np.float64)) + (spread or 1.0) * combined).astype(
+        np.float32
+    )
+    return rescaled

@@ -47,10 +47,11 @@ def test_neighbour_bm25_reads_a_page_with_half_of_each_neighbours_words() -> Non
     documents = ["where did you go", "Paris with my sister", "nice", "unrelated chess talk", "more chess"]
     _, postings, lengths = _signals(documents, "sister")
     got = term_context.neighbour_bm25(postings, lengths, 0.5, K1, B)
-    window = lengths + 0.5 * (np.r_[0.0, lengths[:-1]] + np.r_[lengths[1:], 0.0])
+    # The first page has one neighbour: it counts twice (as the last page's would).
+    window = lengths + 0.5 * (np.r_[lengths[1], lengths[:-1]] + np.r_[lengths[1:], lengths[-2]])
     norm = K1 * (1 - B + B * window / window.mean())
     weight = math.log1p((5 - 1 + 0.5) / (1 + 0.5))  # one page holds "sister"
-    expected = [weight * tf * (K1 + 1) / (tf + n) if tf else 0.0 for tf, n in zip([0.5, 1, 0.5, 0, 0], norm)]
+    expected = [weight * tf * (K1 + 1) / (tf + n) if tf else 0.0 for tf, n in zip([1, 1, 0.5, 0, 0], norm)]
     assert np.allclose(got, expected)
     assert got[0] > 0 and got[2] > 0 and got[3] == got[4] == 0  # the neighbours share it, no further
 
@@ -66,13 +67,22 @@ def test_neighbour_bm25_equals_bm25_over_the_pages_merged_with_their_neighbours(
     counts = np.zeros((count, len(postings)))
     for column, (where, freqs) in enumerate(postings):
         counts[where, column] = freqs
-    padded = np.vstack([np.zeros((1, len(postings))), counts, np.zeros((1, len(postings)))])
+    padded = np.vstack([counts[1:2], counts, counts[-2:-1]])  # at the ends, the one neighbour twice
     window = counts + share * (padded[:-2] + padded[2:])
-    merged = lengths + share * (np.r_[0.0, lengths[:-1]] + np.r_[lengths[1:], 0.0])
+    merged = lengths + share * (np.r_[lengths[1], lengths[:-1]] + np.r_[lengths[1:], lengths[-2]])
     norm = K1 * (1 - B + B * merged / merged.mean())
-    weights = [term_context.idf(len(where), count) for where, _ in postings]
+    weights = np.array([term_context.idf(len(where), count) for where, _ in postings])
     expected = (weights * window * (K1 + 1) / (window + norm[:, None])).sum(axis=1)
     assert np.allclose(got, expected) and (np.diff(postings[0][0]) == 1).any()
+    held = {int(p) for where, _ in postings for p in where}
+    assert {1, count - 2} & held  # an end page reads a neighbour that holds a query word
+
+
+def test_identical_pages_read_alike_at_the_ends_of_the_conversation() -> None:
+    documents = ["tomatoes in my garden"] * 6
+    _, postings, lengths = _signals(documents, "garden tomatoes")
+    around = term_context.neighbour_bm25(postings, lengths, 0.5, K1, B)
+    assert np.allclose(around, around[0])
 
 
 def test_coverage_lifts_the_page_holding_every_query_word_over_one_repeating_a_word() -> None:
@@ -88,31 +98,46 @@ def test_coverage_lifts_the_page_holding_every_query_word_over_one_repeating_a_w
     assert plain is bm25  # both signals off: the page index's BM25 itself
     only = term_context.Weights(coverage=1.0, neighbour_text=0.0)
     scaled = term_context.lexical(bm25, postings, lengths, k1=K1, b=B, weights=only)
-    assert np.allclose(scaled, bm25 * (1 + term_context.coverage(postings, len(bm25))))
+    expected = bm25 * (1 + term_context.coverage(postings, len(bm25)))
+    # On BM25's mean and spread: the same z-scores as the scaled BM25's.
+    assert np.allclose(
+        (scaled - bm25.mean()) / bm25.std(), (expected - expected.mean()) / expected.std(), atol=1e-5
+    )
     assert scaled[1] > scaled[0]
 
 
-def test_neighbour_text_lifts_the_answer_after_the_question() -> None:
-    """A question split across pages: its words in one page, the answer (no query word) in the next."""
+def test_neighbour_text_lifts_a_match_whose_neighbours_hold_the_other_query_words() -> None:
+    """Two pages say "trail"; only one sits in an exchange about the mountain."""
     documents = [
         *[f"small talk about chess game {n}" for n in range(6)],
-        "which trail did you take up the mountain",
-        "the northern ridge, very steep",
-        "the mountain cabin had no heating",
+        "which trail did you take",
+        "the northern one, up the mountain ridge",
         *[f"more small talk about chess game {n}" for n in range(6)],
+        "that trail",
+        *[f"and more small talk about chess game {n}" for n in range(6)],
     ]
-    bm25, postings, lengths = _signals(documents, "trail up the mountain")
+    bm25, postings, lengths = _signals(documents, "trail mountain")
+    plain, elsewhere = 6, 14
+    assert bm25[elsewhere] > bm25[plain]  # the shorter page: BM25 alone puts it first
     score = term_context.lexical(bm25, postings, lengths, k1=K1, b=B)
-    reply = 7
-    assert bm25[reply] == 0.0 and score[reply] > np.median(score)
-    assert score[reply] > score[0]
+    assert score[plain] > score[elsewhere]
     off = term_context.Weights(coverage=1.0, neighbour_text=0.0)
-    assert np.argsort(-term_context.lexical(bm25, postings, lengths, k1=K1, b=B, weights=off))[
-        :2
-    ].tolist() == [
-        6,
-        8,
+    unshared = term_context.lexical(bm25, postings, lengths, k1=K1, b=B, weights=off)
+    assert unshared[elsewhere] > unshared[plain]
+
+
+def test_neighbour_text_leaves_pages_without_a_query_word_alone() -> None:
+    """A chat that changes subject every turn: the match's neighbours must not rise above the rest."""
+    documents = [
+        f"topic {n} talk about {word}" for n, word in enumerate("cats rain ramen cello tokyo".split())
     ]
+    bm25, postings, lengths = _signals(documents, "ramen food")
+    score = term_context.lexical(bm25, postings, lengths, k1=K1, b=B)
+    assert np.argmax(score) == 2
+    others = np.delete(score, 2)
+    assert np.allclose(others, others[0])  # the neighbours (1 and 3) score as the far pages do
+    around = term_context.neighbour_bm25(postings, lengths, 0.5, K1, B)
+    assert around[1] > 0 and around[3] > 0  # though their window holds the word
 
 
 def test_no_page_or_no_matching_word_leaves_the_scores_alone() -> None:
@@ -120,7 +145,9 @@ def test_no_page_or_no_matching_word_leaves_the_scores_alone() -> None:
     assert term_context.lexical(empty, [], empty, k1=K1, b=B).shape == (0,)
     bm25, postings, lengths = _signals(["alpha beta", "gamma"], "zeta")
     assert postings == []
-    assert np.array_equal(term_context.lexical(bm25, postings, lengths, k1=K1, b=B), np.zeros(2))
+    assert term_context.lexical(bm25, postings, lengths, k1=K1, b=B) is bm25
+    same, postings, lengths = _signals(["tomato garden"] * 5, "garden")
+    assert term_context.lexical(same, postings, lengths, k1=K1, b=B) is same  # nothing tells them apart
 
 
 def test_matches_leaves_out_pages_added_after_the_snapshot() -> None:
