@@ -22,6 +22,7 @@ way and not kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -73,60 +74,61 @@ def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
     return share
 
 
-def _with_neighbours(values: np.ndarray, share: float) -> np.ndarray:
-    """``values`` plus ``share`` of the previous and next values; at either end the one neighbour
-    counts twice, so that the first and last pages are read like the others."""
-    if len(values) < 2:
-        alone: np.ndarray = values.copy()
-        return alone
-    before = np.concatenate((values[1:2], values[:-1]))
-    after = np.concatenate((values[1:], values[-2:-1]))
-    spread: np.ndarray = values + share * (before + after)
-    return spread
+def _neighbours(at: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The previous and next page of each page ``at``; at either end the one neighbour stands for
+    both, so that the first and last pages are read like the others."""
+    if count < 2:
+        return at, at
+    return np.where(at == 0, 1, at - 1), np.where(at == count - 1, count - 2, at + 1)
 
 
 def neighbour_bm25(
-    postings: Sequence[Posting], lengths: np.ndarray, share: float, k1: float, b: float
+    postings: Sequence[Posting],
+    lengths: np.ndarray,
+    share: float,
+    k1: float,
+    b: float,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
-    """BM25 of every page read as its own words plus ``share`` of the previous and next page's (the
-    first and last pages read their one neighbour twice, as ``_with_neighbours`` does).
+    """BM25 of the pages ``at`` (all by default) read as their own words plus ``share`` of the previous
+    and next page's, term counts and lengths alike (at the ends, the one neighbour twice).
 
     ``lengths`` holds every page's length in conversation order (its size is the page count); a
-    term keeps its idf over the pages themselves.
+    term keeps its idf over the pages themselves. The work is in ``len(at)`` and the postings'
+    lengths, plus one scratch array of the page count.
     """
     count = len(lengths)
-    scores = np.zeros(count, dtype=np.float64)
-    if not count:
+    at = np.arange(count) if at is None else at
+    scores = np.zeros(len(at), dtype=np.float64)
+    if not count or not len(at):
         return scores
-    window_lengths = _with_neighbours(lengths.astype(np.float64), share)
-    norm = k1 * (1 - b + b * window_lengths / max(float(window_lengths.mean()), 1e-9))
-    window = np.zeros(count + 2, dtype=np.float64)  # padded: page p at p + 1
+    lengths = lengths.astype(np.float64)
+    before, after = _neighbours(at, count)
+    window_lengths = lengths[at] + share * (lengths[before] + lengths[after])
+    total = float(lengths.sum())
+    if count > 1:  # every window's length summed, the ends' mirrored neighbour included
+        total += share * (2 * total - lengths[-1] + lengths[1] - lengths[0] + lengths[-2])
+    norm = k1 * (1 - b + b * window_lengths / max(total / count, 1e-9))
+    own = np.zeros(count, dtype=np.float64)
     for where, counts in postings:
         if not len(where):
             continue
-        # Positions are distinct and ascending, so each += below touches a page once (no np.add.at).
-        window[where + 1] += counts
-        window[where] += share * counts
-        window[where + 2] += share * counts
-        if count > 1:  # the ends: their one neighbour twice
-            window[1] += share * float(counts[where == 1].sum())
-            window[count] += share * float(counts[where == count - 2].sum())
-        pages = np.concatenate((where - 1, where, where + 1))
-        pages = pages[(pages >= 0) & (pages < count)]
-        tf = window[pages + 1]
-        # A page listed twice (next to two holders) gets the same value twice: a buffered += adds it once.
-        scores[pages] += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm[pages])
-        window[pages + 1] = 0.0
-        window[0] = window[-1] = 0.0
+        own[where] = counts
+        tf = own[at] + share * (own[before] + own[after])
+        scores += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm)
+        own[where] = 0.0
     return scores
 
 
-def _z(values: np.ndarray) -> np.ndarray:
-    """z-scores; zeros when all values are equal (exactly: their rounded spread is not a signal)."""
-    if not len(values) or values.max() == values.min():
-        return np.zeros_like(values)
-    scaled: np.ndarray = (values - values.mean()) / values.std()
-    return scaled
+def _z_of_held(values: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+    """z-scores of ``count`` values of which ``values`` are given and the others are 0: those of the
+    given ones and the one of the rest (all zeros when every value is equal)."""
+    rest = count - len(values)
+    if values.max() == values.min() and (not rest or values.max() == 0):
+        return np.zeros_like(values), 0.0
+    mean = float(values.sum()) / count
+    spread = math.sqrt((float(np.square(values - mean).sum()) + rest * mean * mean) / count)
+    return (values - mean) / spread, -mean / spread
 
 
 def lexical(
@@ -145,22 +147,27 @@ def lexical(
 
     ``postings`` holds each distinct query term's pages among the ``len(bm25)`` pages in
     conversation order, ``lengths`` their lengths (the words BM25 counted), ``k1`` and ``b``
-    the page index's BM25 parameters.
+    the page index's BM25 parameters. Pages without a query word all get one score, so the work
+    is in the pages holding one (and one pass over the scores).
     """
     count = len(bm25)
-    if not count or not (weights.coverage or weights.neighbour_text):
+    held = np.flatnonzero(bm25 > 0)
+    if not len(held) or not (weights.coverage or weights.neighbour_text):
         return bm25
-    score = bm25.astype(np.float64)
-    if weights.coverage:
-        score = score * (1.0 + weights.coverage * coverage(postings, count))
-    combined = _z(score)
+    own = bm25[held].astype(np.float64)
+    score = own * (1.0 + weights.coverage * coverage(postings, count)[held]) if weights.coverage else own
+    combined, rest = _z_of_held(score, count)
     if weights.neighbour_text:
-        around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b)
-        combined = combined + weights.neighbour_text * _z(np.where(bm25 > 0, around, 0.0))
-    if not combined.any():
+        around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b, at=held)
+        around_z, around_rest = _z_of_held(around, count)
+        combined, rest = (
+            combined + weights.neighbour_text * around_z,
+            rest + weights.neighbour_text * around_rest,
+        )
+    if not combined.any() and not rest:
         return bm25
-    spread = float(np.std(bm25, dtype=np.float64))
-    rescaled: np.ndarray = (float(np.mean(bm25, dtype=np.float64)) + (spread or 1.0) * combined).astype(
-        np.float32
-    )
-    return rescaled
+    center = float(own.sum()) / count  # BM25's own mean and spread, from its nonzero scores
+    spread = math.sqrt((float(np.square(own - center).sum()) + (count - len(held)) * center**2) / count)
+    out = np.full(count, center + (spread or 1.0) * rest, dtype=np.float32)
+    out[held] = center + (spread or 1.0) * combined
+    return out

@@ -156,3 +156,24 @@ def test_matches_leaves_out_pages_added_after_the_snapshot() -> None:
     index.add("late", "apple crumble", 3.0)
     postings, lengths = index.matches(["appl", "appl", "pie"], count)
     assert sorted(p[0].tolist() for p in postings) == [[0], [0, 1]] and len(lengths) == 2
+
+
+def test_lexical_is_the_two_z_scores_on_bm25s_mean_and_spread() -> None:
+    """Computed over the matching pages only; checked here against the whole-array formula."""
+    rng = np.random.default_rng(8)
+    words = ["river", "boat", "fish", "bread", "oven", "kite", "wind", "snow", "ski", "tea"]
+    documents = [" ".join(rng.choice(words, size=int(rng.integers(1, 7)))) for _ in range(60)]
+    bm25, postings, lengths = _signals(documents, "river boat wind")
+    assert 0 < np.count_nonzero(bm25) < len(bm25)
+    got = term_context.lexical(bm25, postings, lengths, k1=K1, b=B)
+
+    def z(values: np.ndarray) -> np.ndarray:
+        scaled: np.ndarray = (values - values.mean()) / values.std()
+        return scaled
+
+    scaled = bm25 * (1 + term_context.coverage(postings, len(bm25)))
+    around = np.where(bm25 > 0, term_context.neighbour_bm25(postings, lengths, 0.5, K1, B), 0.0)
+    expected = bm25.mean() + bm25.std() * (z(scaled) + z(around))
+    assert np.allclose(got, expected, atol=1e-4)
+    at = np.flatnonzero(bm25)
+    assert np.allclose(term_context.neighbour_bm25(postings, lengths, 0.5, K1, B, at=at), around[at])
