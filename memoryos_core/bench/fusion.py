@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from memoryos_core.bench.fusion_data import ConversationFeatures
-from memoryos_core.policy import ranking
+from memoryos_core.engine.lexical import K1, B
+from memoryos_core.policy import ranking, term_context
 
 CANDIDATES = 50
 """Dense candidates the engine fetches (``RetrievalConfig.candidate_pages``)."""
@@ -43,11 +44,41 @@ class Variant:
 
     weights: ranking.Weights = ranking.DEFAULT
     stem: bool = True
+    terms: term_context.Weights = term_context.DEFAULT
+    """Query-term coverage and neighbour text (their postings stay stemmed when ``stem`` is off)."""
 
 
-def scores(f: ConversationFeatures, variant: Variant) -> np.ndarray:
-    """Questions x pages fused scores of one conversation."""
-    lexical = f.lexical if variant.stem else f.lexical_raw
+def postings(f: ConversationFeatures) -> list[list[term_context.Posting]]:
+    """Each question's distinct terms' postings (pages ascending, counts), from the cached term counts."""
+    pages = np.repeat(np.arange(len(f.page_ptr) - 1), np.diff(f.page_ptr))
+    order = np.argsort(f.page_term, kind="stable")  # term-major; pages stay ascending within a term
+    terms, where, counts = f.page_term[order], pages[order], f.page_count[order]
+    starts = np.searchsorted(terms, np.arange(int(terms.max(initial=-1)) + 2))
+    rows = []
+    for q in range(len(f.query_ptr) - 1):
+        asked = np.unique(f.query_term[f.query_ptr[q] : f.query_ptr[q + 1]])
+        rows.append([(where[starts[t] : starts[t + 1]], counts[starts[t] : starts[t + 1]]) for t in asked])
+    return rows
+
+
+def term_lexical(f: ConversationFeatures, lexical: np.ndarray, weights: term_context.Weights) -> np.ndarray:
+    """Questions x pages :func:`term_context.lexical` of ``lexical`` (the pages' BM25)."""
+    if not (weights.coverage or weights.neighbour_text) or not lexical.shape[-1]:
+        return lexical
+    pages = len(f.page_ptr) - 1
+    lengths = np.bincount(np.repeat(np.arange(pages), np.diff(f.page_ptr)), f.page_count, minlength=pages)
+    return np.stack(
+        [
+            term_context.lexical(row, found, lengths, k1=K1, b=B, weights=weights)
+            for row, found in zip(lexical, postings(f))
+        ]
+    )
+
+
+def scores(f: ConversationFeatures, variant: Variant, lexical: np.ndarray | None = None) -> np.ndarray:
+    """Questions x pages fused scores of one conversation (``lexical``: its term_lexical, if known)."""
+    if lexical is None:
+        lexical = term_lexical(f, f.lexical if variant.stem else f.lexical_raw, variant.terms)
     return ranking.fuse(
         lexical,
         candidate_dense_z(f.dense),
@@ -118,12 +149,25 @@ class Evaluation:
         self.conversation = np.concatenate([np.full(len(f.evidence), i) for i, f in enumerate(self.features)])
         self.categories = np.concatenate([f.categories for f in self.features])
         self._cache: dict[Variant, np.ndarray] = {}
+        self._lexical: dict[tuple[int, bool, term_context.Weights], np.ndarray] = {}
+
+    def lexical(self, position: int, variant: Variant) -> np.ndarray:
+        """The lexical scores of conversation ``position`` under ``variant`` (cached: they do not
+        depend on the fusion weights)."""
+        key = (position, variant.stem, variant.terms)
+        if key not in self._lexical:
+            f = self.features[position]
+            self._lexical[key] = term_lexical(f, f.lexical if variant.stem else f.lexical_raw, variant.terms)
+        return self._lexical[key]
 
     def rows(self, variant: Variant) -> np.ndarray:
         """All questions x ks recall of ``variant`` (cached)."""
         if variant not in self._cache:
             self._cache[variant] = np.concatenate(
-                [scorer.recall(scores(scorer.features, variant)) for scorer in self.scorers]
+                [
+                    scorer.recall(scores(scorer.features, variant, self.lexical(i, variant)))
+                    for i, scorer in enumerate(self.scorers)
+                ]
             )
         return self._cache[variant]
 
@@ -149,9 +193,14 @@ def grid(base: Variant, axes: Mapping[str, Sequence[float]]) -> list[Variant]:
     return variants
 
 
+_TERM_WEIGHTS = {"coverage", "neighbour_share", "neighbour_text"}
+
+
 def with_weights(variant: Variant, **changes: Any) -> Variant:
-    """``variant`` with some of its weights changed."""
-    return replace(variant, weights=replace(variant.weights, **changes))
+    """``variant`` with some of its weights changed (fusion weights, or term_context's by name)."""
+    terms = {name: value for name, value in changes.items() if name in _TERM_WEIGHTS}
+    fused = {name: value for name, value in changes.items() if name not in _TERM_WEIGHTS}
+    return replace(variant, weights=replace(variant.weights, **fused), terms=replace(variant.terms, **terms))
 
 
 def cross_validate(
@@ -189,6 +238,8 @@ RULES: dict[str, dict[str, Any]] = {
     "next-page share": {"next": 0.0},
     "when boost": {"when": 0.0},
     "date boost": {"date": 0.0},
+    "query-term coverage": {"coverage": 0.0},
+    "neighbour text": {"neighbour_text": 0.0},
 }
 """Each ranking rule and the weights that remove it (stemming is the ``stem`` switch)."""
 
@@ -239,6 +290,44 @@ def ablation(evaluation: Evaluation, base: Variant, k_index: int = 1) -> list[di
     return rows
 
 
+TERM_GRID: dict[str, tuple[float, ...]] = {
+    "coverage": (0.0, 0.5, 1.0, 2.0),
+    "neighbour_text": (0.0, 0.5, 1.0, 2.0),
+}
+"""term_context's weights tuned on the training conversations of each fold (16 variants, one of them off)."""
+
+
+def _folds(evaluation: Evaluation, variant: Variant, k_index: int) -> np.ndarray:
+    rows = evaluation.rows(variant)[:, k_index]
+    return np.array(
+        [100 * rows[evaluation.conversation == i].mean() for i in range(len(evaluation.features))]
+    )
+
+
+def _deltas(values: np.ndarray) -> dict[str, Any]:
+    return {**spread(values.tolist()), "better": int((values > 0).sum()), "worse": int((values < 0).sum())}
+
+
+def term_signals(evaluation: Evaluation, base: Variant) -> list[dict[str, Any]]:
+    """At each k, held-out recall gained by query-term coverage and neighbour text over the ranking
+    without them: with the shipped weights, and with the weights best on the other conversations."""
+    off = with_weights(base, coverage=0.0, neighbour_text=0.0)
+    variants = grid(base, TERM_GRID)
+    rows = []
+    for k_index, k in enumerate(evaluation.ks):
+        without = _folds(evaluation, off, k_index)
+        held, _ = cross_validate(evaluation, variants, k_index)
+        rows.append(
+            {
+                "k": k,
+                "without": spread(without.tolist()),
+                "shipped": _deltas(_folds(evaluation, base, k_index) - without),
+                "tuned": _deltas(np.asarray(held) - without),
+            }
+        )
+    return rows
+
+
 def run_fusion(
     features: Sequence[ConversationFeatures], ks: tuple[int, ...] = (5, 10, 25, 50)
 ) -> dict[str, Any]:
@@ -266,4 +355,5 @@ def run_fusion(
             "tuned_weights": [{name: getattr(v.weights, name) for name in GRID} for v in chosen],
         },
         "ablation": ablation(evaluation, base, k_index),
+        "term_signals": term_signals(evaluation, base),
     }

@@ -12,7 +12,7 @@ import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from memoryos_core.policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
 from memoryos_core.storage.chroma import ChromaStore
 
-FORMAT = 1
-"""Version of the cache file's layout: a file of another version is rebuilt."""
+FORMAT = 2
+"""Version of the cache file's layout: a file of another version is rebuilt (2: term counts, vectors)."""
 
 
 @dataclass
@@ -50,6 +50,16 @@ class ConversationFeatures:
     dense: np.ndarray  # Q x P float32: cosine of page and question
     segment_lexical: np.ndarray  # Q x S float32: BM25 of the segment's summary + keywords
     segment_dense: np.ndarray  # Q x S float32: cosine of the segment vector and question
+    # Stemmed term counts (the engine's tokens) over the conversation's vocabulary, for variants that
+    # rescore words (feedback, coverage): CSR rows of pages and of questions (terms in no page dropped).
+    page_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # P + 1
+    page_term: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    page_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    query_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # Q + 1
+    query_term: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    query_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    page_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # P x dim, unit
+    query_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # Q x dim, unit
 
     _ARRAYS = (
         "times",
@@ -63,6 +73,14 @@ class ConversationFeatures:
         "dense",
         "segment_lexical",
         "segment_dense",
+        "page_ptr",
+        "page_term",
+        "page_count",
+        "query_ptr",
+        "query_term",
+        "query_count",
+        "page_vectors",
+        "query_vectors",
     )
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -111,6 +129,26 @@ def _bm25_rows(documents: Sequence[str], queries: Sequence[str], stem: bool = Tr
         return build()
 
 
+def term_counts(rows: Sequence[Sequence[str]], vocab: dict[str, int], grow: bool) -> tuple[np.ndarray, ...]:
+    """CSR (ptr, term, count) of token lists; new terms join ``vocab`` when ``grow``, else are dropped."""
+    ptr, term, count = [0], list[int](), list[int]()
+    for words in rows:
+        counts: dict[int, int] = {}
+        for word in words:
+            if grow:
+                vocab.setdefault(word, len(vocab))
+            if word in vocab:
+                counts[vocab[word]] = counts.get(vocab[word], 0) + 1
+        term += counts.keys()
+        count += counts.values()
+        ptr.append(len(term))
+    return (
+        np.array(ptr, dtype=np.int64),
+        np.array(term, dtype=np.int32),
+        np.array(count, dtype=np.float32),
+    )
+
+
 def conversation_features(
     conversation: Conversation, pages: Sequence[Record], segments: Sequence[Any], embedder: Embedder
 ) -> ConversationFeatures:
@@ -127,6 +165,11 @@ def conversation_features(
     dim = query_vectors.shape[1]
     segment_vectors = _unit(np.asarray([s.embedding for s in segments], dtype=np.float32).reshape(-1, dim))
     windows = [query_window(q) for q in questions]
+    vocab: dict[str, int] = {}
+    page_ptr, page_term, page_count = term_counts([lexical.tokens(d) for d in documents], vocab, grow=True)
+    query_ptr, query_term, query_count = term_counts(
+        [lexical.tokens(q) for q in questions], vocab, grow=False
+    )
     return ConversationFeatures(
         sample_id=conversation.sample_id,
         page_turns=[_turns(r) for r in pages],
@@ -142,6 +185,14 @@ def conversation_features(
         dense=(query_vectors @ page_vectors.T).astype(np.float32),
         segment_lexical=_bm25_rows([f"{s.summary} {' '.join(s.keywords)}" for s in segments], questions),
         segment_dense=(query_vectors @ segment_vectors.T).astype(np.float32),
+        page_ptr=page_ptr,
+        page_term=page_term,
+        page_count=page_count,
+        query_ptr=query_ptr,
+        query_term=query_term,
+        query_count=query_count,
+        page_vectors=page_vectors,
+        query_vectors=query_vectors,
     )
 
 

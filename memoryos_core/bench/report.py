@@ -196,3 +196,28 @@ def print_fusion(console: Console, result: dict[str, Any]) -> None:
             str(row["folds_better"]),
         )
     console.print(ablation)
+    terms = Table(title="query-term coverage + neighbour text: held-out gain over the ranking without them")
+    for column in (
+        "R@k",
+        "without",
+        "shipped: mean",
+        "sd",
+        "better / worse",
+        "tuned: mean",
+        "sd",
+        "better / worse",
+    ):
+        terms.add_column(column, justify="right")
+    for row in result.get("term_signals", []):
+        shipped, tuned = row["shipped"], row["tuned"]
+        terms.add_row(
+            str(row["k"]),
+            _cell(row["without"]["mean"]),
+            f"{shipped['mean']:+.1f}",
+            _cell(shipped["std"]),
+            f"{shipped['better']} / {shipped['worse']}",
+            f"{tuned['mean']:+.1f}",
+            _cell(tuned["std"]),
+            f"{tuned['better']} / {tuned['worse']}",
+        )
+    console.print(terms)

@@ -111,6 +111,16 @@ class PageIndex:
             count = len(self.ids)
             return count, self._bm25(query_terms, count), np.array(self.times, dtype=np.float64)
 
+    def matches(
+        self, query_terms: Iterable[str], count: int
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Each distinct query term's pages and counts among the first ``count`` pages (terms no page
+        holds left out), and those pages' lengths: what ``policy/term_context.py`` scores."""
+        with self._lock:
+            found = [p for p in (self._posting(term) for term in set(query_terms)) if p is not None]
+            lengths = np.array(self.lengths[:count], dtype=np.float32)
+        return [(where[where < count], freqs[where < count]) for where, freqs in found], lengths
+
     def timed_pages(self, count: int) -> np.ndarray:
         """Whether each of the first ``count`` pages places something in time ("last week")."""
         with self._lock:

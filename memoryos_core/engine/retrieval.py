@@ -15,10 +15,10 @@ import numpy as np
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import ContextUnit, Tier
-from memoryos_core.engine.lexical import REFRESH_S, PageIndex, PageIndexes, tokens
+from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, PageIndexes, tokens
 from memoryos_core.engine.records import knowledge_from_record, source_ids
 from memoryos_core.engine.repository import Repository
-from memoryos_core.policy import ranking
+from memoryos_core.policy import ranking, term_context
 from memoryos_core.policy.dates import asks_when, query_window
 from memoryos_core.policy.long_term import render_profile
 from memoryos_core.policy.text import cosine
@@ -126,9 +126,11 @@ class Retriever:
         for record, similarity in found:
             if record.id in index.position:  # (deleted meanwhile otherwise)
                 known[index.position[record.id]] = similarity
-        count, lexical, times = index.snapshot(tokens(query))  # other threads may add pages meanwhile
+        terms = tokens(query)
+        count, lexical, times = index.snapshot(terms)  # other threads may add pages meanwhile
         if not count:
             return self._finish(user_id, assistant_id, query_vector, [], [], known, top_k)
+        lexical = term_context.lexical(lexical, *index.matches(terms, count), k1=K1, b=B)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(

@@ -11,13 +11,25 @@ from typer.testing import CliRunner
 
 from memoryos_core.bench import fusion
 from memoryos_core.bench.cli import bench_app
-from memoryos_core.bench.fusion_data import ConversationFeatures
+from memoryos_core.bench.fusion_data import ConversationFeatures, term_counts
 from memoryos_core.bench.metrics import expand_turns, recall
-from memoryos_core.policy import ranking
+from memoryos_core.engine.lexical import K1, B, PageIndex, tokens
+from memoryos_core.policy import ranking, term_context
+
+WORDS = "lake trail sister paris guitar lesson cake recipe chess garden dog walk".split()
+
+
+def _text(rng: np.random.Generator, low: int, high: int) -> str:
+    return " ".join(rng.choice(WORDS, size=int(rng.integers(low, high))))
 
 
 def _features(questions: int, pages: int, seed: int) -> ConversationFeatures:
     rng = np.random.default_rng(seed)
+    vocab: dict[str, int] = {}
+    documents = [tokens(_text(rng, 1, 9)) for _ in range(pages)]
+    queries = [tokens(_text(rng, 1, 4)) for _ in range(questions)]
+    page_ptr, page_term, page_count = term_counts(documents, vocab, grow=True)
+    query_ptr, query_term, query_count = term_counts(queries, vocab, grow=False)
     page_turns = [
         [f"D1:{2 * p + 1}", f"D1:{2 * p + 2}"] if p % 3 else [f"D1:{2 * p + 1}"] for p in range(pages)
     ]
@@ -41,6 +53,12 @@ def _features(questions: int, pages: int, seed: int) -> ConversationFeatures:
         dense=rng.normal(0.3, 0.1, size=shape).astype(np.float32),
         segment_lexical=np.zeros((questions, 0), dtype=np.float32),
         segment_dense=np.zeros((questions, 0), dtype=np.float32),
+        page_ptr=page_ptr,
+        page_term=page_term,
+        page_count=page_count,
+        query_ptr=query_ptr,
+        query_term=query_term,
+        query_count=query_count,
     )
 
 
@@ -53,6 +71,30 @@ def test_scorer_recall_equals_the_turn_expansion_of_bench_locomo() -> None:
         order = np.argsort(-scores[q], kind="stable")
         ranked = expand_turns([features.page_turns[p] for p in order], max(ks))
         assert got[q].tolist() == [recall(evidence, ranked[:k]) for k in ks]
+
+
+def test_term_signals_from_the_cached_counts_equal_the_engines(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    documents = [_text(rng, 2, 12) for _ in range(40)]
+    questions = ["lake trail", "sister in paris", "chess chess dog", "unicorn"]
+    index = PageIndex()
+    for position, text in enumerate(documents):
+        index.add(str(position), text, float(position))
+    engine = []
+    for question in questions:
+        count, bm25, _ = index.snapshot(tokens(question))
+        engine.append(term_context.lexical(bm25, *index.matches(tokens(question), count), k1=K1, b=B))
+    vocab: dict[str, int] = {}
+    pages = term_counts([tokens(d) for d in documents], vocab, grow=True)
+    asked = term_counts([tokens(q) for q in questions], vocab, grow=False)
+    features = _features(len(questions), len(documents), seed=1)
+    features.page_ptr, features.page_term, features.page_count = pages
+    features.query_ptr, features.query_term, features.query_count = asked
+    bench = fusion.term_lexical(
+        features, np.stack([index.bm25(tokens(q)) for q in questions]), term_context.DEFAULT
+    )
+    assert np.allclose(bench, np.stack(engine), atol=1e-5)
+    assert not np.allclose(bench[0], index.bm25(tokens(questions[0])))  # the signals change the scores
 
 
 def test_candidate_dense_scores_equal_the_engines_for_each_query() -> None:
@@ -90,6 +132,7 @@ def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
     assert cv["conversations"] == ["conv-1", "conv-2"] and len(cv["tuned_held_out"]) == 2
     rules = {row["rule"].split(" (")[0] for row in result["ablation"]}
     assert rules == {*fusion.RULES, "stemming"}
+    assert {"query-term coverage", "neighbour text"} <= rules
     second = CliRunner().invoke(bench_app, args)
     assert second.exit_code == 0 and "features read" in second.output
     assert json.loads(out.read_text()) == result
