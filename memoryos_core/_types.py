@@ -97,10 +97,10 @@ class ContextUnit:
     is better, not a probability).
 
     ``score_parts`` says why it was recalled: the parts ``score`` adds up from (up to rounding).
-    A page's are ``lexical`` (BM25 z-score), ``dense`` (the embedder's z-score, weighted),
-    ``session`` (a share of its session's best page), ``neighbours`` (shares of the previous and
-    the next page) and ``date`` (the boost for a period the query names); a knowledge item's is
-    ``dense`` alone. Empty for a unit not scored this way.
+    A page's are ``lexical`` (z-score of BM25 with query-term coverage and neighbour text),
+    ``dense`` (the embedder's z-score, weighted), ``session`` (a share of its session's best page),
+    ``neighbours`` (shares of the previous and the next page) and ``date`` (the boost for a period
+    the query names); a knowledge item's is ``dense`` alone. Empty for a unit not scored this way.
     """
 
     id: str
