@@ -60,11 +60,17 @@ class Weights:
 DEFAULT = Weights()
 
 
+RELATIVE_SPREAD = 1e-5
+"""A spread below this share of the mean is rounding: the values count as equal."""
+
+
 def zscore(values: np.ndarray) -> np.ndarray:
     """``values`` centred and scaled along the last axis (zeros where they are all equal)."""
     mean = values.mean(axis=-1, keepdims=True)
     std = values.std(axis=-1, keepdims=True)
-    scaled: np.ndarray = np.divide(values - mean, std, out=np.zeros_like(values), where=std > 0)
+    # Equal float32 values leave a rounding spread (~1e-7 of their size), not a real one.
+    spread = std > RELATIVE_SPREAD * np.abs(mean)
+    scaled: np.ndarray = np.divide(values - mean, std, out=np.zeros_like(values), where=spread & (std > 0))
     return scaled
 
 

@@ -101,7 +101,8 @@ def test_top_k_caps_the_ranked_units_and_short_term_pages_come_apart(
     )
     memory.flush()
     knowledge = [
-        {"id": f"kn_{i}", "text": f"Alice grows tomatoes, fact {i}.", "page_ids": []} for i in range(3)
+        {"id": f"kn_{i}", "text": f"Alice grows tomatoes in the garden, fact {i}.", "page_ids": []}
+        for i in range(3)
     ]
     memory.import_memory({"user_id": "alice", "pages": [], "user_knowledge": knowledge})
     context = memory.retrieve_memory("tomatoes in the garden", top_k=10)

@@ -222,3 +222,11 @@ def test_score_parts_of_a_single_page_have_no_neighbours() -> None:
     parts = ranking.score_parts(trace, 0)
     assert parts["neighbours"] == 0.0 and parts["session"] == 0.0
     assert sum(parts.values()) == pytest.approx(float(fused[0]))
+
+
+def test_zscore_of_equal_float32_scores_is_zero_not_a_rounding_artefact() -> None:
+    # 13 equal float32 values have a mean one ulp off and a std of ~2e-7: dividing by it gave -1 each.
+    equal = np.full((2, 13), 3.7, dtype=np.float32)
+    assert np.array_equal(ranking.zscore(equal), np.zeros_like(equal))
+    spread = np.array([3.7, 3.7, 3.7001], dtype=np.float32)
+    assert ranking.zscore(spread)[2] > 1.0  # a real difference, however small, still counts
