@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from memoryos_core.bench.reliability_child import StoreSpec
-from tests.conftest import drop_test_collections, wait_for_chroma
+from tests._workers import wait_for_chroma
+from tests.conftest import drop_test_collections
 
 
 @pytest.fixture(params=["embedded", "server"])
