@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,47 +16,48 @@ import pytest
 
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
 from memoryos_core.testing import block_network
-
-
-class Prestart:
-    """Work done in other processes (README blocks, notebook kernels), started as soon as collection ends.
-
-    It runs on the cores pytest's own process leaves free while the in-process tests run; each test then
-    checks its result. A module takes part by defining ``prestart(items, submit)``: ``items`` are its
-    selected tests, ``submit(key, job)`` queues ``job(folder, environ)``, whose result
-    ``prestarted.result(key)`` waits for. Each job gets an empty folder of its own and the environment as
-    it was when collection ended: what tests meanwhile patch in this process (``os.environ``,
-    ``tempfile.tempdir``, the working directory) never reaches it.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prestart")
-        self._futures: dict[str, Future[Any]] = {}
-        self._environ = dict(os.environ)
-        self._root = Path(tempfile.mkdtemp(prefix="memoryos-prestart-"))
-
-    def submit(self, key: str, job: Callable[[Path, dict[str, str]], Any]) -> None:
-        folder = self._root / f"job{len(self._futures)}"
-        folder.mkdir()
-        self._futures[key] = self._pool.submit(job, folder, dict(self._environ))
-
-    def result(self, key: str) -> Any:
-        """The job's result (its exception raised again); a job never queued raises KeyError."""
-        return self._futures[key].result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self._root, ignore_errors=True)
-
+from tests._workers import (
+    Prestart,
+    build_graphs,
+    run_folder,
+    shared_chroma,
+    start_chroma,
+    stop_shared_chroma,
+    wait_for_chroma,
+    xdist_worker,
+)
 
 _PRESTART = pytest.StashKey[Prestart]()
+
+
+# The terminal size variables as pytest's own process has them in os.environ. Its C-level environment can
+# differ (a library there sets COLUMNS=80 LINES=24), and that is what pytest-xdist's workers start with: the
+# CLI's rich console would then stay 80 columns wide whatever COLUMNS a test passes.
+_TERMINAL_VARS = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # pytest-xdist's controller, before it starts a worker
+    node.workerinput["memoryos_terminal"] = {name: os.environ.get(name) for name in _TERMINAL_VARS}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = getattr(config, "workerinput", {}).get("memoryos_terminal")
+    for name, value in (wanted or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
-    # One worker per core beyond the one pytest's process uses (at least one, at most three).
-    prestart = Prestart(workers=max(1, min(3, (os.cpu_count() or 1) - 1)))
+    if xdist_worker() is None:
+        # One worker per core beyond the one pytest's process uses (at least one, at most three).
+        prestart = Prestart(workers=max(1, min(3, (os.cpu_count() or 1) - 1)))
+    else:
+        prestart = Prestart(workers=1, deferred=True)
     session.config.stash[_PRESTART] = prestart
     by_module: dict[Callable[..., None], list[pytest.Item]] = {}
     for item in session.items:
@@ -70,7 +65,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if start is not None:
             by_module.setdefault(start, []).append(item)
     for start, items in by_module.items():
-        start(items, prestart.submit)
+        group = str(items[0].path)
+        start(items, functools.partial(prestart.submit, group=group))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    prestart = item.config.stash.get(_PRESTART, None)
+    if prestart is not None:
+        prestart.start_group(str(item.path))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -112,30 +115,41 @@ def _release_unused_folders() -> Iterator[None]:
             folder._lock_file.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(autouse=True)
+def _release_model_sessions() -> Iterator[None]:
+    """After each test, drop the onnxruntime sessions the process keeps (``local._RUNTIMES``,
+    ``onnx_folder._SESSIONS``) except the default model's at its default precision and threads.
 
-
-def wait_for_chroma(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until a Chroma server answers its heartbeat; fail loudly if it exits or stays silent."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"chroma run exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"no Chroma server answered at {url} within {timeout_s}s")
+    Each keeps its weights in memory (~90 MB) for the process's lifetime, keyed by model folder: the folders
+    tests lay out are never used again, and they took a pytest worker past 1.5 GB.
+    """
+    yield
+    local = sys.modules.get("memoryos_core.embeddings.local")
+    if local is not None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        kept = (local._package_folder(), threads, local.DEFAULT_PRECISION)
+        with local._RUNTIMES_LOCK:
+            for key in [key for key in local._RUNTIMES if key != kept]:
+                del local._RUNTIMES[key]
+    onnx_folder = sys.modules.get("memoryos_core.embeddings.onnx_folder")
+    if onnx_folder is not None:
+        with onnx_folder._SESSIONS_LOCK:
+            onnx_folder._SESSIONS.clear()
 
 
 @pytest.fixture(scope="module")
-def private_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Built ONNX graphs go to a folder of this test module, not the home folder (``MEMORYOS_CACHE_DIR``)."""
-    path = tmp_path_factory.mktemp("onnx-cache")
+def private_onnx_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """Built ONNX graphs go to this test run's cache folder, not the home folder (``MEMORYOS_CACHE_DIR``).
+
+    The default model's graphs a module needs (its ``PREBUILT_GRAPHS``, default ``("fp32",)``; also
+    ``"int8"``, and ``"hidden"``: the token-vector graph) are built there once per run, by a child process,
+    so the build's memory (about 1 GB) is returned when it exits, and shared by every module and worker.
+    Tests of the building itself point ``MEMORYOS_CACHE_DIR`` at a folder of their own.
+    """
+    path = run_folder(tmp_path_factory) / "onnx-cache"
+    build_graphs(path, tuple(getattr(request.module, "PREBUILT_GRAPHS", ("fp32",))))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEMORYOS_CACHE_DIR", str(path))
         yield path
@@ -159,31 +173,35 @@ def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return builds
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's own, as pytest-xdist uses it
+    if config.pluginmanager.has_plugin("dsession") and factory is not None:  # the xdist controller
+        stop_shared_chroma(factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped."""
+    """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped.
+
+    Tests on it must not collide with tests running at the same time in another worker: each uses a
+    collection prefix or user of its own."""
     url = os.environ.get("MEMORYOS_TEST_CHROMA_URL")
     if url:
         wait_for_chroma(url, 30)
         yield url
         return
-    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = _free_port()
-    path = tmp_path_factory.mktemp("chroma-server")
-    log = open(path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    if xdist_worker() is not None:
+        url = shared_chroma(run_folder(tmp_path_factory))
+        wait_for_chroma(url, 30)
+        yield url
+        return
+    proc, url = start_chroma(tmp_path_factory.mktemp("chroma-server"))
     try:
         wait_for_chroma(url, 60, proc)
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
-        log.close()
 
 
 # Modules whose tests exercise MemoryOS's own logic (ranking, consolidation, promotion, the adapters) through
@@ -219,14 +237,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def drop_test_collections(url: str, prefix: str) -> None:
+    """After a test, drop its collections (its prefix is its own) from the shared server, which otherwise
+    keeps every test's indexes in memory until the run ends (past 700 MB)."""
+    from memoryos_core.bench._cleanup import drop_server_collections
+
+    with contextlib.suppress(Exception):  # best effort: the test itself has passed or failed already
+        drop_server_collections(url, prefix)
+
+
 @pytest.fixture(params=["embedded", "server"])
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ChromaStore]:
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ChromaStore]]:
     """Makes stores on one place: a folder (embedded) or a server with a prefix unique to the test."""
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     if request.param == "embedded":
-        return lambda: ChromaStore(path=str(tmp_path / "chroma"), prefix=prefix)
+        yield lambda: ChromaStore(path=str(tmp_path / "chroma"), prefix=prefix)
+        return
     url = request.getfixturevalue("chroma_server_url")
-    return lambda: ChromaStore(url=url, prefix=prefix)
+    yield lambda: ChromaStore(url=url, prefix=prefix)
+    drop_test_collections(url, prefix)
 
 
 class Clock:

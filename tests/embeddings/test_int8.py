@@ -15,6 +15,7 @@ from memoryos_core.embeddings.local import LocalEmbedder
 from tests.backends.minilm_texts import TEXTS
 
 pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+PREBUILT_GRAPHS = ("fp32", "int8")  # built once per run into that cache (tests/conftest.py)
 
 SAMPLE = Path(__file__).parents[2] / "notebooks" / "data" / "locomo_sample.json"
 

@@ -34,6 +34,7 @@ from memoryos_core.testing.fake_openai import FakeOpenAIServer, hash_embedding
 from tests.backends.minilm_texts import TEXTS
 
 pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+PREBUILT_GRAPHS = ("hidden",)  # the token-vector graph `export` loads, built once per run into that cache
 
 REFERENCE = Path(__file__).parents[1] / "backends" / "data" / "minilm_reference.npz"
 GEMMA_QUERY, GEMMA_DOCUMENT = "task: search result | query: ", "title: none | text: "

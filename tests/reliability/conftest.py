@@ -15,16 +15,21 @@ from pathlib import Path
 import pytest
 
 from memoryos_core.bench.reliability_child import StoreSpec
-from tests.conftest import wait_for_chroma
+from tests._workers import wait_for_chroma
+from tests.conftest import drop_test_collections
 
 
 @pytest.fixture(params=["embedded", "server"])
-def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
-    """A fresh store location a child process can open too: a folder, or the shared server + a prefix."""
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
+    """A fresh store location a child process can open too: a folder, or the shared server + a prefix
+    (its collections dropped after the test)."""
     prefix = f"r{uuid.uuid4().hex[:10]}_"
     if request.param == "embedded":
-        return StoreSpec(path=str(tmp_path / "chroma"), prefix=prefix)
-    return StoreSpec(url=request.getfixturevalue("chroma_server_url"), prefix=prefix)
+        yield StoreSpec(path=str(tmp_path / "chroma"), prefix=prefix)
+        return
+    url = request.getfixturevalue("chroma_server_url")
+    yield StoreSpec(url=url, prefix=prefix)
+    drop_test_collections(url, prefix)
 
 
 class ChromaServer:

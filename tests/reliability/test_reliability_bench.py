@@ -16,10 +16,13 @@ from memoryos_core.bench.reliability import failed_figures
 
 
 def _collections(url: str) -> set[str]:
+    """The soak's collections on the server (its prefixes start with ``rel``): other tests, running at the
+    same time in another pytest-xdist worker, create and drop their own."""
     parsed = urlparse(url)
     settings = Settings(anonymized_telemetry=False)
     client = chromadb.HttpClient(host=str(parsed.hostname), port=int(parsed.port or 8000), settings=settings)
-    return {str(getattr(c, "name", c)) for c in client.list_collections()}
+    names = {str(getattr(c, "name", c)) for c in client.list_collections()}
+    return {name for name in names if name.startswith("rel")}
 
 
 @pytest.mark.slow  # runs the kill/isolation/deletion soak of `memoryos bench reliability`; 15-30 s each

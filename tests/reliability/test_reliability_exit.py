@@ -18,10 +18,6 @@ from memoryos_core.bench.reopen import run_reopens
 from memoryos_core.embeddings.fake import HashingEmbedder
 
 
-def _memoryos_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("memoryos-") and t.is_alive()]
-
-
 @pytest.mark.parametrize(
     "runs",
     [
@@ -57,19 +53,32 @@ def test_an_instance_left_open_is_closed_at_exit(tmp_path: Path) -> None:
         assert [p.user_input for p in memory.recent_pages()] == ["I keep bees on the roof."]
 
 
+def _new_memoryos_threads(before: set[threading.Thread]) -> list[str]:
+    """The memoryos threads alive now that were not before: another test running earlier in this pytest
+    worker may still be winding its own down."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("memoryos-") and t.is_alive() and t not in before
+    ]
+
+
 def test_with_stops_the_background_threads(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
     with MemoryOS(data_storage_path=str(tmp_path), embedder=HashingEmbedder()) as memory:
         memory.add_memories([{"user_input": f"fact {i}", "agent_response": "ok"} for i in range(12)])
         memory.retrieve_memory("fact")
-        assert _memoryos_threads()
-    assert _memoryos_threads() == []
+        assert _new_memoryos_threads(before)
+    assert _new_memoryos_threads(before) == []
 
 
 def test_async_with_closes_the_instance(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+
     async def use() -> list[str]:
         async with MemoryOS(data_storage_path=str(tmp_path), embedder=HashingEmbedder()) as memory:
             await memory.aadd_memory("I play the cello.", "Nice.")
             assert (await memory.aretrieve_memory("cello")).all_units
-        return _memoryos_threads()
+        return _new_memoryos_threads(before)
 
     assert asyncio.run(use()) == []
