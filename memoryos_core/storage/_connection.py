@@ -20,7 +20,12 @@ from memoryos_core.storage._calls import ChromaCalls, is_disk_full, is_unloaded
 from memoryos_core.storage._erase import erase_deleted
 from memoryos_core.storage._folder import SharedFolder, shared_folder
 from memoryos_core.storage._integrity import check_sqlite_file, check_vector_segment
-from memoryos_core.storage._lifecycle import exit_gate, forget_failed_system, server_timeout_s
+from memoryos_core.storage._lifecycle import (
+    close_server_client,
+    exit_gate,
+    forget_failed_system,
+    server_timeout_s,
+)
 from memoryos_core.storage._private import make_private_folder, tighten_new_entries
 from memoryos_core.storage.base import Kind
 
@@ -120,7 +125,7 @@ class ChromaConnection:
             elif self._is_own_server_client:
                 client, self._client, self._is_own_server_client = self._client, None, False
                 with self._calls.errors("close"):
-                    client.close()
+                    close_server_client(client)
 
     def on_reopen(self) -> None:
         """The shared folder reopened its client (another process wrote): drop stale handles."""

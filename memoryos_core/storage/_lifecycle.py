@@ -12,7 +12,7 @@ from memoryos_core._exceptions import ConfigError
 from memoryos_core.storage._calls import exit_gate
 from memoryos_core.storage._folder import close_folders
 
-__all__ = ["close_at_exit", "exit_gate", "forget_failed_system", "server_timeout_s"]
+__all__ = ["close_at_exit", "close_server_client", "exit_gate", "forget_failed_system", "server_timeout_s"]
 logger = logging.getLogger("memoryos")
 
 
@@ -48,3 +48,22 @@ def forget_failed_system(path: str) -> None:
 
     if not SharedSystemClient._identifier_to_refcount.get(path):
         SharedSystemClient._identifier_to_system.pop(path, None)
+
+
+def close_server_client(client: Any) -> None:
+    """Close a Chroma HTTP client and drop the engine Chroma 1.x keeps of it after ``close()``.
+
+    Its constructor registers the client's engine a second time, under a fresh id, for its admin client,
+    and ``close()`` never releases that entry: each client made and closed would stay in memory (about
+    1 MB each) for the life of the process. The entry is dropped unless a live client counts on it.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    try:
+        system = client._system
+    except (AttributeError, KeyError):  # already closed: nothing of it is registered
+        system = None
+    client.close()
+    for identifier, held in list(SharedSystemClient._identifier_to_system.items()):
+        if held is system and not SharedSystemClient._identifier_to_refcount.get(identifier):
+            SharedSystemClient._identifier_to_system.pop(identifier, None)

@@ -153,6 +153,19 @@ def test_exclusive_access_and_local_path_per_kind_of_store(tmp_path: Path, chrom
             store.close()
 
 
+def test_a_closed_server_store_leaves_nothing_of_its_client_in_memory(chroma_server_url: str) -> None:
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    engines = []
+    for _ in range(3):  # an app that reconnects: each client made and closed
+        store = ChromaStore(url=chroma_server_url, prefix="contracts_")
+        store.open(dim=4, embedder_name="test")
+        engines.append(store._client._system)
+        store.close()
+    held = list(SharedSystemClient._identifier_to_system.values())
+    assert not [engine for engine in engines if any(engine is other for other in held)]
+
+
 def test_the_backends_are_public_and_loaded_only_when_used() -> None:
     code = (
         "import sys, memoryos_core\n"
