@@ -171,7 +171,6 @@ class DataManager:
                 new_meta = json.loads(meta_json)
             page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
             vector = runtime.embedder.embed([page.text])[0]
-            self._indexes.forget(user)
             record = page_record(
                 page,
                 vector,
@@ -180,6 +179,7 @@ class DataManager:
                 chain_prev=str(old.metadata.get("chain_prev", "")),
             )
             runtime.store.upsert("pages", [record])
+            self._indexes.update(user, [record])  # its words replaced in place (and the old erased)
         runtime.account(user, tally.cost)
         return AddResult(page.id, user, page.assistant_id, tally.cost)
 

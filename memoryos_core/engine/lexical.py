@@ -17,14 +17,22 @@ import time
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from memoryos_core.engine.lexical_store import FILE_NAME, LexicalFile, Snapshot, State, TailRow, Transaction
+from memoryos_core.engine.lexical_store import (
+    FILE_NAME,
+    LexicalFile,
+    Snapshot,
+    State,
+    TailRow,
+    Transaction,
+    edited,
+)
 from memoryos_core.policy.dates import places_in_time
 from memoryos_core.policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
@@ -79,6 +87,7 @@ class PageIndex:
         # Writers append while readers score: every access holds the lock, and reads copy out of
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
+        self._arrays: dict[str, np.ndarray] = {}  # see _cached
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -109,7 +118,23 @@ class PageIndex:
         """(page count, BM25 score of every page, page times), consistent with each other."""
         with self._lock:
             count = len(self.ids)
-            return count, self._bm25(query_terms, count), np.array(self.times, dtype=np.float64)
+            return count, self._bm25(query_terms, count), self._cached("times", count)
+
+    def _cached(self, name: str, count: int) -> np.ndarray:
+        """``times`` or BM25's length ``norm`` of the first ``count`` pages as a read-only array,
+        computed once per page count (pages are only ever appended; held under ``_lock``)."""
+        cached = self._arrays.get(name)
+        if cached is not None and len(cached) == count:
+            return cached
+        value: np.ndarray
+        if name == "times":
+            value = np.array(self.times, dtype=np.float64)
+        else:
+            lengths = np.array(self.lengths, dtype=np.float32)
+            value = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
+        value.flags.writeable = False
+        self._arrays[name] = value
+        return value
 
     def timed_pages(self, count: int) -> np.ndarray:
         """Whether each of the first ``count`` pages places something in time ("last week")."""
@@ -140,8 +165,7 @@ class PageIndex:
         scores = np.zeros(count, dtype=np.float32)
         if not count:
             return scores
-        lengths = np.array(self.lengths, dtype=np.float32)
-        norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
+        norm = self._cached("norm", count)
         for term in set(query_terms):
             posting = self._posting(term)
             if posting is None:
@@ -151,41 +175,22 @@ class PageIndex:
             scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
         return scores
 
-    def to_snapshot(self, without: Iterable[str] = ()) -> Snapshot:
-        """The whole index as arrays (for the shared file), leaving out the pages ``without``."""
+    def to_snapshot(self) -> Snapshot:
+        """The whole index as arrays (for the shared file; ``lexical_store.edited`` changes one)."""
         with self._lock:
             vocab = list(dict.fromkeys([*self._base_terms, *self.postings]))
             columns = [p for p in (self._posting(term) for term in vocab) if p is not None]
             sizes = np.array([len(p[0]) for p in columns], dtype=np.int64)
-            pos = np.concatenate([p[0] for p in columns]) if columns else np.zeros(0, np.int64)
-            freq = np.concatenate([p[1] for p in columns]) if columns else np.zeros(0, np.float32)
-            ids = list(self.ids)
-            lengths = np.array(self.lengths, dtype=np.float32)
-            times = np.array(self.times, dtype=np.float64)
-            timed = np.array(self.timed, dtype=np.int8)
-        keep = np.ones(len(ids), dtype=bool)
-        for page_id in without:
-            if page_id in self.position:
-                keep[self.position[page_id]] = False
-        term_of = np.repeat(np.arange(len(vocab)), sizes)
-        if not keep.all():  # renumber the pages kept (order unchanged) and drop emptied terms
-            entry_kept = keep[pos]
-            renumber = np.cumsum(keep) - 1
-            pos, freq, term_of = renumber[pos[entry_kept]], freq[entry_kept], term_of[entry_kept]
-            ids = [page_id for page_id, kept in zip(ids, keep) if kept]
-            lengths, times, timed = lengths[keep], times[keep], timed[keep]
-        sizes = np.bincount(term_of, minlength=len(vocab))
-        used = np.flatnonzero(sizes)
-        return Snapshot(
-            ids=ids,
-            vocab=[vocab[t] for t in used],
-            ptr=np.concatenate([[0], np.cumsum(sizes[used])]).astype(np.int64),
-            pos=pos.astype(np.int32),
-            freq=freq.astype(np.float32),
-            lengths=lengths,
-            times=times,
-            timed=timed,
-        )
+            return Snapshot(
+                ids=list(self.ids),
+                vocab=vocab,
+                ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                pos=(np.concatenate([p[0] for p in columns]) if columns else np.zeros(0)).astype(np.int32),
+                freq=(np.concatenate([p[1] for p in columns]) if columns else np.zeros(0)).astype(np.float32),
+                lengths=np.array(self.lengths, dtype=np.float32),
+                times=np.array(self.times, dtype=np.float64),
+                timed=np.array(self.timed, dtype=np.int8),
+            )
 
 
 _EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
@@ -248,12 +253,32 @@ class PageIndexes:
 
     def build(self, user_id: str, pages: Sequence[Record]) -> PageIndex:
         """A fresh index from the user's stored pages (any order; sorted by creation here), saved
-        to the shared file; ``before`` is the file's state before the pages were read."""
-        return self.rebuild(user_id, lambda: pages)
+        to the shared file."""
+        file = self.file
+        with file.exclusive() if file is not None else nullcontext():
+            return self._rebuild(user_id, lambda: pages)
 
     def rebuild(self, user_id: str, pages: Callable[[], Sequence[Record]]) -> PageIndex:
-        """``build`` from ``pages()``, read after noting the shared file's state: tail rows
-        written meanwhile by other processes stay in the file, read on top of the new copy."""
+        """``build`` from ``pages()`` (read after noting the shared file's state: tail rows written
+        meanwhile by other processes stay in the file, read on top of the new copy), replacing the
+        copy this process holds (stale, or none).
+
+        One process (and thread) rebuilds at a time (``LexicalFile.exclusive``): one that finds a
+        new copy saved while it waited takes that instead (counted against the store at its use)."""
+        with self._lock:
+            held = self._indexes.get(user_id)
+        held_epoch = held.state.epoch if held is not None and held.state is not None else None
+        file = self.file
+        with file.exclusive() if file is not None else nullcontext():
+            state = self._state(user_id)
+            if state is not None and state.epoch != held_epoch:
+                found = self.get(user_id)
+                if found is not None:
+                    found.checked_at = -math.inf
+                    return found
+            return self._rebuild(user_id, pages)
+
+    def _rebuild(self, user_id: str, pages: Callable[[], Sequence[Record]]) -> PageIndex:
         before = self._state(user_id)
         index = PageIndex()
         for record in sorted(pages(), key=lambda r: int(r.metadata.get("created_ns", 0))):
@@ -305,26 +330,54 @@ class PageIndexes:
     def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
         """Take pages out of the user's index, in this process and in the shared file (rewritten,
         so their words leave the file); before the store deletes them."""
+        gone = set(page_ids)
+
+        def without(index: PageIndex) -> Snapshot | None:
+            positions = [index.position[p] for p in gone if p in index.position]
+            return edited(index.to_snapshot(), without=positions) if positions else None
+
+        self._rewrite(user_id, without)
+
+    def update(self, user_id: str, records: Sequence[Record]) -> None:
+        """Pages whose text changed (same ids, same place in the conversation): their words
+        replaced, in this process and in the shared file (rewritten, so the old words leave it)."""
+
+        def replaced(index: PageIndex) -> Snapshot | None:
+            changes = {
+                index.position[r.id]: (Counter(tokens(r.document)), places_in_time(r.document))
+                for r in records
+                if r.id in index.position
+            }
+            return edited(index.to_snapshot(), replace=changes) if changes else None
+
+        self._rewrite(user_id, replaced)
+
+    def _rewrite(self, user_id: str, edit: Callable[[PageIndex], Snapshot | None]) -> None:
+        """Replace the user's index with ``edit(index)`` (None: unchanged), here and in the file."""
         kept: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
         with self._shared(user_id) as file:
-            if file is None:
-                self.forget(user_id)
-                return
-            with file.writing() as tx:
-                state = tx.state(user_id)
-                with self._lock:
-                    index = self._indexes.get(user_id)
-                if state is None:
-                    index = None
-                elif index is None or index.state is None or index.state.epoch != state.epoch:
-                    index = _load(tx, user_id)
-                elif state.seq > index.state.seq:
-                    _apply(index, tx.tail(user_id, index.state.seq), state)
-                if index is not None and state is not None and any(p in index.position for p in page_ids):
-                    snapshot = index.to_snapshot(without=page_ids)
-                    index = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
-            file.erase_log()
-            kept = index
+            with self._lock:
+                index = self._indexes.get(user_id)
+            if file is None:  # in this process only (a Chroma server)
+                snapshot = edit(index) if index is not None else None
+                if index is not None and snapshot is not None:
+                    checked_at, index = index.checked_at, PageIndex(snapshot)
+                    index.checked_at = checked_at
+                kept = index
+            else:
+                with file.writing() as tx:
+                    state = tx.state(user_id)
+                    if state is None:
+                        index = None
+                    elif index is None or index.state is None or index.state.epoch != state.epoch:
+                        index = _load(tx, user_id)
+                    elif state.seq > index.state.seq:
+                        _apply(index, tx.tail(user_id, index.state.seq), state)
+                    snapshot = edit(index) if index is not None and state is not None else None
+                    if snapshot is not None and state is not None:
+                        index = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
+                file.erase_log()
+                kept = index
         self._keep(user_id, kept)
 
     def forget(self, user_id: str) -> None:

@@ -136,8 +136,20 @@ class Retriever:
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
-        missing = [index.ids[p] for p in dict.fromkeys([*best, *newest]) if index.ids[p] not in records]
-        records.update((r.id, r) for r in self.store.get("pages", ids=missing, where={"user_id": user_id}))
+
+        def fetch(positions: list[int]) -> None:
+            missing = [index.ids[p] for p in dict.fromkeys(positions) if index.ids[p] not in records]
+            found = self.store.get("pages", ids=missing, where={"user_id": user_id})
+            records.update((r.id, r) for r in found)
+
+        # The short-term pages are the newest: when the last ``capacity`` all are, the older pages
+        # waiting for consolidation need not be read (Chroma's reads cost per record).
+        fetch([*best, *newest[-capacity:]])
+        if not all(
+            index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
+            for p in newest[-capacity:]
+        ):
+            fetch(newest)
         short = [
             p
             for p in newest
