@@ -13,7 +13,7 @@ from memoryos_core._exceptions import InvalidInputError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import transfer
-from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
 from memoryos_core.engine.records import source_ids as record_source_ids
 from memoryos_core.engine.repository import Repository

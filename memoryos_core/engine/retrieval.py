@@ -13,7 +13,8 @@ from typing import cast
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import ContextUnit, Tier
-from memoryos_core.engine.lexical import REFRESH_S, PageIndex, PageIndexes, tokens
+from memoryos_core.engine.lexical import REFRESH_S, PageIndex, tokens
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import knowledge_from_record, source_ids
 from memoryos_core.engine.repository import Repository
 from memoryos_core.policy import ranking
