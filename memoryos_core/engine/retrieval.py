@@ -143,9 +143,10 @@ class Retriever:
             found = self.store.get("pages", ids=missing, where={"user_id": user_id})
             records.update((r.id, r) for r in found)
 
-        # The short-term pages are the newest: when the last ``capacity`` all are, the older pages
-        # waiting for consolidation need not be read (Chroma's reads cost per record).
-        fetch([*best, *newest[-capacity:]])
+        # Only the pages used are read (Chroma's reads cost per record): the short-term pages are
+        # the newest, so when the last ``capacity`` all are, older ones waiting for consolidation
+        # are not read; of the best, the first ``k`` not short-term (more if one was deleted).
+        fetch([*best[:k], *newest[-capacity:]])
         if not all(
             index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
             for p in newest[-capacity:]
@@ -157,7 +158,11 @@ class Retriever:
             if index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
         ][-capacity:]
         recent = [page_unit(records[index.ids[p]], "short_term", float(scores[p])) for p in short]
-        chosen = [p for p in best if p not in set(short) and index.ids[p] in records][:k]
+        rest = [p for p in best if p not in set(short)]
+        fetch(rest[:k])
+        if sum(index.ids[p] in records for p in rest[:k]) < min(k, len(rest)):
+            fetch(rest)
+        chosen = [p for p in rest if index.ids[p] in records][:k]
         units = [
             page_unit(
                 records[index.ids[p]],
