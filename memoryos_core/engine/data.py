@@ -13,7 +13,7 @@ from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import transfer
-from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
 from memoryos_core.engine.records import source_ids as record_source_ids
 from memoryos_core.engine.repository import Repository
@@ -171,7 +171,6 @@ class DataManager:
                 new_meta = json.loads(meta_json)
             page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
             vector = runtime.embedder.embed([page.text])[0]
-            self._indexes.forget(user)
             record = page_record(
                 page,
                 vector,
@@ -180,6 +179,7 @@ class DataManager:
                 chain_prev=str(old.metadata.get("chain_prev", "")),
             )
             runtime.store.upsert("pages", [record])
+            self._indexes.update(user, [record])  # its words replaced in place (and the old erased)
         runtime.account(user, tally.cost)
         return AddResult(page.id, user, page.assistant_id, tally.cost)
 

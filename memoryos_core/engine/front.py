@@ -31,7 +31,7 @@ from memoryos_core.embeddings.base import Embedder, embed_queries
 from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.consolidation import Consolidator
 from memoryos_core.engine.data import DataManager
-from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.promotion import Promoter
 from memoryos_core.engine.registry import make_embedder, make_llm, make_store
 from memoryos_core.engine.repository import Repository

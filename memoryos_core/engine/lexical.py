@@ -1,4 +1,5 @@
-"""An in-process BM25 index of each user's pages, kept in conversation order.
+"""An in-process BM25 index of each user's pages, kept in conversation order (``PageIndex``;
+``lexical_shared.PageIndexes`` keeps one per user in step with the file shared by processes).
 
 Chroma's sparse (BM25) index is not available in embedded mode, rank-bm25 rescans every page
 in Python on each query, and bm25s cannot add a page without re-indexing: so pages are indexed
@@ -8,28 +9,21 @@ the store whenever in doubt (a new process, another writer, a delete).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-import sqlite3
 import threading
 import time
 from array import array
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from memoryos_core.engine.lexical_store import FILE_NAME, LexicalFile, Snapshot, State, TailRow, Transaction
+from memoryos_core.engine.lexical_store import Snapshot, State
 from memoryos_core.policy.dates import places_in_time
 from memoryos_core.policy.text import STOPWORDS
-from memoryos_core.storage.base import Record
-
-logger = logging.getLogger("memoryos")
 
 K1, B = 0.9, 0.4  # BM25 parameters: measured best on LoCoMo among the usual settings
 REFRESH_S = 60.0
@@ -79,6 +73,7 @@ class PageIndex:
         # Writers append while readers score: every access holds the lock, and reads copy out of
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
+        self._arrays: dict[str, np.ndarray] = {}  # see _cached
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -109,7 +104,23 @@ class PageIndex:
         """(page count, BM25 score of every page, page times), consistent with each other."""
         with self._lock:
             count = len(self.ids)
-            return count, self._bm25(query_terms, count), np.array(self.times, dtype=np.float64)
+            return count, self._bm25(query_terms, count), self._cached("times", count)
+
+    def _cached(self, name: str, count: int) -> np.ndarray:
+        """``times`` or BM25's length ``norm`` of the first ``count`` pages as a read-only array,
+        computed once per page count (pages are only ever appended; held under ``_lock``)."""
+        cached = self._arrays.get(name)
+        if cached is not None and len(cached) == count:
+            return cached
+        value: np.ndarray
+        if name == "times":
+            value = np.array(self.times, dtype=np.float64)
+        else:
+            lengths = np.array(self.lengths, dtype=np.float32)
+            value = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
+        value.flags.writeable = False
+        self._arrays[name] = value
+        return value
 
     def matches(
         self, query_terms: Iterable[str], count: int
@@ -150,8 +161,7 @@ class PageIndex:
         scores = np.zeros(count, dtype=np.float32)
         if not count:
             return scores
-        lengths = np.array(self.lengths, dtype=np.float32)
-        norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
+        norm = self._cached("norm", count)
         for term in set(query_terms):
             posting = self._posting(term)
             if posting is None:
@@ -161,274 +171,26 @@ class PageIndex:
             scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
         return scores
 
-    def to_snapshot(self, without: Iterable[str] = ()) -> Snapshot:
-        """The whole index as arrays (for the shared file), leaving out the pages ``without``."""
+    def to_snapshot(self) -> Snapshot:
+        """The whole index as arrays (for the shared file; ``lexical_store.edited`` changes one)."""
         with self._lock:
             vocab = list(dict.fromkeys([*self._base_terms, *self.postings]))
             columns = [p for p in (self._posting(term) for term in vocab) if p is not None]
             sizes = np.array([len(p[0]) for p in columns], dtype=np.int64)
-            pos = np.concatenate([p[0] for p in columns]) if columns else np.zeros(0, np.int64)
-            freq = np.concatenate([p[1] for p in columns]) if columns else np.zeros(0, np.float32)
-            ids = list(self.ids)
-            lengths = np.array(self.lengths, dtype=np.float32)
-            times = np.array(self.times, dtype=np.float64)
-            timed = np.array(self.timed, dtype=np.int8)
-        keep = np.ones(len(ids), dtype=bool)
-        for page_id in without:
-            if page_id in self.position:
-                keep[self.position[page_id]] = False
-        term_of = np.repeat(np.arange(len(vocab)), sizes)
-        if not keep.all():  # renumber the pages kept (order unchanged) and drop emptied terms
-            entry_kept = keep[pos]
-            renumber = np.cumsum(keep) - 1
-            pos, freq, term_of = renumber[pos[entry_kept]], freq[entry_kept], term_of[entry_kept]
-            ids = [page_id for page_id, kept in zip(ids, keep) if kept]
-            lengths, times, timed = lengths[keep], times[keep], timed[keep]
-        sizes = np.bincount(term_of, minlength=len(vocab))
-        used = np.flatnonzero(sizes)
-        return Snapshot(
-            ids=ids,
-            vocab=[vocab[t] for t in used],
-            ptr=np.concatenate([[0], np.cumsum(sizes[used])]).astype(np.int64),
-            pos=pos.astype(np.int32),
-            freq=freq.astype(np.float32),
-            lengths=lengths,
-            times=times,
-            timed=timed,
-        )
+            return Snapshot(
+                ids=list(self.ids),
+                vocab=vocab,
+                ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                pos=(np.concatenate([p[0] for p in columns]) if columns else np.zeros(0)).astype(np.int32),
+                freq=(np.concatenate([p[1] for p in columns]) if columns else np.zeros(0)).astype(np.float32),
+                lengths=np.array(self.lengths, dtype=np.float32),
+                times=np.array(self.times, dtype=np.float64),
+                timed=np.array(self.timed, dtype=np.int8),
+            )
 
 
 _EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
 
 
-class PageIndexes:
-    """One PageIndex per recently used user (least recently used dropped beyond ``max_users``),
-    kept in step with the shared file beside an embedded store (``lexical_store.py``) when
-    ``folder`` gives one; without it (a Chroma server) each process builds its own from the store.
-    """
-
-    def __init__(self, max_users: int = 64, folder: Callable[[], str | None] = lambda: None) -> None:
-        self.max_users = max_users
-        self._indexes: OrderedDict[str, PageIndex] = OrderedDict()
-        self._lock = threading.RLock()
-        self._folder = folder
-        self._file: LexicalFile | None = None
-        self._resolved = False
-
-    @property
-    def file(self) -> LexicalFile | None:
-        """The shared file (opened on first use, once the store's folder exists), or None."""
-        if not self._resolved:
-            with self._lock:
-                if not self._resolved:
-                    folder = self._folder()
-                    self._file = LexicalFile(Path(folder) / FILE_NAME) if folder else None
-                    self._resolved = True
-        return self._file
-
-    def get(self, user_id: str) -> PageIndex | None:
-        """The user's index in this process, brought up to date with the shared file; None when
-        there is none (then ``build`` it from the store)."""
-        with self._lock:
-            index = self._indexes.get(user_id)
-            if index is not None:
-                self._indexes.move_to_end(user_id)
-        if self.file is None:
-            return index
-        found: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
-        with self._shared(user_id) as file:
-            if file is None:
-                return index
-            with file.reading() as tx:
-                state = tx.state(user_id)
-                if state is None:  # deleted, or never built: from the store
-                    pass
-                elif index is not None and index.state is not None and index.state.epoch == state.epoch:
-                    if state.seq > index.state.seq:
-                        _apply(index, tx.tail(user_id, index.state.seq), state)
-                    found = index
-                else:
-                    found = _load(tx, user_id)
-                    if found is not None:
-                        found.checked_at = -math.inf  # counted against the store at its first use
-            if found is not None and len(found) - found.base_count > COMPACT_ROWS:
-                found = self._compact(user_id, found, file)
-        self._keep(user_id, found)
-        return found
-
-    def build(self, user_id: str, pages: Sequence[Record]) -> PageIndex:
-        """A fresh index from the user's stored pages (any order; sorted by creation here), saved
-        to the shared file; ``before`` is the file's state before the pages were read."""
-        return self.rebuild(user_id, lambda: pages)
-
-    def rebuild(self, user_id: str, pages: Callable[[], Sequence[Record]]) -> PageIndex:
-        """``build`` from ``pages()``, read after noting the shared file's state: tail rows
-        written meanwhile by other processes stay in the file, read on top of the new copy."""
-        before = self._state(user_id)
-        index = PageIndex()
-        for record in sorted(pages(), key=lambda r: int(r.metadata.get("created_ns", 0))):
-            index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
-        with self._shared(user_id) as file:
-            if file is not None:
-                upto = before.seq if before else 0
-                with file.writing() as tx:
-                    saved = tx.save(user_id, index.to_snapshot(), upto)
-                index.state = State(saved.epoch, upto)  # rows after ``upto`` are read by the next get
-        self._keep(user_id, index)
-        return index
-
-    def add(self, user_id: str, records: Sequence[Record]) -> None:
-        """Pages just written by this process: into the shared file (when it indexes the user) and
-        into this process's index (when it has one). Nothing is stemmed for a user indexed nowhere."""
-        with self._lock:
-            index = self._indexes.get(user_id)
-        rows: list[tuple[str, float, bool, list[str]]] = []
-
-        def prepared() -> list[tuple[str, float, bool, list[str]]]:
-            if not rows:
-                rows.extend(
-                    (r.id, float(r.metadata.get("ts_s", 0.0)), places_in_time(r.document), tokens(r.document))
-                    for r in records
-                )
-            return rows
-
-        with self._shared(user_id) as file:
-            if file is not None:
-                with file.writing() as tx:
-                    state = tx.state(user_id)
-                    held = index.state if index is not None else None
-                    if state is None:
-                        pass  # the file has no copy of this user: built from the store when needed
-                    elif index is not None and held is not None and held.epoch == state.epoch:
-                        # other processes' pages first: this index keeps the file's order
-                        if state.seq > held.seq:
-                            _apply(index, tx.tail(user_id, held.seq), state)
-                        appended = tx.append(user_id, prepared())
-                        _add_rows(index, rows)
-                        index.state = appended[0] if appended else index.state
-                        return
-                    else:
-                        tx.append(user_id, prepared())
-        if index is not None:
-            _add_rows(index, prepared())
-
-    def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
-        """Take pages out of the user's index, in this process and in the shared file (rewritten,
-        so their words leave the file); before the store deletes them."""
-        kept: PageIndex | None = None  # stays None if the file fails: rebuilt from the store
-        with self._shared(user_id) as file:
-            if file is None:
-                self.forget(user_id)
-                return
-            with file.writing() as tx:
-                state = tx.state(user_id)
-                with self._lock:
-                    index = self._indexes.get(user_id)
-                if state is None:
-                    index = None
-                elif index is None or index.state is None or index.state.epoch != state.epoch:
-                    index = _load(tx, user_id)
-                elif state.seq > index.state.seq:
-                    _apply(index, tx.tail(user_id, index.state.seq), state)
-                if index is not None and state is not None and any(p in index.position for p in page_ids):
-                    snapshot = index.to_snapshot(without=page_ids)
-                    index = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
-            file.erase_log()
-            kept = index
-        self._keep(user_id, kept)
-
-    def forget(self, user_id: str) -> None:
-        """Drop a user's index (after a delete, an update or an import), here and in the shared
-        file (its words erased): rebuilt from the store when next needed."""
-        with self._lock:
-            self._indexes.pop(user_id, None)
-        with self._shared(user_id) as file:
-            if file is not None:
-                with file.writing() as tx:
-                    tx.drop(user_id)
-                file.erase_log()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-
-    # --- the shared file ------------------------------------------------------------------
-    def _keep(self, user_id: str, index: PageIndex | None) -> None:
-        with self._lock:
-            if index is None:
-                self._indexes.pop(user_id, None)
-                return
-            self._indexes[user_id] = index
-            self._indexes.move_to_end(user_id)
-            while len(self._indexes) > self.max_users:
-                self._indexes.popitem(last=False)
-
-    def _state(self, user_id: str) -> State | None:
-        with self._shared(user_id) as file:
-            if file is None:
-                return None
-            with file.reading() as tx:
-                return tx.state(user_id)
-
-    def _compact(self, user_id: str, index: PageIndex, file: LexicalFile) -> PageIndex:
-        """Fold the pages added since the copy into a new copy (a new process then loads one copy,
-        not thousands of tail rows)."""
-        with file.writing() as tx:
-            state = tx.state(user_id)
-            if state is None or index.state is None or state.epoch != index.state.epoch:
-                return index  # rewritten meanwhile: the next get loads that
-            if state.seq > index.state.seq:
-                _apply(index, tx.tail(user_id, index.state.seq), state)
-            snapshot = index.to_snapshot()
-            compacted = PageIndex(snapshot, tx.save(user_id, snapshot, state.seq))
-        compacted.checked_at = index.checked_at
-        return compacted
-
-    @contextmanager
-    def _shared(self, user_id: str) -> Iterator[LexicalFile | None]:
-        """The shared file for one operation; a damaged file is removed (indexes are rebuilt from
-        the store), and one that cannot be used at all (a read-only folder) is left aside."""
-        file = self.file
-        try:
-            yield file
-        except (sqlite3.OperationalError, OSError) as exc:  # locked past the timeout, read-only, full
-            if file is None:
-                raise
-            logger.warning("lexical index %s not usable (%s): kept in memory only", file.path, exc)
-            with self._lock:
-                self._file = None
-                self._indexes.clear()
-            file.close()
-        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
-            if file is None:
-                raise
-            logger.warning("lexical index %s unreadable (%s): rebuilt from the store", file.path, exc)
-            with self._lock:
-                self._indexes.clear()
-            file.reset()
-
-
 COMPACT_ROWS = 4096
 """Pages added to a loaded copy above which a process writes a new copy."""
-
-
-def _load(tx: Transaction, user_id: str) -> PageIndex | None:
-    loaded = tx.load(user_id)
-    if loaded is None:
-        return None
-    state, snapshot = loaded
-    index = PageIndex(snapshot)
-    _apply(index, tx.tail(user_id, 0), state)
-    return index
-
-
-def _add_rows(index: PageIndex, rows: Sequence[tuple[str, float, bool, list[str]]]) -> None:
-    for page_id, time_s, timed, terms in rows:
-        index.add_terms(page_id, terms, time_s, timed)
-
-
-def _apply(index: PageIndex, rows: Sequence[TailRow], state: State) -> None:
-    for row in rows:
-        index.add_terms(row.id, row.terms, row.ts, row.timed)
-    index.state = state

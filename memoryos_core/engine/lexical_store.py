@@ -1,12 +1,14 @@
 """The lexical index on disk: one SQLite file beside an embedded store, shared by its processes.
 
 Each user has one row in ``snap`` (a compact copy of the whole index: ids, terms, postings as
-numpy bytes, page lengths, times) and the rows in ``tail``, one per page written since that
-copy (its stemmed words, so a reader does not stem again). A process loads the copy with a few
-``np.frombuffer`` calls and the tail on top; a write appends one tail row. Every rewrite of the
-copy (a rebuild from the store, a compaction of the tail, a page removed) gives it a new random
-``epoch``: a process holding an older epoch reloads, one holding the same epoch reads only the
-tail rows after the last ``seq`` it saw.
+numpy bytes, page lengths, times), one small row in ``head`` (the copy's ``epoch`` and the last
+tail ``seq``) and the rows in ``tail``, one per page written since that copy (its stemmed words,
+so a reader does not stem again). A process loads the copy with a few ``np.frombuffer`` calls and
+the tail on top; a write appends one tail row and moves ``head``'s seq (never the copy's row:
+SQLite rewrites a whole row on any update, 25 MB at 100k pages). Every rewrite of the copy (a
+rebuild from the store, a compaction of the tail, a page removed or updated) gives it a new
+random ``epoch``: a process holding an older epoch reloads, one holding the same epoch reads
+only the tail rows after the last ``seq`` it saw.
 
 It is derived data, rebuilt from the store when missing, stale or unreadable. Writes are SQLite
 transactions (WAL, ``synchronous=NORMAL``: a crash loses at most the last commits, never the
@@ -14,17 +16,23 @@ file's consistency, and the count check against the store finds what was lost); 
 IMMEDIATE`` orders writers across processes. Deleted words do not stay in the file:
 ``secure_delete`` zeroes freed content and a ``TRUNCATE`` checkpoint empties the write-ahead log
 after every removal. The file is created 0600 inside the store's private folder.
+
+Processes coordinate through an ``flock`` on the folder (``LexicalFile.exclusive``): one process
+rebuilds a stale copy while the others wait and then load it, and a damaged file is removed by
+one process only; every transaction first checks that the file it holds open is still the one
+at its path (a process that finds it replaced reconnects, never writing into a removed file).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,8 @@ logger = logging.getLogger("memoryos")
 
 FILE_NAME = "memoryos-lexical.sqlite3"
 BUSY_TIMEOUT_S = 60.0
+VERSION = 2
+"""``PRAGMA user_version`` of the layout (1: the seq lived in ``snap``; moved to ``head`` on open)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap (
     user TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -47,6 +57,7 @@ CREATE TABLE IF NOT EXISTS tail (
     user TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, ts REAL NOT NULL,
     timed INTEGER NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (user, seq)
 );
+CREATE TABLE IF NOT EXISTS head (user TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL);
 """
 
 
@@ -87,12 +98,13 @@ class Transaction:
         self._db = connection
 
     def state(self, user: str) -> State | None:
-        row = self._db.execute("SELECT epoch, seq FROM snap WHERE user = ?", (user,)).fetchone()
+        row = self._db.execute("SELECT epoch, seq FROM head WHERE user = ?", (user,)).fetchone()
         return None if row is None else State(int(row[0]), int(row[1]))
 
     def load(self, user: str) -> tuple[State, Snapshot] | None:
         row = self._db.execute(
-            "SELECT epoch, seq, ids, vocab, ptr, pos, freq, lengths, times, timed FROM snap WHERE user = ?",
+            "SELECT h.epoch, h.seq, ids, vocab, ptr, pos, freq, lengths, times, timed"
+            " FROM head h JOIN snap s ON s.user = h.user WHERE h.user = ?",
             (user,),
         ).fetchone()
         if row is None:
@@ -134,7 +146,7 @@ class Transaction:
             ],
         )
         after = State(state.epoch, state.seq + len(rows))
-        self._db.execute("UPDATE snap SET seq = ? WHERE user = ?", (after.seq, user))
+        self._db.execute("UPDATE head SET seq = ? WHERE user = ?", (after.seq, user))
         return after, first
 
     def save(self, user: str, snapshot: Snapshot, upto: int) -> State:
@@ -161,10 +173,14 @@ class Transaction:
                 snapshot.timed.astype(np.int8).tobytes(),
             ),
         )
+        self._db.execute(
+            "INSERT OR REPLACE INTO head (user, epoch, seq) VALUES (?, ?, ?)", (user, state.epoch, state.seq)
+        )
         self._db.execute("DELETE FROM tail WHERE user = ? AND seq <= ?", (user, upto))
         return state
 
     def drop(self, user: str) -> None:
+        self._db.execute("DELETE FROM head WHERE user = ?", (user,))
         self._db.execute("DELETE FROM snap WHERE user = ?", (user,))
         self._db.execute("DELETE FROM tail WHERE user = ?", (user,))
 
@@ -182,6 +198,63 @@ def _check(snapshot: Snapshot) -> None:
         raise sqlite3.DatabaseError("lexical index copy with arrays of inconsistent sizes")
 
 
+def edited(
+    snapshot: Snapshot,
+    without: Sequence[int] = (),
+    replace: Mapping[int, tuple[Mapping[str, int], bool]] | None = None,
+) -> Snapshot:
+    """``snapshot`` with the pages at positions ``without`` left out (the others renumbered, order
+    kept) and the words of the pages at the positions in ``replace`` swapped for new ones (term
+    counts, and whether they place the page in time); terms no page uses any more are dropped."""
+    replace = replace or {}
+    sizes = np.diff(snapshot.ptr)
+    vocab = list(snapshot.vocab)
+    pos, freq = snapshot.pos.astype(np.int64), snapshot.freq
+    term_of = np.repeat(np.arange(len(vocab), dtype=np.int64), sizes)
+    lengths, timed = snapshot.lengths.copy(), snapshot.timed.copy()
+    if replace:
+        changed = np.fromiter(replace, dtype=np.int64, count=len(replace))
+        kept_entry = ~np.isin(pos, changed)
+        row_of = {term: row for row, term in enumerate(vocab)}
+        new_terms, new_pos, new_freq = [], [], []
+        for position, (counts, is_timed) in replace.items():
+            for term, count in counts.items():
+                if term not in row_of:
+                    row_of[term] = len(vocab)
+                    vocab.append(term)
+                new_terms.append(row_of[term])
+                new_pos.append(position)
+                new_freq.append(float(count))
+            lengths[position] = float(sum(counts.values()))
+            timed[position] = int(is_timed)
+        term_of = np.concatenate([term_of[kept_entry], np.array(new_terms, dtype=np.int64)])
+        pos = np.concatenate([pos[kept_entry], np.array(new_pos, dtype=np.int64)])
+        freq = np.concatenate([freq[kept_entry], np.array(new_freq, dtype=np.float32)])
+        order = np.lexsort((pos, term_of))  # by term, then page: a term's positions ascending
+        term_of, pos, freq = term_of[order], pos[order], freq[order]
+    ids, times = list(snapshot.ids), snapshot.times
+    if len(without):
+        keep = np.ones(len(ids), dtype=bool)
+        keep[np.asarray(without, dtype=np.int64)] = False
+        entry_kept = keep[pos]
+        renumber = np.cumsum(keep) - 1
+        pos, freq, term_of = renumber[pos[entry_kept]], freq[entry_kept], term_of[entry_kept]
+        ids = [page_id for page_id, kept in zip(ids, keep) if kept]
+        lengths, times, timed = lengths[keep], times[keep], timed[keep]
+    per_term = np.bincount(term_of, minlength=len(vocab))
+    used = np.flatnonzero(per_term)
+    return Snapshot(
+        ids=ids,
+        vocab=[vocab[t] for t in used],
+        ptr=np.concatenate([[0], np.cumsum(per_term[used])]).astype(np.int64),
+        pos=pos.astype(np.int32),
+        freq=freq.astype(np.float32),
+        lengths=lengths.astype(np.float32),
+        times=times.astype(np.float64),
+        timed=timed.astype(np.int8),
+    )
+
+
 class LexicalFile:
     """The SQLite file (one connection per process, its calls serialised by a lock)."""
 
@@ -189,10 +262,22 @@ class LexicalFile:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file connected to
+        self._folder_fd: int | None = None
+        self._exclusive_lock = threading.RLock()
+        self._exclusive_depth = 0
 
     def _connect(self) -> sqlite3.Connection:
+        if self._db is not None and self._identity != _identity(self.path):
+            # Removed (found damaged by another process) or replaced since: the file at the path
+            # is the one every process uses; writing into the removed one would be lost.
+            self._drop_connection()
         if self._db is None:
-            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite opens it
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # 0600 before SQLite opens it
+            try:
+                self._identity = _identity_of(os.fstat(fd))  # noted even if it proves damaged
+            finally:
+                os.close(fd)
             db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
@@ -200,7 +285,7 @@ class LexicalFile:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA secure_delete=ON")
-                db.executescript(_SCHEMA)
+                _upgrade(db)
             except sqlite3.DatabaseError:
                 db.close()
                 raise
@@ -231,6 +316,24 @@ class LexicalFile:
                 raise
             db.execute("COMMIT")
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by one thread of one process at a time (an ``flock`` on the file's folder, waited
+        for): around a rebuild of a user's copy, so the others wait and load it instead of each
+        rebuilding it, and around the removal of a damaged file. Re-entrant within a thread."""
+        with self._exclusive_lock:  # not ``_lock``: this thread's transactions go on meanwhile
+            if self._exclusive_depth == 0:
+                if self._folder_fd is None:
+                    self._folder_fd = os.open(self.path.parent, os.O_RDONLY)
+                fcntl.flock(self._folder_fd, fcntl.LOCK_EX)
+            self._exclusive_depth += 1
+            try:
+                yield
+            finally:
+                self._exclusive_depth -= 1
+                if self._exclusive_depth == 0 and self._folder_fd is not None:
+                    fcntl.flock(self._folder_fd, fcntl.LOCK_UN)
+
     def erase_log(self) -> None:
         """Empty the write-ahead log, where the old images of rewritten pages are kept."""
         with self._lock:
@@ -239,17 +342,58 @@ class LexicalFile:
                 logger.warning("could not empty the lexical index's log %s-wal (a reader held it)", self.path)
 
     def reset(self) -> None:
-        """Remove a damaged file (and its log): the indexes are rebuilt from the store."""
-        with self._lock:
-            self.close()
+        """Remove a damaged file (and its log): the indexes are rebuilt from the store. One process
+        removes it: another that found it damaged too sees it replaced, and only reconnects."""
+        with self.exclusive(), self._lock:
+            held = self._identity
+            self._drop_connection()
+            if held is not None and held != _identity(self.path):
+                return  # already removed (and maybe made anew) by another process
             for suffix in ("", "-wal", "-shm"):
                 with suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._exclusive_lock, self._lock:
             if self._db is not None:
                 with suppress(sqlite3.Error):
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._drop_connection()
+            if self._folder_fd is not None and self._exclusive_depth == 0:
+                os.close(self._folder_fd)
+                self._folder_fd = None
+
+    def _drop_connection(self) -> None:
+        if self._db is not None:
+            with suppress(sqlite3.Error):
                 self._db.close()
-                self._db = None
+        self._db, self._identity = None, None
+
+
+def _identity_of(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        return _identity_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Create the tables, or bring a file of an older layout to this one (in one transaction)."""
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) == VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) < VERSION:
+            db.execute("INSERT OR REPLACE INTO head (user, epoch, seq) SELECT user, epoch, seq FROM snap")
+            db.execute(f"PRAGMA user_version = {VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -15,7 +15,8 @@ import numpy as np
 
 from memoryos_core._config import MemoryConfig
 from memoryos_core._types import ContextUnit, Tier
-from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, PageIndexes, tokens
+from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, tokens
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import knowledge_from_record, source_ids
 from memoryos_core.engine.repository import Repository
 from memoryos_core.policy import ranking, term_context
@@ -145,22 +146,41 @@ class Retriever:
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
-        missing = [index.ids[p] for p in dict.fromkeys([*best, *newest]) if index.ids[p] not in records]
-        records.update((r.id, r) for r in self.store.get("pages", ids=missing, where={"user_id": user_id}))
+
+        def fetch(positions: list[int]) -> None:
+            missing = [index.ids[p] for p in dict.fromkeys(positions) if index.ids[p] not in records]
+            found = self.store.get("pages", ids=missing, where={"user_id": user_id})
+            records.update((r.id, r) for r in found)
+
+        # Only the pages used are read (Chroma's reads cost per record): the short-term pages are
+        # the newest, so when the last ``capacity`` all are, older ones waiting for consolidation
+        # are not read; of the best, the first ``k`` not short-term (more if one was deleted).
+        fetch([*best[:k], *newest[-capacity:]])
+        if not all(
+            index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
+            for p in newest[-capacity:]
+        ):
+            fetch(newest)
         short = [
             p
             for p in newest
             if index.ids[p] in records and records[index.ids[p]].metadata.get("tier") == "short_term"
         ][-capacity:]
-        parts = {p: ranking.score_parts(trace, p) for p in dict.fromkeys([*short, *best])}
-        recent = [page_unit(records[index.ids[p]], "short_term", float(scores[p]), parts[p]) for p in short]
-        chosen = [p for p in best if p not in set(short) and index.ids[p] in records][:k]
+        recent = [
+            page_unit(records[index.ids[p]], "short_term", float(scores[p]), ranking.score_parts(trace, p))
+            for p in short
+        ]
+        rest = [p for p in best if p not in set(short)]
+        fetch(rest[:k])
+        if sum(index.ids[p] in records for p in rest[:k]) < min(k, len(rest)):
+            fetch(rest)
+        chosen = [p for p in rest if index.ids[p] in records][:k]
         units = [
             page_unit(
                 records[index.ids[p]],
                 cast(Tier, records[index.ids[p]].metadata.get("tier", "mid_term")),
                 float(scores[p]),
-                parts[p],
+                ranking.score_parts(trace, p),
             )
             for p in chosen
         ]

@@ -15,7 +15,7 @@ from memoryos_core._exceptions import InvalidInputError
 from memoryos_core._types import AddResult, Cost, Page
 from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
 from memoryos_core.engine.lease import LEASE_TTL_S
-from memoryos_core.engine.lexical import PageIndexes
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import page_record
 from memoryos_core.engine.repository import Repository
 from memoryos_core.engine.runtime import Runtime

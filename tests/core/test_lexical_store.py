@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,8 @@ import pytest
 
 from memoryos_core import HashingEmbedder, MemoryOS
 from memoryos_core.engine import lexical
-from memoryos_core.engine.lexical import PageIndex, PageIndexes, tokens
+from memoryos_core.engine.lexical import PageIndex, tokens
+from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.lexical_store import FILE_NAME
 from memoryos_core.storage.base import Record
 
@@ -107,7 +111,7 @@ def test_two_writer_processes_lose_no_page(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys
-        from memoryos_core.engine.lexical import PageIndexes
+        from memoryos_core.engine.lexical_shared import PageIndexes
         from memoryos_core.storage.base import Record
         indexes = PageIndexes(folder=lambda: sys.argv[1])
         for i in range(150):
@@ -130,7 +134,7 @@ def test_a_write_cut_short_leaves_the_last_committed_index(tmp_path: Path) -> No
     script = textwrap.dedent(
         """
         import os, sys
-        from memoryos_core.engine.lexical import PageIndexes
+        from memoryos_core.engine.lexical_shared import PageIndexes
         indexes = PageIndexes(folder=lambda: sys.argv[1])
         file = indexes.file
         with file.writing() as tx:
@@ -226,3 +230,120 @@ def test_a_new_memoryos_loads_the_index_instead_of_rebuilding_it(
         assert rebuilt == ["alice"]
     finally:
         third.close()
+
+
+def test_an_add_writes_one_row_not_the_users_whole_copy(tmp_path: Path) -> None:
+    indexes = shared(tmp_path)
+    indexes.build("u", pages(500, seed=5))
+    file = indexes.file
+    assert file is not None
+    with file.writing() as tx:  # noting every change of the copy's row made on this connection
+        tx._db.execute("CREATE TEMP TABLE copy_writes (n INTEGER)")
+        tx._db.execute(
+            "CREATE TEMP TRIGGER copy_written AFTER UPDATE ON snap"
+            " BEGIN INSERT INTO copy_writes VALUES (1); END"
+        )
+    for i in range(3):
+        indexes.add("u", pages(1, seed=9 + i, start=500 + i))
+    with file.reading() as tx:
+        # SQLite rewrites (or reads back to compare) a whole row on any update: an add that
+        # moved a counter in the copy's row went through the copy, 25 MB at 100k pages
+        assert tx._db.execute("SELECT count(*) FROM copy_writes").fetchone()[0] == 0
+    assert len(shared(tmp_path).get("u") or []) == 503
+
+
+def test_a_file_of_the_older_layout_is_upgraded_in_place(tmp_path: Path) -> None:
+    records = pages(120)
+    indexes = shared(tmp_path)
+    indexes.build("u", records[:100])
+    indexes.add("u", records[100:])
+    indexes.close()
+    db = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
+    db.execute("UPDATE snap SET seq = (SELECT seq FROM head WHERE head.user = snap.user)")
+    db.execute("DROP TABLE head")  # the layout before: the seq in snap, user_version 0
+    db.execute("PRAGMA user_version = 0")
+    db.close()
+    upgraded = shared(tmp_path).get("u")
+    assert upgraded is not None and upgraded.base_count == 100
+    same_scores(upgraded, in_memory(records))
+
+
+def test_an_updated_page_keeps_its_place_and_only_its_new_words(tmp_path: Path) -> None:
+    marker = "zqxoldword"
+    records = pages(60)
+    records[20] = Record(
+        id="p20", document=f"the old text {marker}", metadata={"created_ns": 20, "ts_s": 20.0}
+    )
+    a, b = shared(tmp_path), shared(tmp_path)
+    a.build("u", records[:50])
+    a.add("u", records[50:])
+    assert b.get("u") is not None
+    changed = Record(id="p20", document="a quokka on the trail last week", metadata={"ts_s": 20.0})
+    a.update("u", [changed])
+    expected = in_memory([changed if r.id == "p20" else r for r in records])
+    for index in (a.get("u"), b.get("u"), shared(tmp_path).get("u")):
+        assert index is not None and index.position["p20"] == 20
+        same_scores(index, expected)
+    assert not any(marker.encode() in p.read_bytes() for p in tmp_path.iterdir())
+    server = PageIndexes(folder=lambda: None)  # a Chroma server: in this process only
+    server.build("u", records)
+    server.update("u", [changed])
+    same_scores(server.get("u"), expected)  # type: ignore[arg-type]
+
+
+def test_update_memory_does_not_rebuild_the_word_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = MemoryOS(data_storage_path=str(tmp_path / "data"), user_id="alice", embedder=HashingEmbedder(64))
+    try:
+        ids = [memory.add_memory(f"I walk my dog on trail {i}", "Nice.").page_id for i in range(12)]
+        memory.flush()
+        memory.retrieve_memory("dog trail")  # the index is built (once)
+        rebuilt: list[str] = []
+        original = PageIndexes.rebuild
+        monkeypatch.setattr(
+            PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p)
+        )
+        memory.update_memory(ids[4], user_input="My sister cooks pasta in Lisbon")
+        found = memory.retrieve_memory("sister pasta Lisbon").all_units[0]
+        assert found.id == ids[4] and "Lisbon" in found.text
+        assert rebuilt == []
+    finally:
+        memory.close()
+
+
+def test_two_indexes_that_find_it_stale_at_once_rebuild_it_once(tmp_path: Path) -> None:
+    records, reads = pages(200), []
+    shared(tmp_path).build("u", records[:10])
+
+    def slow_read() -> list[Record]:
+        reads.append(1)
+        time.sleep(0.5)  # a long rebuild: the other waits for it rather than doing it again
+        return records
+
+    first, second = shared(tmp_path), shared(tmp_path)  # as two processes: each its own file handle
+    assert first.get("u") is not None and second.get("u") is not None
+    results: list[PageIndex] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(i.rebuild("u", slow_read)))
+        for i in (first, second)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reads) == 1
+    for index in results:
+        same_scores(index, in_memory(records))
+
+
+def test_a_file_removed_by_another_process_is_not_written_into(tmp_path: Path) -> None:
+    a, b, c = shared(tmp_path), shared(tmp_path), shared(tmp_path)
+    a.build("u", pages(30))
+    assert b.get("u") is not None and c.get("u") is not None
+    b.file.reset()  # type: ignore[union-attr]  # b found the file damaged and removed it
+    assert a.get("u") is None  # a uses the file now at the path (empty), not the removed one
+    a.build("u", pages(40))
+    assert len(b.get("u") or []) == 40
+    c.file.reset()  # type: ignore[union-attr]  # c found the old file damaged too: already replaced
+    assert len(shared(tmp_path).get("u") or []) == 40
