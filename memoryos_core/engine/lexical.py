@@ -107,16 +107,18 @@ class PageIndex:
             return count, self._bm25(query_terms, count), self._cached("times", count)
 
     def _cached(self, name: str, count: int) -> np.ndarray:
-        """``times`` or BM25's length ``norm`` of the first ``count`` pages as a read-only array,
-        computed once per page count (pages are only ever appended; held under ``_lock``)."""
+        """``times``, ``lengths`` or BM25's length ``norm`` of the first ``count`` pages as a read-only
+        array, computed once per page count (pages are only ever appended; held under ``_lock``)."""
         cached = self._arrays.get(name)
         if cached is not None and len(cached) == count:
             return cached
         value: np.ndarray
         if name == "times":
-            value = np.array(self.times, dtype=np.float64)
+            value = np.array(self.times[:count], dtype=np.float64)
+        elif name == "lengths":
+            value = np.array(self.lengths[:count], dtype=np.float32)
         else:
-            lengths = np.array(self.lengths, dtype=np.float32)
+            lengths = self._cached("lengths", count)
             value = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
         value.flags.writeable = False
         self._arrays[name] = value
@@ -129,8 +131,9 @@ class PageIndex:
         holds left out), and those pages' lengths: what ``policy/term_context.py`` scores."""
         with self._lock:
             found = [p for p in (self._posting(term) for term in set(query_terms)) if p is not None]
-            lengths = np.array(self.lengths[:count], dtype=np.float32)
-        return [(where[where < count], freqs[where < count]) for where, freqs in found], lengths
+            lengths = self._cached("lengths", count)
+        # Positions ascend: only a posting that reaches past ``count`` (pages added since) is cut.
+        return [_first(where, freqs, count) for where, freqs in found], lengths
 
     def timed_pages(self, count: int) -> np.ndarray:
         """Whether each of the first ``count`` pages places something in time ("last week")."""
@@ -194,3 +197,11 @@ _EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float
 
 COMPACT_ROWS = 4096
 """Pages added to a loaded copy above which a process writes a new copy."""
+
+
+def _first(where: np.ndarray, freqs: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """A posting's entries among the first ``count`` pages (``where`` ascending)."""
+    if not len(where) or where[-1] < count:
+        return where, freqs
+    end = int(np.searchsorted(where, count))
+    return where[:end], freqs[:end]
