@@ -35,6 +35,11 @@ NEIGHBOUR_TEXT_SHARE = 0.5
 NEIGHBOUR_TEXT_WEIGHT = 1.0
 """Weight of the neighbour-text BM25's z-score against the page's own BM25's (0: off)."""
 
+RESCORE_PAGES = 2000
+"""At most this many pages, the best by their own (coverage-scaled) BM25, are read with their neighbours'
+words: a second-stage rescoring of the lexical candidates, so that its work does not grow with a store of
+100k pages whose query words are common (a conversation of LoCoMo's size is read whole)."""
+
 Posting = tuple[np.ndarray, np.ndarray]
 """One query term's pages (positions, ascending) and its count in each."""
 
@@ -109,15 +114,29 @@ def neighbour_bm25(
     if count > 1:  # every window's length summed, the ends' mirrored neighbour included
         total += share * (2 * total - lengths[-1] + lengths[1] - lengths[0] + lengths[-2])
     norm = k1 * (1 - b + b * window_lengths / max(total / count, 1e-9))
-    own = np.zeros(count, dtype=np.float64)
     for where, counts in postings:
         if not len(where):
             continue
-        own[where] = counts
-        tf = own[at] + share * (own[before] + own[after])
+        tf = _counts(where, counts, at) + share * (
+            _counts(where, counts, before) + _counts(where, counts, after)
+        )
         scores += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm)
-        own[where] = 0.0
     return scores
+
+
+def _counts(where: np.ndarray, counts: np.ndarray, pages: np.ndarray) -> np.ndarray:
+    """A term's count in each of ``pages`` (0 where absent), from its posting (``where`` ascending):
+    a lookup in the posting, so the work is in ``len(pages)``, not in the page count."""
+    found = np.minimum(np.searchsorted(where, pages), len(where) - 1)
+    tf: np.ndarray = np.where(where[found] == pages, counts[found].astype(np.float64), 0.0)
+    return tf
+
+
+def _best(score: np.ndarray, limit: int) -> np.ndarray:
+    """Positions (ascending) of the ``limit`` highest of ``score``; all of them when there are fewer."""
+    if len(score) <= limit:
+        return np.arange(len(score))
+    return np.sort(np.argpartition(-score, limit - 1)[:limit])
 
 
 def _z_of_held(values: np.ndarray, count: int) -> tuple[np.ndarray, float]:
@@ -158,7 +177,11 @@ def lexical(
     score = own * (1.0 + weights.coverage * coverage(postings, count)[held]) if weights.coverage else own
     combined, rest = _z_of_held(score, count)
     if weights.neighbour_text:
-        around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b, at=held)
+        around = np.zeros(len(held), dtype=np.float64)
+        best = _best(score, RESCORE_PAGES)  # which of ``held`` are read with their neighbours
+        around[best] = neighbour_bm25(
+            postings, lengths[:count], weights.neighbour_share, k1, b, at=held[best]
+        )
         around_z, around_rest = _z_of_held(around, count)
         combined, rest = (
             combined + weights.neighbour_text * around_z,

@@ -177,3 +177,34 @@ def test_lexical_is_the_two_z_scores_on_bm25s_mean_and_spread() -> None:
     assert np.allclose(got, expected, atol=1e-4)
     at = np.flatnonzero(bm25)
     assert np.allclose(term_context.neighbour_bm25(postings, lengths, 0.5, K1, B, at=at), around[at])
+
+
+def test_neighbour_text_reads_only_the_best_candidates_of_a_large_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past RESCORE_PAGES matching pages, only the best by their own BM25 are read with their neighbours;
+    the others score as if their neighbours' words were not there (a second-stage rescoring)."""
+    rng = np.random.default_rng(3)
+    words = ["river", "boat", "fish", "bread", "oven", "kite"]
+    documents = [" ".join(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(80)]
+    bm25, postings, lengths = _signals(documents, "river boat")
+    held = np.flatnonzero(bm25)
+    assert len(held) > 5
+    whole = term_context.lexical(bm25, postings, lengths, k1=K1, b=B)
+    monkeypatch.setattr(term_context, "RESCORE_PAGES", 5)
+    capped = term_context.lexical(bm25, postings, lengths, k1=K1, b=B)
+    assert not np.allclose(capped, whole)
+    scaled = bm25 * (1 + term_context.coverage(postings, len(bm25)))
+    chosen = term_context._best(scaled[held], 5)  # (ties at the cut may go either way)
+    best = held[chosen]
+    others = np.delete(scaled[held], chosen)
+    assert len(best) == 5 and scaled[best].min() >= others.max()
+    around = np.zeros(len(bm25))
+    around[best] = term_context.neighbour_bm25(postings, lengths, 0.5, K1, B, at=np.sort(best))
+
+    def z(values: np.ndarray) -> np.ndarray:
+        scaled_values: np.ndarray = (values - values.mean()) / values.std()
+        return scaled_values
+
+    expected = bm25.mean() + bm25.std() * (z(scaled) + z(around))
+    assert np.allclose(capped, expected, atol=1e-4)
