@@ -217,9 +217,10 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             profile = self._repository.profile(user)
-            if name.strip().lower() not in profile:
+            key = name.strip().lower()
+            if key not in profile:
                 raise NotFoundError(f"no profile trait named {name!r} for user {user!r}")
-            del profile[name.strip().lower()]
+            del profile[key]
             self._repository.save_profile(user, profile)
             self._erase_deleted()
 

@@ -170,7 +170,8 @@ class Retriever:
             page_unit(records[index.ids[p]], "short_term", float(scores[p]), ranking.score_parts(trace, p))
             for p in short
         ]
-        rest = [p for p in best if p not in set(short)]
+        short_set = set(short)
+        rest = [p for p in best if p not in short_set]
         fetch(rest[:k])
         if sum(index.ids[p] in records for p in rest[:k]) < min(k, len(rest)):
             fetch(rest)

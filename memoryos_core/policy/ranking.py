@@ -69,8 +69,8 @@ def zscore(values: np.ndarray) -> np.ndarray:
     mean = values.mean(axis=-1, keepdims=True)
     std = values.std(axis=-1, keepdims=True)
     # Equal float32 values leave a rounding spread (~1e-7 of their size), not a real one.
-    spread = std > RELATIVE_SPREAD * np.abs(mean)
-    scaled: np.ndarray = np.divide(values - mean, std, out=np.zeros_like(values), where=spread & (std > 0))
+    spread = std > RELATIVE_SPREAD * np.abs(mean)  # (so std > 0 as well)
+    scaled: np.ndarray = np.divide(values - mean, std, out=np.zeros_like(values), where=spread)
     return scaled
 
 
