@@ -327,7 +327,10 @@ def test_a_chroma_server_that_goes_away_is_a_storage_error_and_no_accepted_page_
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(1.5)  # pages are being written and consolidated in the background
+    deadline = time.monotonic() + 60  # a loaded machine takes seconds for the first add over HTTP
+    while len(accepted) < 20 and not failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # pages are being written and consolidated in the background
     private_chroma.kill()
     writer.join(60)
     assert len(accepted) > 10 and len(failures) == 3
