@@ -107,12 +107,12 @@ class WordSpace:
         if weights.coverage:  # coverage counted here, a missing word held at its expansion's share
             cover = np.zeros((len(ids), bm25.shape[0]))
             mass = np.zeros(len(ids))
-            for j, asked in enumerate(ids.tolist()):
+            for word, asked in enumerate(ids.tolist()):
                 if asked >= 0:
-                    cover[j], mass[j] = self.holds[asked], self.idf[asked]
-            for j, term, share in expanded:
-                cover[j] = np.maximum(cover[j], share * self.holds[term])
-                mass[j] = max(mass[j], float(self.idf[term]))
+                    cover[word], mass[word] = self.holds[asked], self.idf[asked]
+            for word, term, share in expanded:
+                cover[word] = np.maximum(cover[word], share * self.holds[term])
+                mass[word] = max(mass[word], float(self.idf[term]))
             bm25 = bm25 * (1 + weights.coverage * (mass @ cover) / mass.sum())
             weights = replace(weights, coverage=0.0)
         return term_context.lexical(
