@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from memoryos_core.bench.fusion import Evaluation, Variant, _deltas, _folds, cross_validate, spread
 from memoryos_core.bench.fusion_data import ConversationFeatures
@@ -181,3 +183,20 @@ def expansion_table(
             }
         )
     return rows
+
+
+def print_expansion(console: Console, rows: list[dict[str, Any]]) -> None:
+    """The expansion's table: held-out gain per k, its spread, conversations better / worse."""
+    table = Table(title="query expansion by word vectors: held-out gain over the shipped ranking")
+    for column in ("R@k", "without", "tuned: mean", "sd", "better / worse"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        tuned = row["tuned"]
+        table.add_row(
+            str(row["k"]),
+            f"{row['without']['mean']:.1f}",
+            f"{tuned['mean']:+.1f}",
+            f"{tuned['std']:.1f}",
+            f"{tuned['better']} / {tuned['worse']}",
+        )
+    console.print(table)
