@@ -186,6 +186,10 @@ def fusion(
         int | None, typer.Option(help="Only the first N conversations.", min=2)
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    expansion: Annotated[
+        bool,
+        typer.Option(help="Also cross-validate query expansion by word vectors (not in the engine; slow)."),
+    ] = False,
 ) -> None:
     """Cross-validate the ranking by conversation on LoCoMo and ablate each of its rules."""
     from memoryos_core.bench.fusion import run_fusion
@@ -204,6 +208,11 @@ def fusion(
     )
     result = run_fusion(features)
     print_fusion(console, result)
+    if expansion:
+        from memoryos_core.bench.fusion_expand import expansion_table, print_expansion
+
+        result["expansion"] = expansion_table(features)
+        print_expansion(console, result["expansion"])
     _save(out, result)
 
 

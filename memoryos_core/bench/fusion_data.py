@@ -28,8 +28,9 @@ from memoryos_core.policy.text import STOPWORDS
 from memoryos_core.storage.base import Record
 from memoryos_core.storage.chroma import ChromaStore
 
-FORMAT = 2
-"""Version of the cache file's layout: a file of another version is rebuilt (2: term counts, vectors)."""
+FORMAT = 3
+"""Version of the cache file's layout: a file of another version is rebuilt (2: term counts, vectors;
+3: the words, their surface forms and their vectors)."""
 
 
 @dataclass
@@ -60,6 +61,15 @@ class ConversationFeatures:
     query_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     page_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # P x dim, unit
     query_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # Q x dim, unit
+    # Words, for variants that expand the query by meaning: ``vocab`` holds the stemmed terms (the ids of
+    # page_term), ``surface`` each term's most frequent word in the pages, ``query_words`` each
+    # question's stemmed terms (those in no page too) with their surface words; ``word_vectors`` the
+    # embedder's unit vector of each word in ``lexicon`` (every surface word of pages and questions).
+    vocab: list[str] = field(default_factory=list)  # V
+    surface: list[str] = field(default_factory=list)  # V
+    query_words: list[list[list[str]]] = field(default_factory=list)  # Q x [term, word]
+    lexicon: list[str] = field(default_factory=list)  # L
+    word_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # L x dim, unit
 
     _ARRAYS = (
         "times",
@@ -81,7 +91,9 @@ class ConversationFeatures:
         "query_count",
         "page_vectors",
         "query_vectors",
+        "word_vectors",
     )
+    _STRINGS = ("vocab", "surface", "query_words", "lexicon")
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}{name}": getattr(self, name) for name in self._ARRAYS}
@@ -193,7 +205,39 @@ def conversation_features(
         query_count=query_count,
         page_vectors=page_vectors,
         query_vectors=query_vectors,
+        **word_features(documents, questions, vocab, embedder),
     )
+
+
+def _words(text: str) -> list[tuple[str, str]]:
+    """(stemmed term, surface word) of each token of ``text``, as :func:`lexical.tokens` reads it."""
+    return [
+        (lexical._stem(word), word) for word in lexical._TOKEN.findall(text.lower()) if word not in STOPWORDS
+    ]
+
+
+def word_features(
+    documents: Sequence[str], questions: Sequence[str], vocab: dict[str, int], embedder: Embedder
+) -> dict[str, Any]:
+    """The words of a conversation: each term's most frequent surface word, each question's (term,
+    word) pairs, and the embedder's vector of every surface word (one batch)."""
+    seen: dict[str, dict[str, int]] = {}
+    for text in documents:
+        for term, word in _words(text):
+            forms = seen.setdefault(term, {})
+            forms[word] = forms.get(word, 0) + 1
+    by_id = sorted(vocab, key=vocab.__getitem__)
+    surface = [max(seen.get(t, {t: 1}).items(), key=lambda item: (item[1], item[0]))[0] for t in by_id]
+    query_words = [[[t, w] for t, w in dict(_words(q)).items()] for q in questions]
+    lexicon = sorted(set(surface) | {w for row in query_words for _, w in row})
+    vectors = np.asarray(embedder.embed(lexicon), dtype=np.float32).reshape(len(lexicon), -1)
+    return {
+        "vocab": by_id,
+        "surface": surface,
+        "query_words": query_words,
+        "lexicon": lexicon,
+        "word_vectors": _unit(vectors).astype(np.float16),
+    }
 
 
 def _turns(record: Record) -> list[str]:
@@ -243,7 +287,13 @@ def save_features(path: Path, features: Sequence[ConversationFeatures], key: str
         "format": FORMAT,
         "key": key,
         "conversations": [
-            {"sample_id": f.sample_id, "page_turns": f.page_turns, "evidence": f.evidence} for f in features
+            {
+                "sample_id": f.sample_id,
+                "page_turns": f.page_turns,
+                "evidence": f.evidence,
+                **{name: getattr(f, name) for name in ConversationFeatures._STRINGS},
+            }
+            for f in features
         ],
     }
     for position, f in enumerate(features):
@@ -271,6 +321,7 @@ def load_features(path: Path, key: str) -> list[ConversationFeatures] | None:
                     sample_id=meta["sample_id"],
                     page_turns=meta["page_turns"],
                     evidence=meta["evidence"],
+                    **{name: meta[name] for name in ConversationFeatures._STRINGS},
                     **values,
                 )
             )

@@ -123,6 +123,7 @@ def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
 ) -> None:
     data, cache, out = locomo_file(), tmp_path / "features.npz", tmp_path / "fusion.json"
     args = ["fusion", "--data", str(data), "--embedder", "hash", "--cache", str(cache), "--out", str(out)]
+    args.append("--expansion")
     first = CliRunner().invoke(bench_app, args)
     assert first.exit_code == 0, first.output + repr(first.exception)
     assert cache.exists() and "features written" in first.output
@@ -133,6 +134,8 @@ def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
     rules = {row["rule"].split(" (")[0] for row in result["ablation"]}
     assert rules == {*fusion.RULES, "stemming"}
     assert {"query-term coverage", "neighbour text"} <= rules
+    assert [row["k"] for row in result["expansion"]] == [5, 10, 25, 50]
+    assert "query expansion by word vectors" in first.output
     second = CliRunner().invoke(bench_app, args)
     assert second.exit_code == 0 and "features read" in second.output
     assert json.loads(out.read_text()) == result
