@@ -120,18 +120,23 @@ class Retriever:
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
-        # Chroma's searches run in its own code without the GIL: started first, in the recall pool's
-        # threads, they overlap the lexical scoring here (a second core's worth at 100k pages).
-        dense = self._submit(
-            lambda: self.store.query(
-                "pages",
-                query_vector,
-                where={"user_id": user_id},
-                n_results=max(config.candidate_pages, k),
-                ids_only=True,  # the few pages kept are fetched below
+        # Chroma's searches (and SQLite's reads) run without the GIL: started first, in a thread of
+        # the recall pool, they overlap the lexical scoring here. The newest pages are read with them:
+        # they hold the short-term memory that every recall returns.
+        newest_ids = index.ids[-capacity:]
+        searches = self._submit(
+            lambda: (
+                self.store.query(
+                    "pages",
+                    query_vector,
+                    where={"user_id": user_id},
+                    n_results=max(config.candidate_pages, k),
+                    ids_only=True,  # the few pages kept are fetched below
+                ),
+                self._knowledge(user_id, query_vector),
+                self.store.get("pages", ids=newest_ids, where={"user_id": user_id}),
             )
         )
-        knowledge = self._submit(lambda: self._knowledge(user_id, query_vector))
         pending = self.pending(user_id)
         records.update((r.id, r) for r in pending)
         for record in pending:  # (normally indexed when added)
@@ -139,7 +144,9 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
-        found = dense.result()
+        found, knowledge, newest_records = searches.result()
+        for record in newest_records:  # (a page waiting in the journal is newer)
+            records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
         # the pending pages not embedded yet were embedded by ``pending``: they rank as once stored).
         found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
@@ -156,7 +163,7 @@ class Retriever:
             if position is not None and position < count:  # (deleted, or added since the snapshot)
                 known[position] = similarity
         if not count:
-            return self._finish(user_id, assistant_id, knowledge.result(), [], [], known, top_k)
+            return self._finish(user_id, assistant_id, knowledge, [], [], known, top_k)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(
@@ -210,7 +217,7 @@ class Retriever:
             )
             for p in chosen
         ]
-        return self._finish(user_id, assistant_id, knowledge.result(), recent, units, known, top_k)
+        return self._finish(user_id, assistant_id, knowledge, recent, units, known, top_k)
 
     @staticmethod
     def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:

@@ -36,6 +36,8 @@ logger = logging.getLogger("memoryos")
 
 MAX_IDS = 500
 """Longer id lists go through Chroma (its own chunking; SQLite's variable limit)."""
+CACHE_KIB = 16384
+"""SQLite's page cache of the connection (its default is 2 MB): the indexes' upper levels stay in it."""
 _DOCUMENT = "chroma:document"
 _TABLES = {
     "collections": {"id", "name"},
@@ -147,6 +149,7 @@ class DirectReads:
         except sqlite3.Error:
             db.close()
             raise
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self._db, self._identity = db, identity
         return db
 
