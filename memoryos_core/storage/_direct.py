@@ -28,7 +28,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from memoryos_core.storage.base import Record
 
@@ -50,6 +51,8 @@ _TABLES = {
 }
 
 Value = str | int | float | bool
+Row = tuple[str, str | None, str | None, int | None, float | None, int | None]
+T = TypeVar("T")
 
 
 class DirectReads:
@@ -70,45 +73,46 @@ class DirectReads:
         """The records of ``ids`` in the collection, in Chroma's order (its insertion order), absent
         ones left out, as Chroma's ``get(ids=, include=["documents", "metadatas"])`` gives them; None
         when this cannot answer (then ask Chroma)."""
-        if not self.enabled or not ids or len(ids) > MAX_IDS or len(set(ids)) != len(ids):
+        if not ids or len(ids) > MAX_IDS or len(set(ids)) != len(ids):
             return None
-        try:
-            with self._lock:
-                db = self._connection()
-                if db is None:
-                    return None
-                segment = self._segment(db, collection_id)
-                if segment is None or not self._applied(db, segment, collection_id):
-                    return None
-                marks = ",".join("?" * len(ids))
-                rows = db.execute(
-                    "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value"
-                    " FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id"
-                    f" WHERE e.segment_id = ? AND e.embedding_id IN ({marks}) ORDER BY e.id",
-                    (segment, *ids),
-                ).fetchall()
-                self.reads += 1
-        except sqlite3.Error as exc:
-            logger.debug("direct read of %s failed, asking Chroma: %s", self.path, exc)
-            self._drop()
-            return None
-        return _decode(rows)
+
+        def read(db: sqlite3.Connection) -> list[Row] | None:
+            segment = self._segment(db, collection_id)
+            if segment is None or not self._applied(db, segment, collection_id):
+                return None
+            marks = ",".join("?" * len(ids))
+            rows: list[Row] = db.execute(
+                "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value"
+                " FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id"
+                f" WHERE e.segment_id = ? AND e.embedding_id IN ({marks}) ORDER BY e.id",
+                (segment, *ids),
+            ).fetchall()
+            self.reads += 1
+            return rows
+
+        rows = self._answer(read)
+        return None if rows is None else _decode(rows)
 
     def has_collection(self, name: str) -> bool | None:
         """Whether a collection of that name exists (in any database of the file); None: unknown."""
+        return self._answer(
+            lambda db: (
+                db.execute("SELECT 1 FROM collections WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
+            )
+        )
+
+    def _answer(self, read: Callable[[sqlite3.Connection], T | None]) -> T | None:
+        """``read(connection)``, or None when direct reads are off, the file is not there or fails."""
         if not self.enabled:
             return None
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 db = self._connection()
-                if db is None:
-                    return None
-                found = db.execute("SELECT 1 FROM collections WHERE name = ? LIMIT 1", (name,)).fetchone()
-                return found is not None
-        except sqlite3.Error as exc:
-            logger.debug("direct read of %s failed, asking Chroma: %s", self.path, exc)
-            self._drop()
-            return None
+                return None if db is None else read(db)
+            except sqlite3.Error as exc:
+                logger.debug("direct read of %s failed, asking Chroma: %s", self.path, exc)
+                self._drop()
+                return None
 
     def check(self, mine: Sequence[Record], chromas: Sequence[Record]) -> bool:
         """Compare an answer with Chroma's for the same call (the first non-empty one per process);
@@ -198,9 +202,6 @@ class DirectReads:
             (floor, len(collection_id) + 1, "/" + collection_id),
         ).fetchone()
         return later is None
-
-
-Row = tuple[str, str | None, str | None, int | None, float | None, int | None]
 
 
 def _decode(rows: Sequence[Row]) -> list[Record]:
