@@ -150,7 +150,7 @@ class Retriever:
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
         # the pending pages not embedded yet were embedded by ``pending``: they rank as once stored).
         found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
-        unseen = [r.id for r, _ in found if r.id not in index.position]
+        unseen = list(dict.fromkeys(r.id for r, _ in found if r.id not in index.position))
         if unseen:  # pages another process wrote since the index was built: indexed, scored again
             records.update((r.id, r) for r in self.store.get("pages", ids=unseen, where={"user_id": user_id}))
             for page_id in unseen:
