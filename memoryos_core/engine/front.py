@@ -443,6 +443,7 @@ class SyncMemoryOS:
         """Stop the background worker, write journaled pages and pending heat visits; pages
         waiting for consolidation stay in the store and are consolidated at the next start."""
         self._scheduler.stop()
+        self._retriever.close()
         self._runtime.close_journal()
         if self._runtime.is_open:
             self._scheduler.save_visits()

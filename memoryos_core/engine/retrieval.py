@@ -5,11 +5,13 @@ knowledge in one ranked list of at most ``top_k``, and the profile."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -24,6 +26,8 @@ from memoryos_core.policy.dates import asks_when, query_window
 from memoryos_core.policy.long_term import render_profile
 from memoryos_core.policy.text import cosine
 from memoryos_core.storage.base import Record
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,21 @@ class Retriever:
         self.repository, self.store = repository, repository.store
         self.config, self.indexes = config, indexes
         self.pending = pending  # the user's new pages not yet written to the store
+        self._pool: ThreadPoolExecutor | None = None  # Chroma's searches, beside the lexical scoring
+        self._pool_lock = threading.Lock()
+
+    def _submit(self, call: Callable[[], T]) -> Future[T]:
+        with self._pool_lock:
+            if self._pool is None:  # (again after close: a closed MemoryOS reopens when used)
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memoryos-recall")
+            return self._pool.submit(call)
+
+    def close(self) -> None:
+        """End the pool's threads (a recall running now finishes first)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def index(self, user_id: str) -> PageIndex:
         """The user's page index: this process's, kept up to date with the shared file beside an
@@ -101,37 +120,50 @@ class Retriever:
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
-        found = self.store.query(
-            "pages",
-            query_vector,
-            where={"user_id": user_id},
-            n_results=max(config.candidate_pages, k),
-            ids_only=True,  # the few pages kept are fetched below
+        # Chroma's searches (and SQLite's reads) run without the GIL: started first, in a thread of
+        # the recall pool, they overlap the lexical scoring here. The newest pages are read with them:
+        # they hold the short-term memory that every recall returns.
+        newest_ids = index.ids[-capacity:]
+        searches = self._submit(
+            lambda: (
+                self.store.query(
+                    "pages",
+                    query_vector,
+                    where={"user_id": user_id},
+                    n_results=max(config.candidate_pages, k),
+                    ids_only=True,  # the few pages kept are fetched below
+                ),
+                self._knowledge(user_id, query_vector),
+                self.store.get("pages", ids=newest_ids, where={"user_id": user_id}),
+            )
         )
         pending = self.pending(user_id)
+        records.update((r.id, r) for r in pending)
+        for record in pending:  # (normally indexed when added)
+            if record.id not in index.position:
+                index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
+        terms = tokens(query)
+        count, lexical, times = self._lexical(index, terms)
+        found, knowledge, newest_records = searches.result()
+        for record in newest_records:  # (a page waiting in the journal is newer)
+            records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
         # the pending pages not embedded yet were embedded by ``pending``: they rank as once stored).
         found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
-        records.update((r.id, r) for r in pending)
-        unseen = [r.id for r, _ in found if r.id not in index.position]
-        if unseen:  # pending pages, or pages another process wrote since the index was built
-            to_fetch = [i for i in unseen if i not in records]
-            if to_fetch:
-                records.update(
-                    (r.id, r) for r in self.store.get("pages", ids=to_fetch, where={"user_id": user_id})
-                )
+        unseen = list(dict.fromkeys(r.id for r, _ in found if r.id not in index.position))
+        if unseen:  # pages another process wrote since the index was built: indexed, scored again
+            records.update((r.id, r) for r in self.store.get("pages", ids=unseen, where={"user_id": user_id}))
             for page_id in unseen:
                 if page_id in records:
                     record = records[page_id]
                     index.add(page_id, record.document, float(record.metadata.get("ts_s", 0.0)))
+            count, lexical, times = self._lexical(index, terms)
         for record, similarity in found:
-            if record.id in index.position:  # (deleted meanwhile otherwise)
-                known[index.position[record.id]] = similarity
-        terms = tokens(query)
-        count, lexical, times = index.snapshot(terms)  # other threads may add pages meanwhile
+            position = index.position.get(record.id)
+            if position is not None and position < count:  # (deleted, or added since the snapshot)
+                known[position] = similarity
         if not count:
-            return self._finish(user_id, assistant_id, query_vector, [], [], known, top_k)
-        lexical = term_context.lexical(lexical, *index.matches(terms, count), k1=K1, b=B)
+            return self._finish(user_id, assistant_id, knowledge, [], [], known, top_k)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(
@@ -185,13 +217,26 @@ class Retriever:
             )
             for p in chosen
         ]
-        return self._finish(user_id, assistant_id, query_vector, recent, units, known, top_k)
+        return self._finish(user_id, assistant_id, knowledge, recent, units, known, top_k)
+
+    @staticmethod
+    def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
+        """(page count, lexical score of every page, page times), consistent with each other."""
+        count, lexical, times = index.snapshot(terms)  # other threads may add pages meanwhile
+        if count:
+            lexical = term_context.lexical(lexical, *index.matches(terms, count), k1=K1, b=B)
+        return count, lexical, times
+
+    def _knowledge(self, user_id: str, query_vector: Sequence[float]) -> list[tuple[Record, float]]:
+        """The user's knowledge nearest the query (both kinds; ``_finish`` keeps the best of each)."""
+        n_results = 2 * self.config.retrieval.top_knowledge
+        return self.store.query("knowledge", query_vector, where={"user_id": user_id}, n_results=n_results)
 
     def _finish(
         self,
         user_id: str,
         assistant_id: str,
-        query_vector: Sequence[float],
+        found: list[tuple[Record, float]],
         recent: list[ContextUnit],
         units: list[ContextUnit],
         known: dict[int, float],
@@ -204,12 +249,6 @@ class Retriever:
         ``recent`` (the short-term pages, oldest first) stays apart and is never counted.
         """
         mean, std = ranking.dense_scale(known)
-        found = self.store.query(
-            "knowledge",
-            query_vector,
-            where={"user_id": user_id},
-            n_results=2 * self.config.retrieval.top_knowledge,
-        )
         per_kind = {"user": 0, "assistant": 0}
         for record, similarity in found:
             item = knowledge_from_record(record)

@@ -35,7 +35,10 @@ class Worker:
     def notify(self, user_id: str, delay_s: float = 0.0) -> None:
         with self._cond:
             when = time.monotonic() + delay_s
-            self._due[user_id] = min(self._due.get(user_id, when), when)
+            due = self._due.get(user_id)
+            if due is not None and due <= when and self._thread is not None:
+                return  # due by then already: waking the thread would only cost the caller the GIL
+            self._due[user_id] = when if due is None else min(due, when)
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._loop, name="memoryos-worker", daemon=True)
                 self._thread.start()

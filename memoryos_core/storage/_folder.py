@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from memoryos_core._exceptions import StorageError
+from memoryos_core.storage._direct import DirectReads
 from memoryos_core.storage._private import open_private, tighten_new_entries
 
 LOCK_NAME = ".memoryos-write.lock"
@@ -56,6 +57,7 @@ class SharedFolder:
         self._seen: bytes | None = None
         self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
         self.reopens = 0
+        self.direct = DirectReads(path)  # records by id from the file itself (see _direct.py)
 
     def listen(self, store: Any) -> None:
         """``store.on_reopen()`` is called after each reopen: its collection handles are stale."""
@@ -97,6 +99,12 @@ class SharedFolder:
         finally:
             if write:
                 self._writer.release()
+
+    def shared_only(self) -> bool:
+        """Called inside ``access``: whether this process holds the folder's lock shared, so no
+        write of this process runs beside the caller (writers wait for every reader) nor of another
+        process (the file lock): what a read of Chroma's files through another SQLite needs."""
+        return self._mode == fcntl.LOCK_SH
 
     def _flock(self, mode: int) -> None:
         fcntl.flock(self._lock_file.fileno(), mode)
@@ -165,6 +173,7 @@ class SharedFolder:
                 self._client.close()
                 self._client = None
             self._seen = None
+            self.direct.close()
             self._lock_file.close()
 
     def invalidate(self) -> None:

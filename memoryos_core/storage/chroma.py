@@ -66,6 +66,9 @@ class ChromaStore(ChromaConnection):
             )
             self._keep_private()
         else:
+            folder = self._folder
+            if folder is not None and folder.shared_only() and folder.direct.has_collection(name) is False:
+                return None  # e.g. a user with no knowledge yet: no lookup through Chroma each recall
             try:
                 collection = self._calls.run(
                     f"open {kind} of {user_id}", lambda: client.get_collection(name, embedding_function=None)
@@ -207,12 +210,9 @@ class ChromaStore(ChromaConnection):
         self._ready()
         include = ["documents", "metadatas"] + (["embeddings"] if with_embeddings else [])
         if kind == "state":
-            records = self._calls.read(
-                self._state_collection(), kind, ids, where, include, with_embeddings, limit
-            )
-            return records
+            return self._read(self._state_collection(), kind, ids, where, include, with_embeddings, limit)
         users, rest = self._scope(kind, where)
-        records = []
+        records: list[Record] = []
         for user in users:
             left = None if limit is None else limit - len(records)
             if left is not None and left <= 0:
@@ -223,7 +223,7 @@ class ChromaStore(ChromaConnection):
                     user,
                     f"get from {kind}",
                     functools.partial(
-                        self._calls.read,
+                        self._read,
                         kind=kind,
                         ids=ids,
                         where=rest,
@@ -235,6 +235,29 @@ class ChromaStore(ChromaConnection):
                 or []
             )
         return records
+
+    def _read(
+        self,
+        collection: Any,
+        kind: Kind,
+        ids: Sequence[str] | None,
+        where: Where | None,
+        include: list[str],
+        with_embeddings: bool,
+        limit: int | None,
+    ) -> list[Record]:
+        """``ChromaCalls.read``; records by id (no filter, no vectors) straight from an embedded
+        folder's file when that is safe (``storage/_direct.py``), the first such answer checked."""
+        folder = self._folder
+        if ids is not None and not where and not with_embeddings and folder and folder.shared_only():
+            direct = folder.direct.records(str(collection.id), ids)
+            if direct is not None:
+                if direct and not folder.direct.verified:
+                    chromas = self._calls.read(collection, kind, ids, where, include, False, None)
+                    if not folder.direct.check(direct, chromas):
+                        direct = chromas
+                return direct[:limit] if limit is not None else direct
+        return self._calls.read(collection, kind, ids, where, include, with_embeddings, limit)
 
     def _delete(self, kind: Kind, ids: Sequence[str] | None, where: Where | None) -> None:
         client = self._ready()
