@@ -28,6 +28,7 @@ from memoryos_core.bench.reliability_child import (
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.engine.memory import MemoryOS
 from memoryos_core.llm.rules import RuleBasedLLM
+from memoryos_core.storage._scrub import HNSW_HEAP_FILES
 from memoryos_core.storage.base import Kind
 
 _TOKEN = re.compile(r"\bzx\d{3}q\b")
@@ -249,9 +250,10 @@ def deleted_user_bytes_left(*, pages: int = 30, in_hnsw_data: bool = False) -> i
     consolidate, recall, delete the user, close, then count the marker in the bytes of every file
     under the store folder: what a deleted user left on disk (0 when deletion is erasure).
 
-    Hits inside Chroma's HNSW ``data_level0.bin`` files are counted apart (``in_hnsw_data=True``
-    counts only those): Chroma can write stale process memory into a surviving collection's index
-    file, a Chroma defect that erasure cannot reach (README, Guarantees)."""
+    Hits inside Chroma's HNSW files (``HNSW_HEAP_FILES``) are counted apart (``in_hnsw_data=True``
+    counts only those): Chroma can write stale heap memory into a surviving collection's index
+    files, which erasure cannot reach and heap scrubbing makes rare (storage/_scrub.py; README,
+    Guarantees)."""
     marker = f"erasure{uuid.uuid4().hex}"
     base = tempfile.mkdtemp(prefix="memoryos-erasure-")
     try:
@@ -273,7 +275,7 @@ def deleted_user_bytes_left(*, pages: int = 30, in_hnsw_data: bool = False) -> i
             memory.close()
         needle = marker.encode()
         files = [path for path in Path(base).rglob("*") if path.is_file()]
-        files = [path for path in files if (path.name == "data_level0.bin") == in_hnsw_data]
+        files = [path for path in files if (path.name in HNSW_HEAP_FILES) == in_hnsw_data]
         return sum(path.read_bytes().count(needle) for path in files)
     finally:
         shutil.rmtree(base, ignore_errors=True)

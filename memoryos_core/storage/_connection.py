@@ -27,6 +27,7 @@ from memoryos_core.storage._lifecycle import (
     server_timeout_s,
 )
 from memoryos_core.storage._private import make_private_folder, tighten_new_entries
+from memoryos_core.storage._scrub import scrub_freed_heap
 from memoryos_core.storage.base import Kind
 
 T = TypeVar("T")
@@ -260,6 +261,7 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
         return client
     if path:
         check_sqlite_file(path)
+        scrub_freed_heap()
         try:
             return chromadb.PersistentClient(path=path, settings=settings)
         except Exception:
