@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 
-from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS
-from memoryos_core.testing import block_network
-from tests._workers import (
+from tests._bytecode import use_bytecode_cache
+
+use_bytecode_cache()  # before the imports below: they are most of what each process of the run compiles
+
+from memoryos_core import ChromaStore, HashingEmbedder, MemoryOS  # noqa: E402
+from memoryos_core.testing import block_network  # noqa: E402
+from tests._workers import (  # noqa: E402
     Prestart,
     build_graphs,
     run_folder,
