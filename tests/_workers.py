@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -136,32 +135,22 @@ def build_graphs(folder: Path, wanted: tuple[str, ...]) -> None:
                 (marks / f"built-{name}").touch()
 
 
-# How many HNSW indexes the shared test server keeps in memory (Chroma's default: 65,536). Its cache keeps
-# the index of a dropped collection until evicted: with the default, the server of a test run grew by ~8 MB
-# per test's store (four collections) to 0.8 GB. The two workers' tests touch a few dozen at a time at most;
-# an index evicted and needed again is read back from its files.
-SERVER_INDEX_CACHE = 64
-
-
 def start_chroma(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A `chroma run` on a free port of 127.0.0.1, its data and log in ``folder``; not waited for yet.
 
-    Started from a config file (`chroma run` takes one instead of its options) so that its index cache is
-    bounded (``SERVER_INDEX_CACHE``)."""
+    Its HNSW index cache keeps Chroma's default size (65,536 indexes), so the shared server grows with the
+    run (dropped collections' indexes stay cached in Chroma 1.5): a bounded cache (`chroma run CONFIG` with
+    ``segment_manager.hnsw_index_pool_cache_config.memory.capacity: 64``) held it near 0.3 GB, but an index
+    evicted before Chroma persisted it is lost ("Error creating hnsw segment reader: Nothing found on
+    disk"), which failed 8 tests of a run."""
     exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
     port = _free_port()
-    config = folder / "chroma.yaml"
-    config.write_text(
-        f"persist_path: {json.dumps(str(folder / 'db'))}\n"
-        "listen_address: 127.0.0.1\n"
-        f"port: {port}\n"
-        "segment_manager:\n"
-        "  hnsw_index_pool_cache_config:\n"
-        "    memory:\n"
-        f"      capacity: {SERVER_INDEX_CACHE}\n"
-    )
     with open(folder / "server.log", "wb") as log:
-        proc = subprocess.Popen([exe, "run", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [exe, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return proc, f"http://127.0.0.1:{port}"
 
 
