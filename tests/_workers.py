@@ -136,7 +136,13 @@ def build_graphs(folder: Path, wanted: tuple[str, ...]) -> None:
 
 
 def start_chroma(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A `chroma run` on a free port of 127.0.0.1, its data and log in ``folder``; not waited for yet."""
+    """A `chroma run` on a free port of 127.0.0.1, its data and log in ``folder``; not waited for yet.
+
+    Its HNSW index cache keeps Chroma's default size (65,536 indexes), so the shared server grows with the
+    run (dropped collections' indexes stay cached in Chroma 1.5): a bounded cache (`chroma run CONFIG` with
+    ``segment_manager.hnsw_index_pool_cache_config.memory.capacity: 64``) held it near 0.3 GB, but an index
+    evicted before Chroma persisted it is lost ("Error creating hnsw segment reader: Nothing found on
+    disk"), which failed 8 tests of a run."""
     exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
     port = _free_port()
     with open(folder / "server.log", "wb") as log:
