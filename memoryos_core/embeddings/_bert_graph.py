@@ -7,7 +7,6 @@ Used by :mod:`memoryos_core.embeddings.local`, which checks the weights and cach
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError
+
+_MS_DOMAIN = "com.microsoft"
+_CONTRIB_OPS = frozenset({"EmbedLayerNormalization", "Attention", "BiasGelu"})
+"""onnxruntime's own CPU operators the graph uses (domain com.microsoft), fused versions of BERT's parts."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,16 @@ def read_spec(folder: Path) -> ModelSpec:
     )
 
 
-def build_onnx(spec: ModelSpec) -> bytes:
-    """Build the serialised ONNX model: BERT encoder, mean pooling over the mask, L2 normalisation."""
+def build_onnx(spec: ModelSpec, *, pooled: bool = True) -> bytes:
+    """Build the serialised ONNX model: BERT encoder, mean pooling over the mask, L2 normalisation (output
+    ``sentence_embedding``); with ``pooled=False`` the encoder alone (output ``last_hidden_state``).
+
+    The encoder uses onnxruntime's fused CPU operators (domain ``com.microsoft``): EmbedLayerNormalization,
+    Attention (Q, K and V as one packed weight), BiasGelu (GELU with erf, as BERT's), so a layer is about
+    ten nodes instead of forty; quantize_dynamic turns Attention into QAttention and the MatMuls into int8
+    ones. The residual sums stay Add + LayerNormalization: onnxruntime's SkipLayerNormalization kernel takes
+    about four times as long on this shape (sessions are opened with its fusion off, see ``local``).
+    """
     from onnx import TensorProto, helper, numpy_helper
     from safetensors.numpy import load_file
 
@@ -70,74 +81,90 @@ def build_onnx(spec: ModelSpec) -> bytes:
     weights = {name.removeprefix("bert."): tensor for name, tensor in tensors.items()}
     nodes: list[Any] = []
     initializers: dict[str, Any] = {}
+    declared: list[Any] = []
 
     def const(name: str, value: Any, dtype: Any = np.float32) -> str:
         if name not in initializers:
             initializers[name] = numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name)
         return name
 
-    def ints(name: str, value: list[int]) -> str:
-        return const(name, value, np.int64)
+    def param(name: str) -> str:
+        return const(name, weights[name])
 
-    def node(op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
-        output = output or f"{op}_{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
+    def node(op: str, inputs: list[str], output: str = "", **attrs: Any) -> str:
+        outputs = [output or f"{op}_{len(nodes)}"]
+        if op == "EmbedLayerNormalization":
+            outputs.append("mask_index")
+        domain = _MS_DOMAIN if op in _CONTRIB_OPS else ""
+        nodes.append(helper.make_node(op, inputs, outputs, domain=domain, **attrs))
+        if domain:  # onnx's shape inference does not know these operators: declare their outputs' types
+            for name in outputs:
+                kind = TensorProto.INT32 if name == "mask_index" else TensorProto.FLOAT
+                declared.append(helper.make_tensor_value_info(name, kind, None))
+        return outputs[0]
 
-    def dense(x: str, prefix: str, scale: float = 1.0) -> str:
-        weight = const(f"{prefix}.weight", weights[f"{prefix}.weight"].T * scale)
-        bias = const(f"{prefix}.bias", weights[f"{prefix}.bias"] * scale)
-        return node("Add", [node("MatMul", [x, weight]), bias])
+    def dense(x: str, prefix: str) -> str:
+        return node("MatMul", [x, const(f"{prefix}.weight", weights[f"{prefix}.weight"].T)])
 
     def add_norm(x: str, residual: str, prefix: str) -> str:
-        scale, bias = (const(f"{prefix}.{part}", weights[f"{prefix}.{part}"]) for part in ("weight", "bias"))
-        summed = node("Add", [x, residual])
-        return node("LayerNormalization", [summed, scale, bias], axis=-1, epsilon=spec.layer_norm_eps)
+        """LayerNorm(x + dense bias + residual)."""
+        summed = node("Add", [node("Add", [x, param(prefix + "dense.bias")]), residual])
+        norm = [param(prefix + "LayerNorm.weight"), param(prefix + "LayerNorm.bias")]
+        return node("LayerNormalization", [summed, *norm], axis=-1, epsilon=spec.layer_norm_eps)
 
-    def split_heads(x: str, perm: list[int]) -> str:
-        shape = ints("heads_shape", [0, 0, spec.num_heads, head_dim])
-        return node("Transpose", [node("Reshape", [x, shape])], perm=perm)
-
-    hidden, head_dim = spec.hidden_size, spec.hidden_size // spec.num_heads
-    embeddings = "embeddings."
+    emb = "embeddings."
     # token_type_ids are always 0 for single texts: fold that row into the position table.
-    token_type = weights[embeddings + "token_type_embeddings.weight"][0]
-    positions = const("positions", weights[embeddings + "position_embeddings.weight"] + token_type)
-    seq_len = node("Shape", ["input_ids"], start=1, end=2)
-    position_rows = node("Slice", [positions, ints("zero", [0]), seq_len, ints("axis0", [0])])
-    words = node("Gather", [const("words", weights[embeddings + "word_embeddings.weight"]), "input_ids"])
-    x = add_norm(words, position_rows, embeddings + "LayerNorm")
-    mask = node("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    ignored = node("Mul", [node("Sub", [const("one", 1.0), mask]), const("lowest", np.finfo(np.float32).min)])
-    mask_bias = node("Unsqueeze", [ignored, ints("axes12", [1, 2])])
+    positions = weights[emb + "position_embeddings.weight"] + weights[emb + "token_type_embeddings.weight"][0]
+    # Also outputs mask_index: each row's token count, which Attention reads as "keys past it are padding".
+    x = node(
+        "EmbedLayerNormalization",
+        [
+            node("Cast", ["input_ids"], to=TensorProto.INT32),
+            "",  # segment_ids: folded into the positions
+            param(emb + "word_embeddings.weight"),
+            const("positions", positions),
+            "",
+            param(emb + "LayerNorm.weight"),
+            param(emb + "LayerNorm.bias"),
+            node("Cast", ["attention_mask"], to=TensorProto.INT32),
+        ],
+        epsilon=spec.layer_norm_eps,
+    )
     for i in range(spec.num_layers):
         p = f"encoder.layer.{i}."
-        # 1/sqrt(head_dim) is folded into the query projection instead of scaling every score matrix.
-        query = split_heads(dense(x, p + "attention.self.query", 1 / math.sqrt(head_dim)), [0, 2, 1, 3])
-        key = split_heads(dense(x, p + "attention.self.key"), [0, 2, 3, 1])
-        value = split_heads(dense(x, p + "attention.self.value"), [0, 2, 1, 3])
-        probs = node("Softmax", [node("Add", [node("MatMul", [query, key]), mask_bias])], axis=-1)
-        context = node("Transpose", [node("MatMul", [probs, value])], perm=[0, 2, 1, 3])
-        context = node("Reshape", [context, ints("hidden_shape", [0, 0, hidden])])
-        x = add_norm(dense(context, p + "attention.output.dense"), x, p + "attention.output.LayerNorm")
-        inner = dense(x, p + "intermediate.dense")
-        erf = node("Erf", [node("Div", [inner, const("sqrt2", math.sqrt(2.0))])])
-        gelu = node("Mul", [node("Mul", [inner, node("Add", [erf, const("one", 1.0)])]), const("half", 0.5)])
-        x = add_norm(dense(gelu, p + "output.dense"), x, p + "output.LayerNorm")
-    token_mask = node("Unsqueeze", [mask, ints("axis2", [2])])
-    summed = node("ReduceSum", [node("Mul", [x, token_mask]), ints("axis1", [1])], keepdims=0)
-    token_counts = node("ReduceSum", [token_mask, ints("axis1", [1])], keepdims=0)
-    counts = node("Max", [token_counts, const("tiny", 1e-9)])
-    mean = node("Div", [summed, counts])
-    norm = node("Max", [node("ReduceL2", [mean], axes=[1], keepdims=1), const("min_norm", 1e-12)])
-    node("Div", [mean, norm], output="sentence_embedding")
+        qkv = [f"{p}attention.self.{part}" for part in ("query", "key", "value")]
+        packed = const(
+            p + "qkv.weight", np.concatenate([weights[f"{name}.weight"].T for name in qkv], axis=1)
+        )
+        bias = const(p + "qkv.bias", np.concatenate([weights[f"{name}.bias"] for name in qkv]))
+        context = node("Attention", [x, packed, bias, "mask_index"], num_heads=spec.num_heads)
+        x = add_norm(dense(context, p + "attention.output.dense"), x, p + "attention.output.")
+        gelu = node("BiasGelu", [dense(x, p + "intermediate.dense"), param(p + "intermediate.dense.bias")])
+        x = add_norm(dense(gelu, p + "output.dense"), x, p + "output.")
+    hidden = spec.hidden_size
+    if pooled:
+        # The mean's division by the token count cancels in the L2 normalisation: the masked sum suffices.
+        mask = node(
+            "Unsqueeze",
+            [node("Cast", ["attention_mask"], to=TensorProto.FLOAT), const("axis1", [1], np.int64)],
+        )
+        summed = node("Reshape", [node("MatMul", [mask, x]), const("rows", [0, hidden], np.int64)])
+        norm = node("Max", [node("ReduceL2", [summed], axes=[1], keepdims=1), const("min_norm", 1e-12)])
+        node("Div", [summed, norm], "sentence_embedding")
+        output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
+    else:
+        node("Identity", [x], "last_hidden_state")
+        shape: list[str | int | None] = ["batch", "sequence", hidden]
+        output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, shape)
     inputs = [
-        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-        for n in ("input_ids", "attention_mask")
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+        for name in ("input_ids", "attention_mask")
     ]
-    output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
-    graph = helper.make_graph(nodes, "sentence_encoder", inputs, [output], list(initializers.values()))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="memoryos")
+    graph = helper.make_graph(
+        nodes, "sentence_encoder", inputs, [output], list(initializers.values()), value_info=declared
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(_MS_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="memoryos")
     model.ir_version = 8  # the IR of opset 17, so older onnxruntime releases load it too
     serialized: bytes = model.SerializeToString()
     return serialized

@@ -20,7 +20,7 @@ CACHE_ENV = "MEMORYOS_CACHE_DIR"
 
 _ALIGN = 4096  # onnxruntime maps an external tensor only when its offset is page-aligned
 _MIN_EXTERNAL_BYTES = 1024  # small constants stay in the graph
-INT8_SCHEME = "dynamic-int8|MatMul|per-channel|QInt8-weights|QUInt8-activations|1"
+INT8_SCHEME = "dynamic-int8|MatMul,Attention|per-channel|QInt8-weights|QUInt8-activations|2"
 """How :func:`quantize_int8` quantises, part of an int8 graph's cache key: change it with the settings."""
 
 
@@ -108,10 +108,11 @@ class _DropHint(logging.Filter):
 
 
 def quantize_int8(model_bytes: bytes) -> bytes:
-    """Return the graph with every MatMul against a weight in int8: onnxruntime's dynamic quantisation,
-    weights per output channel (signed), activations per tensor at run time (unsigned). The word
-    embeddings, attention scores, LayerNorm and pooling stay fp32. Takes a few seconds. Bytes that are not
-    an ONNX model are returned whole, so onnxruntime reports them when loading.
+    """Return the graph with every MatMul against a weight, and Attention's packed Q/K/V projection (as
+    QAttention), in int8: onnxruntime's dynamic quantisation, weights per output channel (signed),
+    activations per tensor at run time (unsigned). The word embeddings, attention scores and weighted sum,
+    LayerNorm and pooling stay fp32. Takes a few seconds. Bytes that are not an ONNX model are returned
+    whole, so onnxruntime reports them when loading.
     """
     from google.protobuf.message import DecodeError
     from onnx import ModelProto
@@ -133,7 +134,7 @@ def quantize_int8(model_bytes: bytes) -> bytes:
                 target,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                op_types_to_quantize=["MatMul"],
+                op_types_to_quantize=["MatMul", "Attention"],
             )
         finally:
             logging.getLogger().removeFilter(hint)

