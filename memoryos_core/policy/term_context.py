@@ -73,7 +73,7 @@ def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
     for where, _ in postings:
         if len(where):
             weight = float(idf(len(where), count))
-            covered[where] += weight
+            np.add.at(covered, where, weight)  # (positions are distinct: as +=, and faster)
             total += weight
     share: np.ndarray = covered / total if total > 0 else covered
     return share
