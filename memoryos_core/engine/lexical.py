@@ -74,6 +74,10 @@ class PageIndex:
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
         self._arrays: dict[str, np.ndarray] = {}  # see _cached
+        # postings read for queries (see _posting), at most about as many entries as the base
+        self._kept: dict[str, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
+        self._kept_size = 0
+        self._keep_budget = len(self._base[1]) + KEPT_ENTRIES
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -145,6 +149,31 @@ class PageIndex:
         return self.snapshot(query_terms)[1]
 
     def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The term's positions (int64, as scoring indexes with them) and counts, read-only; kept
+        for the next query (held under ``_lock``): a term's posting only grows by the pages added
+        since, so one of the same length is the same (an update or delete makes a new index)."""
+        added = self.postings.get(term)
+        grown = len(added[0]) if added is not None else 0
+        kept = self._kept.pop(term, None)
+        if kept is not None:
+            if kept[0] == grown:
+                self._kept[term] = kept
+                return kept[1]
+            self._kept_size -= len(kept[1][0])
+        posting = self._read_posting(term)
+        if posting is not None:
+            size = len(posting[0])
+            if self._kept_size + size > self._keep_budget:
+                self._kept.clear()
+                self._kept_size = 0
+            if size <= self._keep_budget:
+                for part in posting:
+                    part.flags.writeable = False
+                self._kept[term] = (grown, posting)
+                self._kept_size += size
+        return posting
+
+    def _read_posting(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         row = self._base_terms.get(term)
         if row is not None:
@@ -171,14 +200,14 @@ class PageIndex:
                 continue
             where, freqs = posting
             idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
-            scores[where] += idf * freqs * (K1 + 1) / (freqs + norm[where])
+            np.add.at(scores, where, idf * freqs * (K1 + 1) / (freqs + norm[where]))  # faster than +=
         return scores
 
     def to_snapshot(self) -> Snapshot:
         """The whole index as arrays (for the shared file; ``lexical_store.edited`` changes one)."""
         with self._lock:
             vocab = list(dict.fromkeys([*self._base_terms, *self.postings]))
-            columns = [p for p in (self._posting(term) for term in vocab) if p is not None]
+            columns = [p for p in (self._read_posting(term) for term in vocab) if p is not None]
             sizes = np.array([len(p[0]) for p in columns], dtype=np.int64)
             return Snapshot(
                 ids=list(self.ids),
@@ -195,6 +224,8 @@ class PageIndex:
 _EMPTY_CSR = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
 
 
+KEPT_ENTRIES = 1 << 16
+"""Posting entries an index keeps for the next queries beyond as many as its base holds (``_posting``)."""
 COMPACT_ROWS = 4096
 """Pages added to a loaded copy above which a process writes a new copy."""
 

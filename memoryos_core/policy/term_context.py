@@ -73,7 +73,7 @@ def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
     for where, _ in postings:
         if len(where):
             weight = float(idf(len(where), count))
-            covered[where] += weight
+            np.add.at(covered, where, weight)  # (positions are distinct: as +=, and faster)
             total += weight
     share: np.ndarray = covered / total if total > 0 else covered
     return share
@@ -117,9 +117,8 @@ def neighbour_bm25(
     for where, counts in postings:
         if not len(where):
             continue
-        tf = _counts(where, counts, at) + share * (
-            _counts(where, counts, before) + _counts(where, counts, after)
-        )
+        own, beside = _window_counts(where, counts, at, count)
+        tf = own + share * beside
         scores += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm)
     return scores
 
@@ -132,10 +131,45 @@ def _counts(where: np.ndarray, counts: np.ndarray, pages: np.ndarray) -> np.ndar
     return tf
 
 
+def _window_counts(
+    where: np.ndarray, counts: np.ndarray, at: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A term's count in each page ``at`` and the sum of its counts in the page's previous and next
+    page (``_neighbours``), from its posting (``where`` ascending, non-empty): one search in the
+    posting for the pages themselves; their neighbours are the entries beside the ones found."""
+    if count < 2:
+        own = _counts(where, counts, at)
+        return own, own + own
+    last = len(where) - 1
+    found = np.searchsorted(where, at)  # the first entry at or after each page
+    start = np.minimum(found, last)
+    held = where[start] == at
+    own = np.where(held, counts[start].astype(np.float64), 0.0)
+    previous = np.maximum(found - 1, 0)  # the entry before: the previous page's if it is there
+    before = np.where((found > 0) & (where[previous] == at - 1), counts[previous].astype(np.float64), 0.0)
+    following = np.minimum(found + held, last)  # the entry after the page's own
+    after = np.where(where[following] == at + 1, counts[following].astype(np.float64), 0.0)
+    # at either end the one neighbour stands for both
+    before, after = np.where(at == 0, after, before), np.where(at == count - 1, before, after)
+    beside: np.ndarray = before + after
+    return own, beside
+
+
 def _best(score: np.ndarray, limit: int) -> np.ndarray:
     """Positions (ascending) of the ``limit`` highest of ``score``; all of them when there are fewer."""
     if len(score) <= limit:
         return np.arange(len(score))
+    if len(score) > 8 * limit:  # the highest from a share of them, when no tie crosses the limit
+        stride = len(score) // (4 * limit)
+        sample = score[::stride]
+        rank = len(sample) - max(1, 2 * limit // stride)  # about twice the limit are above it
+        floor = np.partition(sample, rank)[rank]
+        above = np.flatnonzero(score >= floor)
+        if len(above) >= limit:
+            kth = np.partition(score[above], len(above) - limit)[len(above) - limit]
+            best: np.ndarray = above[score[above] >= kth]
+            if len(best) == limit:  # the same pages as any selection of the ``limit`` highest
+                return best
     return np.sort(np.argpartition(-score, limit - 1)[:limit])
 
 

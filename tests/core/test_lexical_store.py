@@ -347,3 +347,42 @@ def test_a_file_removed_by_another_process_is_not_written_into(tmp_path: Path) -
     assert len(b.get("u") or []) == 40
     c.file.reset()  # type: ignore[union-attr]  # c found the old file damaged too: already replaced
     assert len(shared(tmp_path).get("u") or []) == 40
+
+
+def test_postings_kept_for_queries_follow_pages_added_updated_and_removed(
+    tmp_path: Path,
+) -> None:
+    records = pages(120)
+    indexes = shared(tmp_path)
+    indexes.build("u", records[:60])
+    loaded = shared(tmp_path)
+    for step, (held, change) in enumerate(
+        [
+            (records[:60], lambda: None),
+            (records[:90], lambda: loaded.add("u", records[60:90])),  # the kept postings grow
+            (records[:90], lambda: None),
+        ]
+    ):
+        change()
+        index = loaded.get("u")
+        assert index is not None
+        same_scores(index, in_memory(held))
+        terms = tokens("hiking trail coffee lisbon")
+        count = len(index)
+        postings, _ = index.matches(terms, count)
+        expected, _ = in_memory(held).matches(terms, count)
+        assert sorted(p[0].tolist() for p in postings) == sorted(p[0].tolist() for p in expected), step
+    updated = Record(id="p3", document="marathon marathon lisbon", metadata=records[3].metadata)
+    loaded.update("u", [updated])
+    loaded.remove("u", ["p5"])
+    index = loaded.get("u")
+    assert index is not None
+    held = [updated if r.id == "p3" else r for r in records[:90] if r.id != "p5"]
+    same_scores(index, in_memory(held))
+    small = PageIndex(index.to_snapshot())
+    small._keep_budget = len(small._base[1]) // 2  # room for about half of the words' postings
+    for word in WORDS:
+        small.bm25(tokens(word))
+    kept = sum(len(posting[0]) for _, posting in small._kept.values())
+    assert 0 < kept == small._kept_size <= small._keep_budget
+    same_scores(small, in_memory(held))

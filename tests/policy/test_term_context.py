@@ -208,3 +208,37 @@ def test_neighbour_text_reads_only_the_best_candidates_of_a_large_store(
 
     expected = bm25.mean() + bm25.std() * (z(scaled) + z(around))
     assert np.allclose(capped, expected, atol=1e-4)
+
+
+def _looked_up(
+    where: np.ndarray, counts: np.ndarray, at: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A term's counts in pages ``at`` and in their two neighbours, one search per page looked at."""
+    before, after = term_context._neighbours(at, count)
+    own = term_context._counts(where, counts, at)
+    return own, term_context._counts(where, counts, before) + term_context._counts(where, counts, after)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 200])
+def test_window_counts_read_a_page_and_its_neighbours_as_looking_each_one_up(count: int) -> None:
+    rng = np.random.default_rng(count)
+    for share in (0.05, 0.5, 1.0):
+        where = np.flatnonzero(rng.random(count) < share)
+        if not len(where):
+            where = np.array([count - 1])
+        counts = rng.integers(1, 5, len(where)).astype(np.float32)
+        at = np.flatnonzero(rng.random(count) < 0.6) if count > 2 else np.arange(count)
+        own, beside = term_context._window_counts(where, counts, at, count)
+        expected_own, expected_beside = _looked_up(where, counts, at, count)
+        assert np.array_equal(own, expected_own) and np.array_equal(beside, expected_beside)
+
+
+@pytest.mark.parametrize("levels", [0, 5, 50])
+def test_best_keeps_the_pages_argpartition_keeps_even_when_scores_tie(levels: int) -> None:
+    rng = np.random.default_rng(levels)
+    for size, limit in [(100_000, 2000), (20_000, 100), (50, 1), (3000, 2000)]:
+        score = rng.random(size)
+        if levels:  # many equal scores, as a store of near-identical pages gives
+            score = np.round(score * levels) / levels
+        expected = np.sort(np.argpartition(-score, limit - 1)[:limit])
+        assert np.array_equal(term_context._best(score, limit), expected)
