@@ -114,14 +114,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     yield
     if nextitem is not None and nextitem.path == item.path:
         return
-    rss = _rss()
-    if rss - _LAST_FULL[0] > _GROWTH:
-        gc.collect()
-    else:
-        gc.collect(1)
+    full = _rss() - _LAST_FULL[0] > _GROWTH
+    gc.collect(2 if full else 1)
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-    if rss - _LAST_FULL[0] > _GROWTH:
+    if full:
         _LAST_FULL[0] = _rss()
 
 

@@ -18,9 +18,9 @@ the allocator alone (for a host process that cannot pay the cost). Other C libra
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
-import threading
 
 logger = logging.getLogger("memoryos")
 
@@ -30,19 +30,12 @@ M_PERTURB = -6
 FILL = 0xA5
 HNSW_HEAP_FILES = frozenset({"data_level0.bin", "length.bin", "link_lists.bin"})
 """Chroma's HNSW files written from malloc'd arrays: where stale heap bytes can land."""
-_lock = threading.Lock()
-_state: list[bool] = []
 
 
+@functools.cache
 def scrub_freed_heap() -> bool:
-    """Make glibc fill freed and newly handed-out heap chunks (see the module); whether it is on."""
-    with _lock:
-        if not _state:
-            _state.append(_turn_on())
-        return _state[0]
-
-
-def _turn_on() -> bool:
+    """Make glibc fill freed and newly handed-out heap chunks (see the module), once per process; whether
+    it is on. (Two threads racing here both call ``mallopt`` with the same value: harmless.)"""
     if os.environ.get(ENV, "1").strip() == "0":
         logger.info("%s=0: freed heap memory is not overwritten", ENV)
         return False
