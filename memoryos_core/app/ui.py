@@ -169,7 +169,8 @@ def run_ui(
     allowed_hosts: Sequence[str] = (),
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the inspector until stopped; ``on_ready`` gets the page's address once the store is open.
+    """Serve the inspector until stopped; ``on_ready`` gets the page's address once the store is open
+    and the port listens.
 
     Raises:
         MissingDependencyError: Starlette or uvicorn is not installed.
@@ -188,8 +189,13 @@ def run_ui(
     try:
         memory.list_users()  # opens the store now: a bad configuration fails at start
         app = create_app(memory, tokens=served, host=host, allowed_hosts=allowed_hosts)
-        if on_ready is not None:
-            on_ready(page_address(host, port, made))
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        listening = config.bind_socket()  # before the address is given out: a click on it connects
+        try:
+            if on_ready is not None:
+                on_ready(page_address(host, port, made))
+            uvicorn.Server(config).run(sockets=[listening])
+        finally:
+            listening.close()
     finally:
         memory.close()
