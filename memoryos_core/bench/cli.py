@@ -190,6 +190,10 @@ def fusion(
         bool,
         typer.Option(help="Also cross-validate query expansion by word vectors (not in the engine; slow)."),
     ] = False,
+    learn: Annotated[
+        bool,
+        typer.Option(help="Also cross-validate learned fusion weights (not in the engine; slow)."),
+    ] = False,
 ) -> None:
     """Cross-validate the ranking by conversation on LoCoMo and ablate each of its rules."""
     from memoryos_core.bench.fusion import run_fusion
@@ -213,6 +217,12 @@ def fusion(
 
         result["expansion"] = expansion_table(features)
         print_expansion(console, result["expansion"])
+    if learn:
+        from memoryos_core.bench.fusion import Evaluation
+        from memoryos_core.bench.fusion_learn import learn_table, print_learn
+
+        result["learned"] = learn_table(Evaluation(features))
+        print_learn(console, result["learned"], result["k"])
     _save(out, result)
 
 

@@ -123,7 +123,7 @@ def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
 ) -> None:
     data, cache, out = locomo_file(), tmp_path / "features.npz", tmp_path / "fusion.json"
     args = ["fusion", "--data", str(data), "--embedder", "hash", "--cache", str(cache), "--out", str(out)]
-    args.append("--expansion")
+    args += ["--expansion", "--learn"]
     first = CliRunner().invoke(bench_app, args)
     assert first.exit_code == 0, first.output + repr(first.exception)
     assert cache.exists() and "features written" in first.output
@@ -136,6 +136,8 @@ def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
     assert {"query-term coverage", "neighbour text"} <= rules
     assert [row["k"] for row in result["expansion"]] == [5, 10, 25, 50]
     assert "query expansion by word vectors" in first.output
+    assert "learned fusion" in first.output and len(result["learned"]["rows"]) == 7
+    assert all(len(row["gain"]) == 4 for row in result["learned"]["rows"])
     second = CliRunner().invoke(bench_app, args)
     assert second.exit_code == 0 and "features read" in second.output
     assert json.loads(out.read_text()) == result
