@@ -147,14 +147,18 @@ class Retriever:
 
         # The query's embedding (onnxruntime), Chroma's searches and SQLite's reads run without the
         # GIL: started first, in threads of the recall pool, they overlap the index's refresh and the
-        # lexical scoring here. The newest pages hold the short-term memory every recall returns.
+        # lexical scoring here. The newest pages hold the short-term memory every recall returns; the
+        # profile is read with them.
         searches = self._submit(search)
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
         newest_ids = index.ids[-capacity:]
-        newest_read = self._submit(
-            lambda: self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
+        reads = self._submit(
+            lambda: (
+                self.store.get("pages", ids=newest_ids, where={"user_id": user_id}),
+                render_profile(self.repository.profile(user_id)),
+            )
         )
         pending = self.pending(user_id)
         records.update((r.id, r) for r in pending)
@@ -164,7 +168,7 @@ class Retriever:
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
         vector, found, knowledge = _wait(searches, embedded)
-        newest_records = _wait(newest_read)
+        newest_records, profile = _wait(reads)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
@@ -183,7 +187,7 @@ class Retriever:
             if position is not None and position < count:  # (deleted, or added since the snapshot)
                 known[position] = similarity
         if not count:
-            return self._finish(user_id, assistant_id, knowledge, [], [], known, top_k)
+            return self._finish(assistant_id, knowledge, [], [], known, top_k, profile)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(
@@ -237,7 +241,7 @@ class Retriever:
             )
             for p in chosen
         ]
-        return self._finish(user_id, assistant_id, knowledge, recent, units, known, top_k)
+        return self._finish(assistant_id, knowledge, recent, units, known, top_k, profile)
 
     @staticmethod
     def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -254,13 +258,13 @@ class Retriever:
 
     def _finish(
         self,
-        user_id: str,
         assistant_id: str,
         found: list[tuple[Record, float]],
         recent: list[ContextUnit],
         units: list[ContextUnit],
         known: dict[int, float],
         top_k: int | None,
+        profile: str,
     ) -> Recall:
         """Add knowledge (scored on the pages' dense scale) and the profile; rank pages and knowledge.
 
@@ -298,7 +302,6 @@ class Retriever:
                 str(unit.meta_data["segment_id"]) for unit in kept if unit.meta_data.get("segment_id")
             )
         )
-        profile = render_profile(self.repository.profile(user_id))
         return Recall(tuple(kept), profile, visited, tuple(recent))
 
 
