@@ -42,7 +42,7 @@ from memoryos_core.engine.writer import PreparedPage, WritePath
 from memoryos_core.llm import prompts as _prompts
 from memoryos_core.llm.base import LLM
 from memoryos_core.llm.tokens import default_counter
-from memoryos_core.llm.usage import CountingLLM, measure
+from memoryos_core.llm.usage import CountingLLM, carrying, measure
 from memoryos_core.storage.base import MemoryStore
 
 
@@ -212,8 +212,9 @@ class SyncMemoryOS:
             raise InvalidInputError("top_k must be an int from 1 to 1000")
         self._runtime.ready(warm=True)
         with measure() as tally:
-            vector = embed_queries(self.embedder, [query])[0]
-            recall = self._retriever.recall(user, assistant, query, vector, top_k)
+            # Embedded in a thread of the recall while this one scores the pages' words.
+            embed = carrying(lambda: embed_queries(self.embedder, [query])[0])
+            recall = self._retriever.recall(user, assistant, query, embed, top_k)
         if update_heat and recall.visited_segments:
             self._scheduler.record_visits(user, recall.visited_segments)
         self._runtime.account(user, tally.cost)

@@ -78,6 +78,9 @@ class PageIndex:
         self._kept: dict[str, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._kept_size = 0
         self._keep_budget = len(self._base[1]) + KEPT_ENTRIES
+        # each kept posting's BM25 term scores at ``_terms_count`` pages (see _bm25), as many entries
+        self._term_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._terms_count = self._term_scores_size = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -194,13 +197,27 @@ class PageIndex:
         if not count:
             return scores
         norm = self._cached("norm", count)
+        if count != self._terms_count:  # idf and the length norm change with the page count
+            self._term_scores.clear()
+            self._terms_count, self._term_scores_size = count, 0
         for term in set(query_terms):
             posting = self._posting(term)
             if posting is None:
                 continue
             where, freqs = posting
-            idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
-            np.add.at(scores, where, idf * freqs * (K1 + 1) / (freqs + norm[where]))  # faster than +=
+            kept = self._term_scores.get(term)
+            if kept is not None and kept[0] is where:  # (the kept posting, unchanged)
+                part = kept[1]
+            else:
+                idf = math.log(1 + (count - len(where) + 0.5) / (len(where) + 0.5))
+                part = idf * freqs * (K1 + 1) / (freqs + norm[where])
+                if self._term_scores_size + len(part) > self._keep_budget:
+                    self._term_scores.clear()
+                    self._term_scores_size = 0
+                part.flags.writeable = False
+                self._term_scores[term] = (where, part)
+                self._term_scores_size += len(part)
+            np.add.at(scores, where, part)  # faster than +=
         return scores
 
     def to_snapshot(self) -> Snapshot:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar, cast
@@ -16,6 +17,7 @@ from typing import TypeVar, cast
 import numpy as np
 
 from memoryos_core._config import MemoryConfig
+from memoryos_core._exceptions import EmbeddingError, StorageError
 from memoryos_core._types import ContextUnit, Tier
 from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, tokens
 from memoryos_core.engine.lexical_shared import PageIndexes
@@ -112,29 +114,50 @@ class Retriever:
         return self.indexes.rebuild(user_id, lambda: self.store.get("pages", where={"user_id": user_id}))
 
     def recall(
-        self, user_id: str, assistant_id: str, query: str, query_vector: Sequence[float], top_k: int | None
+        self,
+        user_id: str,
+        assistant_id: str,
+        query: str,
+        query_vector: Sequence[float] | Callable[[], Sequence[float]],
+        top_k: int | None,
     ) -> Recall:
+        """Recall ``user_id``'s memory for ``query``.
+
+        ``query_vector``: the query's vector, or a call that embeds the query: then it runs in a
+        thread of the recall pool, followed there by Chroma's searches, while this thread scores
+        the pages' words (the lexical side needs no vector). What the call raises is raised here.
+        """
         config = self.config.retrieval
         k = top_k or config.top_pages
         capacity = self.config.short_term.capacity
+        embed = query_vector if callable(query_vector) else lambda: query_vector
+        embedded = threading.Event()
+
+        def search() -> tuple[Sequence[float], list[tuple[Record, float]], list[tuple[Record, float]]]:
+            vector = embed()
+            embedded.set()
+            found = self.store.query(
+                "pages",
+                vector,
+                where={"user_id": user_id},
+                n_results=max(config.candidate_pages, k),
+                ids_only=True,  # the few pages kept are fetched below
+            )
+            return vector, found, self._knowledge(user_id, vector)
+
+        # The query's embedding (onnxruntime), Chroma's searches and SQLite's reads run without the
+        # GIL: started first, in threads of the recall pool, they overlap the index's refresh and the
+        # lexical scoring here. The newest pages hold the short-term memory every recall returns; the
+        # profile is read with them.
+        searches = self._submit(search)
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
-        # Chroma's searches (and SQLite's reads) run without the GIL: started first, in a thread of
-        # the recall pool, they overlap the lexical scoring here. The newest pages are read with them:
-        # they hold the short-term memory that every recall returns.
         newest_ids = index.ids[-capacity:]
-        searches = self._submit(
+        reads = self._submit(
             lambda: (
-                self.store.query(
-                    "pages",
-                    query_vector,
-                    where={"user_id": user_id},
-                    n_results=max(config.candidate_pages, k),
-                    ids_only=True,  # the few pages kept are fetched below
-                ),
-                self._knowledge(user_id, query_vector),
                 self.store.get("pages", ids=newest_ids, where={"user_id": user_id}),
+                render_profile(self.repository.profile(user_id)),
             )
         )
         pending = self.pending(user_id)
@@ -144,12 +167,13 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
-        found, knowledge, newest_records = searches.result()
+        vector, found, knowledge = _wait(searches, embedded)
+        newest_records, profile = _wait(reads)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
         # the pending pages not embedded yet were embedded by ``pending``: they rank as once stored).
-        found += [(r, cosine(query_vector, r.embedding or [0.0] * len(query_vector))) for r in pending]
+        found += [(r, cosine(vector, r.embedding or [0.0] * len(vector))) for r in pending]
         unseen = list(dict.fromkeys(r.id for r, _ in found if r.id not in index.position))
         if unseen:  # pages another process wrote since the index was built: indexed, scored again
             records.update((r.id, r) for r in self.store.get("pages", ids=unseen, where={"user_id": user_id}))
@@ -163,7 +187,7 @@ class Retriever:
             if position is not None and position < count:  # (deleted, or added since the snapshot)
                 known[position] = similarity
         if not count:
-            return self._finish(user_id, assistant_id, knowledge, [], [], known, top_k)
+            return self._finish(assistant_id, knowledge, [], [], known, top_k, profile)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
         scores = ranking.fuse(
@@ -217,7 +241,7 @@ class Retriever:
             )
             for p in chosen
         ]
-        return self._finish(user_id, assistant_id, knowledge, recent, units, known, top_k)
+        return self._finish(assistant_id, knowledge, recent, units, known, top_k, profile)
 
     @staticmethod
     def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -234,13 +258,13 @@ class Retriever:
 
     def _finish(
         self,
-        user_id: str,
         assistant_id: str,
         found: list[tuple[Record, float]],
         recent: list[ContextUnit],
         units: list[ContextUnit],
         known: dict[int, float],
         top_k: int | None,
+        profile: str,
     ) -> Recall:
         """Add knowledge (scored on the pages' dense scale) and the profile; rank pages and knowledge.
 
@@ -278,8 +302,23 @@ class Retriever:
                 str(unit.meta_data["segment_id"]) for unit in kept if unit.meta_data.get("segment_id")
             )
         )
-        profile = render_profile(self.repository.profile(user_id))
         return Recall(tuple(kept), profile, visited, tuple(recent))
+
+
+WAIT_S = 600.0
+"""Longest a recall waits for a task of its pool (the query's embedding, a search, a read): each
+normally ends or raises long before (an OpenAI embedder's requests time out); past it the recall
+raises instead of blocking forever."""
+
+
+def _wait(future: Future[T], embedded: threading.Event | None = None) -> T:
+    """``future``'s result, or what it raised; EmbeddingError / StorageError after ``WAIT_S``."""
+    try:
+        return future.result(timeout=WAIT_S)
+    except FutureTimeout:
+        if embedded is not None and not embedded.is_set():
+            raise EmbeddingError(f"the query was not embedded within {WAIT_S:g} s") from None
+        raise StorageError(f"the store did not answer a recall within {WAIT_S:g} s") from None
 
 
 def _iso(epoch_s: float) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from memoryos_core._types import ChatMessage, Cost
 from memoryos_core.llm.base import LLM, acomplete
@@ -18,9 +19,11 @@ class Tally:
     def __init__(self) -> None:
         self.cost = Cost()
         self._start = time.perf_counter()
+        self._lock = threading.Lock()
 
     def add(self, cost: Cost) -> None:
-        self.cost = self.cost + cost
+        with self._lock:  # (a call run with ``carrying`` records from another thread)
+            self.cost = self.cost + cost
 
     def close(self) -> Cost:
         self.cost = Cost(
@@ -33,6 +36,7 @@ class Tally:
 
 
 _local = threading.local()
+T = TypeVar("T")
 
 
 @contextmanager
@@ -47,6 +51,21 @@ def measure() -> Iterator[Tally]:
     finally:
         stack.remove(tally)
         tally.close()
+
+
+def carrying(call: Callable[[], T]) -> Callable[[], T]:
+    """``call``, to run on another thread, recording its costs in the tallies open on this one now."""
+    stack = list(getattr(_local, "stack", None) or [])
+
+    def run() -> T:
+        saved = getattr(_local, "stack", None)
+        _local.stack = list(stack)
+        try:
+            return call()
+        finally:
+            _local.stack = saved
+
+    return run
 
 
 def _record(cost: Cost) -> None:
