@@ -10,7 +10,6 @@ renamed, the graph last, so a graph file present means a complete pair. The int8
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from pathlib import Path

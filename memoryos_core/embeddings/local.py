@@ -51,6 +51,10 @@ WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 PRECISIONS = ("int8", "fp32")
 """``LocalEmbedder(precision=...)``: fp32 (exact, the default) or int8 (per-token dynamic quantisation)."""
 DEFAULT_PRECISION = "fp32"
+INT8_BATCH_TOKENS = 320
+"""An int8 batch holds at most this many tokens, padding included (and at most ``batch_size`` texts): the
+per-row quantisation's passes over the activations slow down once a batch's outgrow the caches (about 8
+LoCoMo turns; 32 turns were ~15% slower per turn, ``memoryos bench embed``)."""
 DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 """onnxruntime graph rewrites our sessions turn off: its SkipLayerNormalization kernel (residual sum and
 LayerNorm in one) is several times slower on CPU than the Add + LayerNormalization it replaces (int8 graph
@@ -78,6 +82,23 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"embed() takes strings; item {index} is {type(text).__name__}")
     return items
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, size: int, budget: int | None) -> list[np.ndarray]:
+    """Split ``order`` (indices sorted by ascending token count) into runs of at most ``size`` texts and, if
+    ``budget`` is set, at most ``budget`` tokens once padded to the run's longest (its last); a text longer
+    than the budget runs alone."""
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = min(start + size, len(order))
+        if budget is not None:
+            # the run start..end-1 pads to lengths[order[end - 1]]: shrink it until it fits
+            while end - start > 1 and (end - start) * int(lengths[order[end - 1]]) > budget:
+                end -= 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 def _weights_digest(folder: Path) -> str:
@@ -350,8 +371,8 @@ class LocalEmbedder:
                 raise EmbeddingError(f"onnxruntime failed to embed a batch: {exc}", backend="local") from exc
             vectors[batch] = output
 
-        size = self.batch_size
-        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        budget = INT8_BATCH_TOKENS if self.precision == "int8" else None
+        batches = _batches(order, lengths, self.batch_size, budget)
         if len(batches) == 1 or runtime.threads == 1:
             for batch in batches:
                 run(runtime.session, batch)
