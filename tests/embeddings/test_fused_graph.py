@@ -41,9 +41,13 @@ def test_the_int8_graph_quantises_attention_and_every_weight_product() -> None:
     spec = local._read_spec(local._resolve_folder(None))
     ops = _ops(onnx.load(str(_graph("int8")), load_external_data=False))
 
-    assert ops[(MS, "QAttention")] == spec.num_layers and ops[(MS, "Attention")] == 0
-    assert ops[("", "MatMulInteger")] == 3 * spec.num_layers
+    # packed Q/K/V, attention output, two feed-forward: each an int8 product of per-row quantised tokens
+    assert ops[(MS, "MatMulIntegerToFloat")] == ops[("", "QuantizeLinear")] == 4 * spec.num_layers
+    assert ops[(MS, "MultiHeadAttention")] == ops[(MS, "FastGelu")] == spec.num_layers
+    assert ops[(MS, "Attention")] == ops[(MS, "BiasGelu")] == 0
     assert ops[("", "MatMul")] == 1  # the pooling's masked sum, which has no weight
+    # nothing quantises a whole batch with one scale (a text's vector would depend on its batch mates)
+    assert not {op for _, op in ops} & {"DynamicQuantizeLinear", "MatMulInteger", "QAttention"}
 
 
 def _optimised_ops(

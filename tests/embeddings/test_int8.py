@@ -83,7 +83,7 @@ def test_the_int8_graph_has_its_own_cache_key_and_is_built_once(
     assert counted_builds == [1, 1]  # the int8 graph is quantised from a fresh fp32 build, once
     assert len(list(tmp_path.glob("*.onnx"))) == 2
     ops = {node.op_type for node in onnx.load(str(int8_path), load_external_data=False).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert {"MatMulIntegerToFloat", "QuantizeLinear"} <= ops
     int8_weights = int8_path.with_name(int8_path.name + ".data").stat().st_size
     assert int8_weights < 0.7 * fp32_path.with_name(fp32_path.name + ".data").stat().st_size
 
@@ -109,4 +109,50 @@ def test_batches_run_side_by_side_give_the_vectors_of_one_thread() -> None:
     int8_serial = LocalEmbedder(batch_size=3, threads=1, precision="int8").embed(texts)
 
     assert np.allclose(pooled, serial, atol=1e-5)
-    assert np.allclose(int8_pooled, int8_serial, atol=1e-5)  # each text alone in int8
+    assert np.allclose(int8_pooled, int8_serial, atol=1e-5)
+
+
+def test_an_int8_vector_does_not_depend_on_the_texts_batched_with_it() -> None:
+    quiet = "I fed the cat this morning."
+    # louder activations and longer rows than `quiet`: with one quantisation scale per batch they would
+    # coarsen its codes, and its padding keys would be attended
+    loud = ["!!!! ???? 1234567890 " * 12, "ZZZZZZZZZZ QQQQQQQQQQ XXXXXXXXXX " * 6, "ok"]
+    embedder = LocalEmbedder(batch_size=8, threads=1, precision="int8")
+
+    alone = embedder.embed([quiet])[0]
+    batched = embedder.embed([*loud, quiet])[-1]
+
+    assert np.allclose(alone, batched, atol=1e-5)
+
+
+def test_batches_keep_to_the_text_count_and_the_padded_token_budget() -> None:
+    lengths = np.array([3, 5, 5, 8, 40, 9, 200])
+    order = np.argsort(lengths, kind="stable")  # 3 5 5 8 9 40 200
+
+    by_count = local._batches(order, lengths, 3, None)
+    by_tokens = local._batches(order, lengths, 32, 20)
+
+    assert [list(lengths[batch]) for batch in by_count] == [[3, 5, 5], [8, 9, 40], [200]]
+    # each run padded to its longest (last) text holds <= 20 tokens; a longer text runs alone
+    assert [list(lengths[batch]) for batch in by_tokens] == [[3, 5, 5], [8, 9], [40], [200]]
+    assert sorted(np.concatenate(by_tokens)) == list(range(len(lengths)))
+
+
+def test_int8_batches_hold_a_bounded_number_of_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    runtime = local._load_runtime(local._read_spec(local._resolve_folder(None)), 1, "int8")
+    original = runtime.session
+
+    class Counting:
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            sizes.append(feeds["input_ids"].size)
+            result: list[np.ndarray] = original.run(names, feeds)
+            return result
+
+    monkeypatch.setattr(runtime, "session", Counting())
+    texts = [f"turn {index}: " + "words " * (index % 23) for index in range(60)]
+
+    LocalEmbedder(batch_size=32, threads=1, precision="int8").embed(texts)
+
+    assert len(sizes) > 2 and sum(sizes) >= 60
+    assert max(sizes) <= local.INT8_BATCH_TOKENS
