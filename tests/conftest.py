@@ -34,6 +34,7 @@ from tests._workers import (  # noqa: E402
     xdist_worker,
 )
 
+pytest_plugins = ["tests._schedule"]  # the order files are handed to the workers: longest first
 _PRESTART = pytest.StashKey[Prestart]()
 
 
