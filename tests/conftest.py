@@ -104,7 +104,8 @@ def _no_network() -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """After a test file's last test (its module fixtures torn down too), collect garbage and give the
+    """After a test file's last test (its module fixtures torn down too): renew this process's Chroma server
+    if it grew (``tests._workers.RENEW_ABOVE``), drop the onnxruntime sessions, collect garbage and give the
     allocator's free memory back to the system (glibc's ``malloc_trim``, ~10 ms).
 
     Stores and MemoryOS instances in reference cycles (with their Chroma clients) wait for a full
@@ -117,6 +118,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if nextitem is not None and nextitem.path == item.path:
         return
     renew_own_chroma_if_large()
+    # The default model's session (its fp32 graph and the batch one, ~185 MB with their arenas) stayed for
+    # the worker's life once a file had used it; loading it again in a later file costs ~0.1 s of CPU.
+    drop_model_sessions(keep_default=False)
     full = _rss() - _LAST_FULL[0] > _GROWTH
     gc.collect(2 if full else 1)
     if _MALLOC_TRIM is not None:
@@ -171,16 +175,22 @@ def _release_unused_folders() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _release_model_sessions() -> Iterator[None]:
     """After each test, drop the onnxruntime sessions the process keeps (``local._RUNTIMES``,
-    ``onnx_folder._SESSIONS``) except the default model's at its default precision and threads.
+    ``onnx_folder._SESSIONS``) except the default model's at its default precision and threads, which the
+    file's next test likely uses again (after the file's last test that one goes too: see
+    ``pytest_runtest_teardown``).
 
     Each keeps its weights in memory (~90 MB) for the process's lifetime, keyed by model folder: the folders
     tests lay out are never used again, and they took a pytest worker past 1.5 GB.
     """
     yield
+    drop_model_sessions(keep_default=True)
+
+
+def drop_model_sessions(*, keep_default: bool) -> None:
     local = sys.modules.get("memoryos_core.embeddings.local")
     if local is not None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        kept = (local._package_folder(), threads, local.DEFAULT_PRECISION)
+        kept = (local._package_folder(), threads, local.DEFAULT_PRECISION) if keep_default else None
         with local._RUNTIMES_LOCK:
             for key in [key for key in local._RUNTIMES if key != kept]:
                 del local._RUNTIMES[key]
