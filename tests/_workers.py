@@ -194,7 +194,7 @@ class ChromaServer:
 # past 0.75 GB), and a bounded cache (`segment_manager.hnsw_index_pool_cache_config`) loses indexes not yet
 # persisted ("Nothing found on disk"). So after a test file, when no test of this process uses it, a server
 # past ``RENEW_ABOVE`` is renewed: stopped, its data deleted, started empty on the same port (~0.4 s).
-RENEW_ABOVE = 160 * 2**20
+RENEW_ABOVE = 100 * 2**20
 _SERVERS: list[ChromaServer] = []
 
 
