@@ -25,14 +25,16 @@ from memoryos_core.testing import block_network  # noqa: E402
 from tests._workers import (  # noqa: E402
     Prestart,
     build_graphs,
+    own_chroma,
+    renew_own_chroma_if_large,
     run_folder,
-    shared_chroma,
-    start_chroma,
-    stop_shared_chroma,
+    stop_left_servers,
+    stop_own_chroma,
     wait_for_chroma,
     xdist_worker,
 )
 
+pytest_plugins = ["tests._schedule"]  # the order files are handed to the workers: longest first
 _PRESTART = pytest.StashKey[Prestart]()
 
 
@@ -102,7 +104,8 @@ def _no_network() -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """After a test file's last test (its module fixtures torn down too), collect garbage and give the
+    """After a test file's last test (its module fixtures torn down too): renew this process's Chroma server
+    if it grew (``tests._workers.RENEW_ABOVE``), drop the onnxruntime sessions, collect garbage and give the
     allocator's free memory back to the system (glibc's ``malloc_trim``, ~10 ms).
 
     Stores and MemoryOS instances in reference cycles (with their Chroma clients) wait for a full
@@ -114,6 +117,10 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     yield
     if nextitem is not None and nextitem.path == item.path:
         return
+    renew_own_chroma_if_large()
+    # The default model's session (its fp32 graph and the batch one, ~185 MB with their arenas) stayed for
+    # the worker's life once a file had used it; loading it again in a later file costs ~0.1 s of CPU.
+    drop_model_sessions(keep_default=False)
     full = _rss() - _LAST_FULL[0] > _GROWTH
     gc.collect(2 if full else 1)
     if _MALLOC_TRIM is not None:
@@ -168,16 +175,22 @@ def _release_unused_folders() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _release_model_sessions() -> Iterator[None]:
     """After each test, drop the onnxruntime sessions the process keeps (``local._RUNTIMES``,
-    ``onnx_folder._SESSIONS``) except the default model's at its default precision and threads.
+    ``onnx_folder._SESSIONS``) except the default model's at its default precision and threads, which the
+    file's next test likely uses again (after the file's last test that one goes too: see
+    ``pytest_runtest_teardown``).
 
     Each keeps its weights in memory (~90 MB) for the process's lifetime, keyed by model folder: the folders
     tests lay out are never used again, and they took a pytest worker past 1.5 GB.
     """
     yield
+    drop_model_sessions(keep_default=True)
+
+
+def drop_model_sessions(*, keep_default: bool) -> None:
     local = sys.modules.get("memoryos_core.embeddings.local")
     if local is not None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        kept = (local._package_folder(), threads, local.DEFAULT_PRECISION)
+        kept = (local._package_folder(), threads, local.DEFAULT_PRECISION) if keep_default else None
         with local._RUNTIMES_LOCK:
             for key in [key for key in local._RUNTIMES if key != kept]:
                 del local._RUNTIMES[key]
@@ -226,32 +239,25 @@ def counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def pytest_unconfigure(config: pytest.Config) -> None:
     factory = getattr(config, "_tmp_path_factory", None)  # pytest's own, as pytest-xdist uses it
     if config.pluginmanager.has_plugin("dsession") and factory is not None:  # the xdist controller
-        stop_shared_chroma(factory.getbasetemp())
+        stop_left_servers(factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
 def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or one started here; never skipped.
+    """The server .ci/run started (MEMORYOS_TEST_CHROMA_URL), or this process's own (``own_chroma``:
+    renewed empty between test files when it grew); never skipped.
 
-    Tests on it must not collide with tests running at the same time in another worker: each uses a
+    Tests on it must not collide with tests running at the same time in another process: each uses a
     collection prefix or user of its own."""
     url = os.environ.get("MEMORYOS_TEST_CHROMA_URL")
     if url:
         wait_for_chroma(url, 30)
         yield url
         return
-    if xdist_worker() is not None:
-        url = shared_chroma(run_folder(tmp_path_factory))
-        wait_for_chroma(url, 30)
-        yield url
-        return
-    proc, url = start_chroma(tmp_path_factory.mktemp("chroma-server"))
     try:
-        wait_for_chroma(url, 60, proc)
-        yield url
+        yield own_chroma(run_folder(tmp_path_factory))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_own_chroma()
 
 
 # Modules whose tests exercise MemoryOS's own logic (ranking, consolidation, promotion, the adapters) through
@@ -288,8 +294,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def drop_test_collections(url: str, prefix: str) -> None:
-    """After a test, drop its collections (its prefix is its own) from the shared server, which otherwise
-    keeps every test's indexes in memory until the run ends (past 700 MB)."""
+    """After a test, drop its collections (its prefix is its own) from the server: other tests list its
+    collections. (Dropping does not free the server's memory: Chroma 1.5 keeps dropped indexes cached;
+    ``tests._workers.RENEW_ABOVE`` does.)"""
     from memoryos_core.bench._cleanup import drop_server_collections
 
     with contextlib.suppress(Exception):  # best effort: the test itself has passed or failed already

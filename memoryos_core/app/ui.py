@@ -191,6 +191,7 @@ def run_ui(
         app = create_app(memory, tokens=served, host=host, allowed_hosts=allowed_hosts)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         listening = config.bind_socket()  # before the address is given out: a click on it connects
+        listening.listen(config.backlog)  # bind_socket only binds: until uvicorn listened, refused
         try:
             if on_ready is not None:
                 on_ready(page_address(host, port, made))

@@ -19,7 +19,7 @@ from memoryos_core.bench.reliability_child import child_env
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.storage.base import Record
 from memoryos_core.storage.chroma import ChromaStore
-from tests.reliability.conftest import ChromaServer
+from tests._workers import ChromaServer
 
 
 def _vector_segment(folder: Path, collection_name: str) -> Path:
@@ -98,7 +98,7 @@ def test_a_bad_journal_line_is_quarantined_and_the_rest_replayed(tmp_path: Path)
 
 
 def test_a_hung_chroma_server_gives_a_storage_error_within_the_timeout(tmp_path: Path) -> None:
-    server = ChromaServer(tmp_path)  # our own: the session's shared server is never stopped
+    server = ChromaServer(tmp_path)  # our own: the process's server is not ours to stop
     server.start()
     assert server.proc is not None
     outcome: list[object] = []

@@ -28,8 +28,8 @@ from memoryos_core.bench.reliability_figures import consistency_problems
 from memoryos_core.llm.openai import OpenAILLM
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.testing import FakeOpenAIServer, Fault
+from tests._workers import ChromaServer
 from tests.conftest import topic_pages
-from tests.reliability.conftest import ChromaServer
 
 CONFIG = MemoryConfig(
     short_term=ShortTermConfig(capacity=2, batch_pages=16, max_wait_s=0.2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from typer.testing import CliRunner
 
 from memoryos_core import MemoryOS
 from memoryos_core.app.cli import app
+from memoryos_core.app.settings import Settings
+from memoryos_core.app.ui import run_ui
 
 NO_TOKENS = {"MEMORYOS_MCP_TOKENS": None, "MEMORYOS_MCP_TOKENS_FILE": None}
 
@@ -54,3 +57,27 @@ def test_a_malformed_tokens_entry_is_reported_without_the_token(tmp_path: Path) 
         env={"MEMORYOS_MCP_TOKENS": f"{secret} owner"},
     )  # fmt: skip
     assert code == 1 and "user:ID" in output and secret not in output
+
+
+class _Stop(Exception):
+    """Raised from ``on_ready`` to end ``run_ui`` before it serves."""
+
+
+def test_the_port_accepts_connections_when_the_address_is_given_out(tmp_path: Path) -> None:
+    # A browser opened at once on the printed address was refused (net::ERR_CONNECTION_REFUSED): the port
+    # was bound but listened only once uvicorn had started. A connection made inside ``on_ready``, before
+    # uvicorn runs, is queued by the listening port.
+    settings = Settings(data_storage_path=str(stored(tmp_path / "data")), embedding_model_name="hash")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    connected: list[str] = []
+
+    def on_ready(address: str) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            connected.append(address)
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        run_ui(settings, port=port, on_ready=on_ready)
+    assert connected and connected[0].startswith(f"http://127.0.0.1:{port}/#token=")
