@@ -135,6 +135,15 @@ def build_graphs(folder: Path, wanted: tuple[str, ...]) -> None:
                 (marks / f"built-{name}").touch()
 
 
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory in bytes, from /proc (0 when it is gone or not on Linux)."""
+    try:
+        with open(f"/proc/{pid}/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 # `chroma run` as `python -c` on chromadb's Rust bindings, which the `chroma` script calls after importing the
 # whole chromadb package: the server is the same, its process ~70 MB smaller and ~1 s of CPU quicker to start.
 _CHROMA_RUN = "import sys, chromadb_rust_bindings; chromadb_rust_bindings.cli(['chroma', *sys.argv[1:]])"
@@ -175,11 +184,7 @@ class ChromaServer:
 
     def rss(self) -> int:
         """The server's resident memory in bytes (0 when it is not running or not on Linux)."""
-        try:
-            with open(f"/proc/{self.proc.pid if self.proc else 0}/statm") as file:
-                return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            return 0
+        return resident_bytes(self.proc.pid) if self.proc else 0
 
     def renew(self) -> None:
         """Stop it, delete its data and start it empty on the same port (clients reconnect by themselves)."""

@@ -27,6 +27,7 @@ from tests._workers import (  # noqa: E402
     build_graphs,
     own_chroma,
     renew_own_chroma_if_large,
+    resident_bytes,
     run_folder,
     stop_left_servers,
     stop_own_chroma,
@@ -121,24 +122,16 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     # The default model's session (its fp32 graph and the batch one, ~185 MB with their arenas) stayed for
     # the worker's life once a file had used it; loading it again in a later file costs ~0.1 s of CPU.
     drop_model_sessions(keep_default=False)
-    full = _rss() - _LAST_FULL[0] > _GROWTH
+    full = resident_bytes() - _LAST_FULL[0] > _GROWTH  # (0 off Linux: young generations only)
     gc.collect(2 if full else 1)
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
     if full:
-        _LAST_FULL[0] = _rss()
+        _LAST_FULL[0] = resident_bytes()
 
 
 _GROWTH = 48 * 2**20
 _LAST_FULL = [0]  # the RSS after the last full collection
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as file:
-            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux: always the young generations only
-        return 0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
