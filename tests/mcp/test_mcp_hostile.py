@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import queue
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
 from memoryos_core.bench.reliability_child import child_env
-from tests.conftest import Prestart
+from tests.mcp._refuse import refuse
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -30,43 +28,33 @@ def initialize(request_id: int = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, environ: Mapping[str, str] = os.environ
-) -> subprocess.CompletedProcess[str]:
-    """``memoryos mcp ARGS`` that must refuse to start: a server that serves instead times out here."""
-    base = {k: v for k, v in environ.items() if not k.startswith("MEMORYOS_MCP_TOKENS")}
-    return subprocess.run(
-        mcp_command(*args), env=base | (env or {}), capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 def http_args(tmp_path: Path) -> list[str]:
     return ["--transport", "http", "--port", str(free_port()), "--data", str(tmp_path / "d")]
 
 
-# The refusals below are fresh `memoryos mcp` processes that exit before they bind or open anything: each
-# test's setup and runs start when collection ends (tests/conftest.py's ``Prestart``), in a folder of the
-# test's own, beside the other tests; the test checks what they printed.
-def _token_in_the_scope_column(
-    tmp_path: Path, environ: Mapping[str, str]
-) -> list[subprocess.CompletedProcess[str]]:
+# The refusals below run `memoryos mcp` in this process (tests/mcp/_refuse.py): each start must be refused
+# before the store opens or anything binds.
+def test_a_token_in_the_scope_column_is_never_echoed(tmp_path: Path) -> None:
     # Two tokens pasted on one line, or a long client name written before the token: the second word
     # is a secret, and the start-up error (stderr, often a CI or service log) must not show it.
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{'production-assistant-for-alice-and-co'} {ALICE}\n")
     tokens.chmod(0o600)
-    return [
-        run_cli(*http_args(tmp_path), *args, env=env, environ=environ)
+    runs = [
+        refuse(*http_args(tmp_path), *args, env=env)
         for args, env in (
             ([], {"MEMORYOS_MCP_TOKENS": f"{ALICE} {BOB}"}),
             (["--tokens-file", str(tokens)], {}),
         )
     ]
+    for done in runs:
+        assert done.returncode == 1, done.stderr
+        assert "'user:ID' or 'admin'" in done.stderr
+        assert ALICE not in done.stderr + done.stdout and BOB not in done.stderr + done.stdout
+    assert not (tmp_path / "d").exists()
 
 
-def _tokens_file_another_account_could_replace(
-    tmp_path: Path, environ: Mapping[str, str]
-) -> list[subprocess.CompletedProcess[str]]:
+def test_a_tokens_file_another_account_could_replace_is_refused(tmp_path: Path) -> None:
     # 0600 is not enough when the folder lets others rename a file of theirs over it (no sticky bit).
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -77,105 +65,31 @@ def _tokens_file_another_account_could_replace(
     link = tmp_path / "private" / "tokens"  # a symlink from a private folder does not hide it
     link.parent.mkdir(mode=0o700)
     link.symlink_to(tokens)
-    return [
-        run_cli(*http_args(tmp_path), "--tokens-file", str(given), environ=environ)
-        for given in (tokens, link)
-    ]
+    for given in (tokens, link):  # the file itself, then a symlink to it
+        done = refuse(*http_args(tmp_path), "--tokens-file", str(given))
+        assert done.returncode == 1, done.stderr
+        assert f"{shared} can be written by other users" in done.stderr
+    assert not (tmp_path / "d").exists()
 
 
-def _tokens_file_owned_by_another_account(
-    tmp_path: Path, environ: Mapping[str, str]
-) -> list[subprocess.CompletedProcess[str]]:
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown a file")
+def test_a_tokens_file_owned_by_another_account_is_refused(tmp_path: Path) -> None:
     # That account can rewrite it (add its own admin token) whatever its mode says today.
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ALICE} user:alice\n")
     tokens.chmod(0o600)
     os.chown(tokens, 65534, 65534)
-    return [run_cli(*http_args(tmp_path), "--tokens-file", str(tokens), environ=environ)]
-
-
-def _token_for_a_user_id_the_store_refuses(
-    tmp_path: Path, environ: Mapping[str, str]
-) -> list[subprocess.CompletedProcess[str]]:
-    # The scope passed the id pattern but not the store's own check ('..'): every call would fail.
-    return [
-        run_cli(*http_args(tmp_path), env={"MEMORYOS_MCP_TOKENS": f"{ALICE} user:al..ice"}, environ=environ)
-    ]
-
-
-REFUSALS: dict[str, Callable[[Path, Mapping[str, str]], list[subprocess.CompletedProcess[str]]]] = {
-    "test_a_token_in_the_scope_column_is_never_echoed": _token_in_the_scope_column,
-    "test_a_tokens_file_another_account_could_replace_is_refused": _tokens_file_another_account_could_replace,
-    "test_a_tokens_file_owned_by_another_account_is_refused": _tokens_file_owned_by_another_account,
-    "test_a_token_for_a_user_id_the_store_refuses_stops_the_start": _token_for_a_user_id_the_store_refuses,
-}
-
-
-def _refusal_job(
-    runs: Callable[[Path, Mapping[str, str]], list[subprocess.CompletedProcess[str]]],
-    folder: Path,
-    environ: dict[str, str],
-) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-    return folder, runs(folder, environ)
-
-
-def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
-    for item in items:
-        runs = REFUSALS.get(getattr(item, "originalname", ""))
-        skipped = any(mark.args and mark.args[0] is True for mark in item.iter_markers("skipif"))
-        if isinstance(item, pytest.Function) and runs is not None and not skipped:
-            submit(f"mcp-hostile:{item.nodeid}", functools.partial(_refusal_job, runs))
-
-
-def refusals(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-    """The test's folder and its REFUSALS runs, done (a failure raised again)."""
-    result: tuple[Path, list[subprocess.CompletedProcess[str]]] = prestarted.result(
-        f"mcp-hostile:{request.node.nodeid}"
-    )
-    return result
-
-
-def test_a_token_in_the_scope_column_is_never_echoed(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> None:
-    folder, runs = refusals(prestarted, request)  # two tokens on one line; a client name before the token
-    assert len(runs) == 2
-    for done in runs:
-        assert done.returncode == 1, done.stderr
-        assert "'user:ID' or 'admin'" in done.stderr
-        assert ALICE not in done.stderr + done.stdout and BOB not in done.stderr + done.stdout
-    assert not (folder / "d").exists()
-
-
-def test_a_tokens_file_another_account_could_replace_is_refused(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> None:
-    folder, runs = refusals(prestarted, request)  # the file itself, then a symlink to it
-    assert len(runs) == 2
-    for done in runs:
-        assert done.returncode == 1, done.stderr
-        assert f"{folder / 'shared'} can be written by other users" in done.stderr
-    assert not (folder / "d").exists()
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown a file")
-def test_a_tokens_file_owned_by_another_account_is_refused(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> None:
-    _, (done,) = refusals(prestarted, request)
+    done = refuse(*http_args(tmp_path), "--tokens-file", str(tokens))
     assert done.returncode == 1, done.stderr
     assert "belongs to another account" in done.stderr
 
 
-def test_a_token_for_a_user_id_the_store_refuses_stops_the_start(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> None:
-    folder, (done,) = refusals(prestarted, request)
+def test_a_token_for_a_user_id_the_store_refuses_stops_the_start(tmp_path: Path) -> None:
+    # The scope passed the id pattern but not the store's own check ('..'): every call would fail.
+    done = refuse(*http_args(tmp_path), env={"MEMORYOS_MCP_TOKENS": f"{ALICE} user:al..ice"})
     assert done.returncode == 1, done.stderr
     assert "entry 1: the second word is 'user:ID' or 'admin'" in done.stderr
-    assert not (folder / "d").exists()
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_tokens_file_saved_with_a_bom_and_crlf_lines_is_read(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""`memoryos mcp --transport http` as a subprocess on 127.0.0.1: bearer tokens, users bound to them, hosts."""
+"""`memoryos mcp --transport http` as a subprocess on 127.0.0.1: bearer tokens, users bound to them, hosts.
+
+Its refusals to start run in this process (tests/mcp/_refuse.py).
+"""
 
 from __future__ import annotations
 
-import functools
-import os
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from memoryos_core import ConfigError
 from memoryos_core.app.mcp_access import load_tokens, transport_security
-from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
-from tests.conftest import Prestart
+from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server
+from tests.mcp._refuse import Refusal, refuse
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -136,69 +136,15 @@ async def test_host_and_origin_are_checked(url: str) -> None:
         assert foreign.status_code == 403
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``memoryos mcp ARGS`` that must refuse to start: a server that serves instead times out here."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYOS_MCP_TOKENS")}
-    return subprocess.run(
-        mcp_command(*args), env=base | (env or {}), capture_output=True, text=True, timeout=60, check=False
-    )
+def _refused(folder: Path, *args: str, env: dict[str, str] | None = None) -> Refusal:
+    """``memoryos mcp --transport http --port PORT --data FOLDER/d ARGS`` in this process
+    (tests/mcp/_refuse.py): every start below must be refused before anything binds or opens."""
+    common = ["--transport", "http", "--port", str(free_port()), "--data", str(folder / "d")]
+    return refuse(*common, *args, env=env)
 
 
-# The refusals below are fresh `memoryos mcp` processes that exit before they bind or open anything: they
-# start when collection ends (tests/conftest.py's ``Prestart``), each test's in a folder of its own, and run
-# beside the other tests. Each entry: the runs (arguments, extra environment) of a test, by its parameters;
-# "{data}" is the folder's data path and "{port}" a free port.
-REFUSALS: dict[str, Callable[[dict[str, Any]], list[tuple[list[str], dict[str, str]]]]] = {
-    "test_http_without_a_token_refuses_to_start": lambda params: [
-        (["--transport", "http", "--port", "{port}", "--data", "{data}", "--embedding", "hash"], {})
-    ],
-    "test_a_non_loopback_host_without_a_token_or_allowed_hosts_refuses_to_start": lambda params: [
-        (["--transport", "http", "--host", params["host"], "--port", "{port}", "--embedding", "hash",
-          "--data", "{data}"], env)
-        for env in ({}, {"MEMORYOS_MCP_TOKENS": f"{ADMIN} admin"})
-    ],
-    "test_tokens_pinned_to_another_user_are_refused": lambda params: [
-        (["--transport", "http", "--port", "{port}", "--data", "{data}", "--user", "alice"],
-         {"MEMORYOS_MCP_TOKENS": f"{ALICE} user:alice,{BOB} user:bob"})
-    ],
-}  # fmt: skip
-
-
-def _refusal_job(
-    runs: list[tuple[list[str], dict[str, str]]], folder: Path, environ: dict[str, str]
-) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-    base = {k: v for k, v in environ.items() if not k.startswith("MEMORYOS_MCP_TOKENS")}
-    done = []
-    for args, env in runs:
-        filled = [arg.format(data=folder / "d", port=free_port()) for arg in args]
-        done.append(
-            subprocess.run(
-                mcp_command(*filled), env=base | env, capture_output=True, text=True, timeout=60, check=False
-            )
-        )  # as run_cli
-    return folder, done
-
-
-def prestart(items: list[pytest.Item], submit: Callable[[str, Callable[..., Any]], None]) -> None:
-    for item in items:
-        runs = REFUSALS.get(getattr(item, "originalname", ""))
-        if isinstance(item, pytest.Function) and runs is not None:
-            params = item.callspec.params if hasattr(item, "callspec") else {}
-            submit(f"mcp-refusal:{item.nodeid}", functools.partial(_refusal_job, runs(params)))
-
-
-def refusals(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-    """The test's folder and its REFUSALS runs, done (a failure raised again)."""
-    result: tuple[Path, list[subprocess.CompletedProcess[str]]] = prestarted.result(
-        f"mcp-refusal:{request.node.nodeid}"
-    )
-    return result
-
-
-def test_http_without_a_token_refuses_to_start(prestarted: Prestart, request: pytest.FixtureRequest) -> None:
-    folder, (done,) = refusals(prestarted, request)
+def test_http_without_a_token_refuses_to_start(tmp_path: Path) -> None:
+    done = _refused(tmp_path, "--embedding", "hash")
     assert done.returncode == 1
     error = done.stderr.strip()
     assert "\n" not in error and error.startswith("error:")
@@ -207,34 +153,35 @@ def test_http_without_a_token_refuses_to_start(prestarted: Prestart, request: py
         and "--tokens-file" in error
         and "MEMORYOS_MCP_TOKENS" in error
     )
-    assert not (folder / "d").exists()  # refused before opening the store
+    assert not (tmp_path / "d").exists()  # refused before opening the store
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_a_non_loopback_host_without_a_token_or_allowed_hosts_refuses_to_start(
-    prestarted: Prestart, request: pytest.FixtureRequest, host: str
+    tmp_path: Path, host: str
 ) -> None:
     # Both refusals happen before anything binds (tested so, as nothing here may listen beyond loopback).
-    folder, (without_token, unnamed_hosts) = refusals(prestarted, request)  # no token; an admin token
+    without_token, unnamed_hosts = (
+        _refused(tmp_path, "--host", host, "--embedding", "hash", env=env)
+        for env in ({}, {"MEMORYOS_MCP_TOKENS": f"{ADMIN} admin"})
+    )  # no token; an admin token
     assert without_token.returncode == 1 and "never serves without a token" in without_token.stderr
     assert unnamed_hosts.returncode == 1 and "--allowed-host" in unnamed_hosts.stderr
-    assert not (folder / "d").exists()
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# for the shared server\n{ALICE} user:alice\n")
     tokens.chmod(0o644)
-    common = ["--transport", "http", "--port", str(free_port()), "--data", str(tmp_path / "d")]
-    done = run_cli(*common, "--tokens-file", str(tokens))
+    done = _refused(tmp_path, "--tokens-file", str(tokens))
     assert done.returncode == 1 and f"chmod 600 {tokens}" in done.stderr
     assert ALICE not in done.stderr + done.stdout
 
 
-def test_tokens_pinned_to_another_user_are_refused(
-    prestarted: Prestart, request: pytest.FixtureRequest
-) -> None:
-    _, (done,) = refusals(prestarted, request)  # alice's and bob's tokens, --user alice
+def test_tokens_pinned_to_another_user_are_refused(tmp_path: Path) -> None:
+    both = {"MEMORYOS_MCP_TOKENS": f"{ALICE} user:alice,{BOB} user:bob"}
+    done = _refused(tmp_path, "--user", "alice", env=both)
     assert done.returncode == 1 and "tokens act for other users too: bob" in done.stderr
 
 
