@@ -374,9 +374,7 @@ class LocalEmbedder:
             if self._is_explicit and recorded == self.name:
                 return  # a store made before int8 became the default: it may hold either precision
             how = "was given" if self._is_explicit else "was taken from another store"
-            hint = (
-                f"give this store a LocalEmbedder of its own, with no precision or precision={precision!r}"
-            )
+            hint = f"give this store a LocalEmbedder of its own, with no precision or precision={precision!r}"
         else:
             how, hint = "", "use the embedder the store was made with, another data path or collection prefix"
         raise DimensionMismatchError(

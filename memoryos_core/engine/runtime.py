@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from memoryos_core._config import MemoryConfig
-from memoryos_core._types import Cost
 from memoryos_core._exceptions import DimensionMismatchError
+from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
 from memoryos_core.engine.lease import LEASE_TTL_S, Leases
 from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
