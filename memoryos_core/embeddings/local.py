@@ -30,14 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from memoryos_core._exceptions import (
-    ConfigError,
-    DimensionMismatchError,
-    EmbeddingError,
-    MissingDependencyError,
-    install_hint,
-)
-from memoryos_core.embeddings import _bert_graph
+from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
+from memoryos_core.embeddings import _bert_graph, _space
 from memoryos_core.embeddings._int8_graph import SCHEME as INT8_SCHEME
 from memoryos_core.embeddings._int8_graph import quantize_rows
 from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
@@ -64,9 +58,6 @@ PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
 """What a ``LocalEmbedder`` without a precision makes for a new store (or on its own), and what
 ``memoryos setup`` builds."""
-SPACE_SEPARATOR = "@"
-"""Between the model's name and a precision other than fp32 in a vector-space id: ``all-MiniLM-L6-v2@int8``
-(fp32 is the bare name, what every store recorded before int8 became the default)."""
 INT8_BATCH_TOKENS = 320
 """An int8 batch holds at most this many tokens, padding included (and at most ``batch_size`` texts): the
 per-row quantisation's passes over the activations slow down once a batch's outgrow the caches (about 8
@@ -350,39 +341,25 @@ class LocalEmbedder:
     @property
     def vector_space(self) -> str:
         """What a store records of this embedder's vectors: the name, plus ``@int8`` in int8."""
-        return self.name if self.precision == "fp32" else f"{self.name}{SPACE_SEPARATOR}{self.precision}"
+        return _space.space_id(self.name, self.precision)
 
     def adopt_space(self, recorded: str) -> None:
-        """Make the vectors of the space a store recorded, ``recorded``, from now on (the engine calls it
-        when a store opens): a default precision becomes the store's and stays fixed. A store that
-        recorded the bare name (fp32, or a store made before int8 became the default) also takes an
-        explicit ``precision="int8"``, as it always did.
+        """Make the vectors of ``recorded``, the space a store recorded, from now on (the engine calls
+        it when a store opens): a default precision becomes the store's and stays fixed.
 
         Raises:
             DimensionMismatchError: ``recorded`` is another model's, or another precision than the one
-                given explicitly or already adopted from another store; nothing was changed.
+                given explicitly or already taken from another store; nothing was changed.
         """
-        name, _, precision = recorded.partition(SPACE_SEPARATOR)
-        precision = precision or "fp32"
-        if name == self.name and precision == self.precision:
-            self.is_precision_fixed = True
-            return
-        if name == self.name and precision in PRECISIONS:
-            if not self.is_precision_fixed:
-                self.precision, self.is_precision_fixed = precision, True
-                return
-            if self._is_explicit and recorded == self.name:
-                return  # a store made before int8 became the default: it may hold either precision
-            how = "was given" if self._is_explicit else "was taken from another store"
-            hint = f"give this store a LocalEmbedder of its own, with no precision or precision={precision!r}"
-        else:
-            how, hint = "", "use the embedder the store was made with, another data path or collection prefix"
-        raise DimensionMismatchError(
-            f"the store holds vectors of {recorded!r}; this embedder makes {self.vector_space!r}"
-            + (f" (its precision {self.precision!r} {how})" if how else "")
-            + f": {hint}. Nothing was written.",
-            backend="local",
+        self.precision = _space.adopted_precision(
+            recorded,
+            name=self.name,
+            precision=self.precision,
+            precisions=PRECISIONS,
+            is_fixed=self.is_precision_fixed,
+            is_explicit=self._is_explicit,
         )
+        self.is_precision_fixed = True
 
     @property
     def dim(self) -> int:
