@@ -88,4 +88,12 @@ class StorageError(BackendError):
 
 
 class DimensionMismatchError(StorageError):
-    """The store holds vectors of another dimension than the embedder produces."""
+    """The store holds vectors of another dimension, model or precision than the embedder produces.
+
+    ``recorded``: the vector space the store recorded (``Embedder.name``, or a ``vector_space`` such as
+    ``all-MiniLM-L6-v2@int8``) when only that differs, else None.
+    """
+
+    def __init__(self, message: str, *, backend: str = "", recorded: str | None = None) -> None:
+        super().__init__(message, backend=backend)
+        self.recorded = recorded

@@ -204,13 +204,14 @@ def private_onnx_cache(
 ) -> Iterator[Path]:
     """Built ONNX graphs go to this test run's cache folder, not the home folder (``MEMORYOS_CACHE_DIR``).
 
-    The default model's graphs a module needs (its ``PREBUILT_GRAPHS``, default ``("fp32",)``; also
-    ``"int8"``, and ``"hidden"``: the token-vector graph) are built there once per run, by a child process,
-    so the build's memory (about 1 GB) is returned when it exits, and shared by every module and worker.
+    The default model's graphs a module needs (its ``PREBUILT_GRAPHS``, default ``("int8",)``, the default
+    precision's; also ``"fp32"``, and ``"hidden"``: the token-vector graph) are built there once per run,
+    by a child process, so the build's memory (about 1 GB) is returned when it exits, and shared by every
+    module and worker.
     Tests of the building itself point ``MEMORYOS_CACHE_DIR`` at a folder of their own.
     """
     path = run_folder(tmp_path_factory) / "onnx-cache"
-    build_graphs(path, tuple(getattr(request.module, "PREBUILT_GRAPHS", ("fp32",))))
+    build_graphs(path, tuple(getattr(request.module, "PREBUILT_GRAPHS", ("int8",))))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEMORYOS_CACHE_DIR", str(path))
         yield path

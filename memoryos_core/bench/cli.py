@@ -117,7 +117,8 @@ def locomo(
     embedder: Annotated[
         str,
         typer.Option(
-            help="local (all-MiniLM-L6-v2, fp32), local-int8, local-fp32, or hash (fast, for smoke runs)."
+            help="local (all-MiniLM-L6-v2, int8: each conversation is a new store), local-int8, local-fp32, "
+            "or hash (fast, for smoke runs)."
         ),
     ] = "local",
     answer_k: Annotated[

@@ -12,7 +12,9 @@ class Embedder(Protocol):
 
     ``name`` identifies the model; the store records it so a collection is never
     queried with vectors from another model. Both are read-only: a plain attribute or a
-    property satisfies them.
+    property satisfies them. An embedder whose vectors also depend on something else (LocalEmbedder's
+    precision) may have a ``vector_space`` string, which the store records instead (see
+    :func:`vector_space`).
     """
 
     @property
@@ -53,6 +55,13 @@ def warm_up(embedder: Embedder) -> None:
     method = getattr(embedder, "warm_up", None)
     if callable(method):
         method()
+
+
+def vector_space(embedder: Embedder) -> str:
+    """What the store records of ``embedder``'s vectors: its ``vector_space`` if it has one (LocalEmbedder:
+    the model's name plus its precision), else its ``name``."""
+    space = getattr(embedder, "vector_space", None)
+    return space if isinstance(space, str) else embedder.name
 
 
 def embed_queries(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:

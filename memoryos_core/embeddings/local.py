@@ -5,9 +5,14 @@ checked against :data:`WEIGHTS_SHA256` before use. The ONNX graph (BERT encoder,
 built from them once and cached in ``cache_dir()`` (``MEMORYOS_CACHE_DIR``), under a name derived from
 the weights' content, the builder version and the precision, so every virtualenv on the machine shares one
 file and a fresh process only loads it. ``memoryos setup`` builds it ahead of time; otherwise the first
-``embed`` does. The default precision, fp32, gives sentence-transformers' vectors to 1e-4;
-``precision="int8"`` (the fp32 graph's weight products in int8, each token's activations quantised on their
-own: ``_int8_graph``) is about twice as fast on CPUs with int8 dot products, at cosine ~0.997 to fp32.
+``embed`` does. Two precisions: int8 (the fp32 graph's weight products in int8, each token's activations
+quantised on their own: ``_int8_graph``), about twice as fast on CPUs with int8 dot products, at cosine
+~0.997 to fp32; and fp32, sentence-transformers' vectors to 1e-4.
+
+A store records the vector space its vectors come from (:attr:`LocalEmbedder.vector_space`: the model's
+name, plus ``@int8`` for int8), and an embedder never adds vectors of another space to it. With no
+precision given, a ``LocalEmbedder`` takes its store's (:meth:`LocalEmbedder.adopt_space`): int8 for a new
+store, fp32 for one made before int8 became the default (it records the bare name).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from memoryos_core._exceptions import ConfigError, EmbeddingError, MissingDependencyError, install_hint
-from memoryos_core.embeddings import _bert_graph
+from memoryos_core.embeddings import _bert_graph, _space
 from memoryos_core.embeddings._int8_graph import SCHEME as INT8_SCHEME
 from memoryos_core.embeddings._int8_graph import quantize_rows
 from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
@@ -49,8 +54,10 @@ _MODEL_VERSION = "1.0.0"  # the pin in pyproject.toml
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 """sha256 of all-MiniLM-L6-v2's model.safetensors (Apache-2.0), as the pinned package ships it."""
 PRECISIONS = ("int8", "fp32")
-"""``LocalEmbedder(precision=...)``: fp32 (exact, the default) or int8 (per-token dynamic quantisation)."""
-DEFAULT_PRECISION = "fp32"
+"""``LocalEmbedder(precision=...)``: int8 (per-token dynamic quantisation) or fp32 (exact)."""
+DEFAULT_PRECISION = "int8"
+"""What a ``LocalEmbedder`` without a precision makes for a new store (or on its own), and what
+``memoryos setup`` builds."""
 INT8_BATCH_TOKENS = 320
 """An int8 batch holds at most this many tokens, padding included (and at most ``batch_size`` texts): the
 per-row quantisation's passes over the activations slow down once a batch's outgrow the caches (about 8
@@ -278,8 +285,8 @@ def _resolve_folder(model_path: str | Path | None) -> Path:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384-d) on onnxruntime: offline, no torch; by default (fp32) vectors equal to
-    sentence-transformers', or int8 for about twice the speed.
+    """all-MiniLM-L6-v2 (384-d) on onnxruntime: offline, no torch; int8 by default for a new store, fp32
+    (sentence-transformers' vectors) for a store made before int8 became the default.
 
     The model loads at the first ``embed`` call and is shared by every instance in the process.
 
@@ -292,9 +299,11 @@ class LocalEmbedder:
             sorted by length first so padding stays small.
         threads: CPU threads; defaults to the CPUs this process may use. One batch runs on all of them;
             several batches run side by side, one thread each.
-        precision: ``"fp32"`` (default): sentence-transformers' vectors to 1e-4; ``"int8"``: the graph's
-            matrix products in int8, each token quantised on its own, about twice as fast, cosine ~0.997
-            to fp32.
+        precision: ``None`` (default): the store's own, fixed when the first store opens with this
+            embedder (int8 for a new store, fp32 for a store that recorded the bare model name); int8 until
+            then. ``"int8"``: the graph's matrix products in int8, each token quantised on its own, about
+            twice as fast, cosine ~0.997 to fp32. ``"fp32"``: sentence-transformers' vectors to 1e-4. A
+            store of the other precision refuses an explicit one (``DimensionMismatchError``).
 
     Raises:
         MissingDependencyError: No ``model_path`` and the model package is not installed.
@@ -307,9 +316,10 @@ class LocalEmbedder:
         *,
         batch_size: int = 4,
         threads: int | None = None,
-        precision: str = DEFAULT_PRECISION,
+        precision: str | None = None,
     ) -> None:
-        _check_precision(precision)
+        if precision is not None:
+            _check_precision(precision)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if threads is not None and threads < 1:
@@ -318,11 +328,38 @@ class LocalEmbedder:
         is_default = model_path is None or self._folder == _package_folder()
         self.name: str = _DEFAULT_NAME if is_default else self._folder.name
         self.batch_size = batch_size
-        self.precision = precision
+        self.precision: str = precision or DEFAULT_PRECISION
+        """The precision ``embed`` runs at now."""
+        self.is_precision_fixed = precision is not None
+        """False while a default precision may still follow the first store's (``adopt_space``)."""
+        self._is_explicit = precision is not None
         # sched_getaffinity honours CPU pinning (containers, taskset); os.cpu_count() does not.
         affinity = getattr(os, "sched_getaffinity", None)
         self.threads = threads or (len(affinity(0)) if affinity else os.cpu_count() or 1)
         self._spec: _ModelSpec | None = None
+
+    @property
+    def vector_space(self) -> str:
+        """What a store records of this embedder's vectors: the name, plus ``@int8`` in int8."""
+        return _space.space_id(self.name, self.precision)
+
+    def adopt_space(self, recorded: str) -> None:
+        """Make the vectors of ``recorded``, the space a store recorded, from now on (the engine calls
+        it when a store opens): a default precision becomes the store's and stays fixed.
+
+        Raises:
+            DimensionMismatchError: ``recorded`` is another model's, or another precision than the one
+                given explicitly or already taken from another store; nothing was changed.
+        """
+        self.precision = _space.adopted_precision(
+            recorded,
+            name=self.name,
+            precision=self.precision,
+            precisions=PRECISIONS,
+            is_fixed=self.is_precision_fixed,
+            is_explicit=self._is_explicit,
+        )
+        self.is_precision_fixed = True
 
     @property
     def dim(self) -> int:

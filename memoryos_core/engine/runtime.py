@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from memoryos_core._config import MemoryConfig
+from memoryos_core._exceptions import DimensionMismatchError
 from memoryos_core._types import Cost
-from memoryos_core.embeddings.base import Embedder, warm_up
+from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
 from memoryos_core.engine.lease import LEASE_TTL_S, Leases
 from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
 from memoryos_core.llm.base import LLM
@@ -100,7 +101,7 @@ class Runtime:
             if warm and self._warming is None:
                 self._warming = threading.Thread(target=self._warm_up, name="memoryos-warm-up", daemon=True)
                 self._warming.start()
-            self.store.open(dim=self.embedder.dim, embedder_name=self.embedder.name)
+            self._open_store()
             folder = journal_folder(self.store)
             if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
                 pending = PendingPages(
@@ -116,6 +117,25 @@ class Runtime:
                 replay_journals(self.store, folder, self.embedder.embed)
             self._is_open = True
         self._on_open()
+
+    def _open_store(self) -> None:
+        """Open the store for the embedder's vector space. An embedder that can make the vectors of
+        the space the store recorded instead (a ``LocalEmbedder`` without a precision, on a store of
+        fp32 vectors) adopts it (``adopt_space``); otherwise the store's DimensionMismatchError stands.
+        """
+        embedder, dim = self.embedder, self.embedder.dim
+        space = vector_space(embedder)
+        adopt = getattr(embedder, "adopt_space", None)
+        try:
+            self.store.open(dim=dim, embedder_name=space)
+        except DimensionMismatchError as exc:
+            if exc.recorded is None or not callable(adopt):
+                raise
+            adopt(exc.recorded)  # raises the embedder's own DimensionMismatchError if it cannot
+            self.store.open(dim=dim, embedder_name=exc.recorded)
+        else:
+            if callable(adopt):
+                adopt(space)  # a default precision stays this store's
 
     def settled(self) -> None:
         """Open the store and write any pages still waiting in the journal (before reading pages)."""

@@ -74,7 +74,8 @@ class ChromaConnection:
 
     # --- connection -------------------------------------------------------------------------
     def open(self, *, dim: int, embedder_name: str) -> None:
-        """Connect, and create or check the store for vectors of ``dim`` from ``embedder_name``."""
+        """Connect, and create or check the store for vectors of ``dim`` from ``embedder_name`` (the
+        embedder's vector space). A mismatch (``DimensionMismatchError``) leaves the store closed."""
         with self._lock:
             if self._opened:
                 return
@@ -100,7 +101,11 @@ class ChromaConnection:
                             "memoryos_embedder": embedder_name,
                         },
                     )
-                self._check(state, dim, embedder_name)
+                try:
+                    self._check(state, dim, embedder_name)
+                except DimensionMismatchError:
+                    self._release()  # as if open had not been called: it may be called again
+                    raise
                 self._keep_private()
                 self._check_files(state, "the shared state")
             self._dim, self._embedder_name = dim, embedder_name
@@ -120,13 +125,17 @@ class ChromaConnection:
             self._user_collections.clear()
             self._registered.clear()
             self._checked.clear()
-            if self._folder is not None:
-                self._folder.forget(self)
-                self._folder, self._client = None, None
-            elif self._is_own_server_client:
-                client, self._client, self._is_own_server_client = self._client, None, False
-                with self._calls.errors("close"):
-                    close_server_client(client)
+            self._release()
+
+    def _release(self) -> None:
+        """Let go of the folder or the server client ``open`` took (under ``_lock``)."""
+        if self._folder is not None:
+            self._folder.forget(self)
+            self._folder, self._client = None, None
+        elif self._is_own_server_client:
+            client, self._client, self._is_own_server_client = self._client, None, False
+            with self._calls.errors("close"):
+                close_server_client(client)
 
     def on_reopen(self) -> None:
         """The shared folder reopened its client (another process wrote): drop stale handles."""
@@ -172,13 +181,19 @@ class ChromaConnection:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check(self, collection: Any, dim: int, embedder_name: str) -> None:
+        """Refuse vectors of another length, or from another embedder (``embedder_name``: its vector
+        space, e.g. ``all-MiniLM-L6-v2@int8``) than the collection recorded when it was made (a
+        collection without a record takes any)."""
         stored = collection.metadata or {}
-        if stored.get("memoryos_dim", dim) != dim:
+        recorded = stored.get("memoryos_embedder")
+        is_other_dim = stored.get("memoryos_dim", dim) != dim
+        if is_other_dim or recorded not in (None, embedder_name):
             raise DimensionMismatchError(
                 f"collection {collection.name} holds {stored.get('memoryos_dim')}-d vectors from "
-                f"{stored.get('memoryos_embedder')!r}; the embedder {embedder_name!r} makes {dim}-d vectors. "
+                f"{recorded!r}; the embedder {embedder_name!r} makes {dim}-d vectors. "
                 "Use the same embedder, another data path, or another collection prefix.",
                 backend=self.backend,
+                recorded=None if is_other_dim else str(recorded),
             )
 
     def _check_files(self, collection: Any, what: str) -> None:

@@ -39,12 +39,15 @@ class MemoryStore(Protocol):
     """
 
     def open(self, *, dim: int, embedder_name: str) -> None:
-        """Connect, and create or check the store for vectors of ``dim`` made by ``embedder_name``.
+        """Connect, and create or check the store for vectors of ``dim`` made by ``embedder_name`` (the
+        embedder's vector space: ``embeddings.base.vector_space``), which a new store records.
 
         Calling it again on an open store does nothing.
 
         Raises:
-            DimensionMismatchError: the store holds vectors of another length or model.
+            DimensionMismatchError: the store holds vectors of another length or embedder; with
+                ``recorded`` set to the store's ``embedder_name`` when only that differs. The store
+                stays closed (``open`` may be called again, e.g. with ``recorded``).
             StorageError: the store cannot be reached or opened.
         """
         ...

@@ -32,6 +32,7 @@ from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEm
 from tests.backends.minilm_texts import LONG_TEXT, TEXTS
 
 pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
+PREBUILT_GRAPHS = ("fp32", "int8")  # fp32 for the exact vectors, int8 for the default (tests/conftest.py)
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"  # made by data/make_minilm_reference.py
 REPO = Path(__file__).parents[2]

@@ -27,9 +27,14 @@ def _cosines(texts: list[str]) -> np.ndarray:
     return cosines
 
 
-def test_fp32_is_the_default_int8_is_chosen_by_name_and_a_bad_precision_is_refused() -> None:
-    assert LocalEmbedder().precision == "fp32" == local.DEFAULT_PRECISION
-    assert LocalEmbedder(precision="int8").precision == "int8"
+def test_int8_is_the_default_fp32_is_chosen_by_name_and_a_bad_precision_is_refused() -> None:
+    default = LocalEmbedder()
+    assert default.precision == "int8" == local.DEFAULT_PRECISION and not default.is_precision_fixed
+    assert default.vector_space == "all-MiniLM-L6-v2@int8" and default.name == "all-MiniLM-L6-v2"
+    fp32 = LocalEmbedder(precision="fp32")
+    assert fp32.precision == "fp32" and fp32.is_precision_fixed
+    assert fp32.vector_space == "all-MiniLM-L6-v2"  # what every store recorded before int8 was the default
+    assert local.prepare() == local.prepare(precision="int8")  # `memoryos setup` builds the default's graph
     with pytest.raises(ConfigError, match="precision"):
         LocalEmbedder(precision="fp16")
     with pytest.raises(ConfigError, match="precision"):
@@ -95,8 +100,8 @@ def test_prepare_builds_the_precision_asked_for(counted_builds: list[int], tmp_p
         spec = local._read_spec(local._resolve_folder(None))
 
         assert built == local._cache_path(spec, "int8")
-        assert local.prepare() == local._cache_path(spec, "fp32")
-        assert local.prepare(precision="int8") == built
+        assert local.prepare(precision="fp32") == local._cache_path(spec, "fp32")
+        assert local.prepare() == built  # the default precision's graph: built already
     assert counted_builds == [1, 1]
 
 
