@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from memoryos_core.engine.lexical_store import Snapshot, State
+from memoryos_core.policy import ranking
 from memoryos_core.policy.dates import places_in_time
 from memoryos_core.policy.text import STOPWORDS
 
@@ -114,8 +115,9 @@ class PageIndex:
             return count, self._bm25(query_terms, count), self._cached("times", count)
 
     def _cached(self, name: str, count: int) -> np.ndarray:
-        """``times``, ``lengths`` or BM25's length ``norm`` of the first ``count`` pages as a read-only
-        array, computed once per page count (pages are only ever appended; held under ``_lock``)."""
+        """``times``, ``lengths``, BM25's length ``norm`` or the ``sessions`` of the first ``count`` pages
+        as a read-only array, computed once per page count (pages are only ever appended; held under
+        ``_lock``)."""
         cached = self._arrays.get(name)
         if cached is not None and len(cached) == count:
             return cached
@@ -124,6 +126,8 @@ class PageIndex:
             value = np.array(self.times[:count], dtype=np.float64)
         elif name == "lengths":
             value = np.array(self.lengths[:count], dtype=np.float32)
+        elif name == "sessions":
+            value = ranking.sessions(self._cached("times", count))
         else:
             lengths = self._cached("lengths", count)
             value = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1e-9))
@@ -141,6 +145,11 @@ class PageIndex:
             lengths = self._cached("lengths", count)
         # Positions ascend: only a posting that reaches past ``count`` (pages added since) is cut.
         return [_first(where, freqs, count) for where, freqs in found], lengths
+
+    def sessions(self, count: int) -> np.ndarray:
+        """The session number of each of the first ``count`` pages (``ranking.sessions`` of their times)."""
+        with self._lock:
+            return self._cached("sessions", count)
 
     def timed_pages(self, count: int) -> np.ndarray:
         """Whether each of the first ``count`` pages places something in time ("last week")."""

@@ -198,6 +198,7 @@ class Retriever:
             timed=index.timed_pages(count) if asks else None,
             when=asks,
             trace=trace,
+            session=index.sessions(count),
         )
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))

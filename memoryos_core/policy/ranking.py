@@ -168,9 +168,13 @@ def fuse(
     when: bool | np.ndarray = False,
     weights: Weights = DEFAULT,
     trace: dict[str, np.ndarray] | None = None,
+    session: np.ndarray | None = None,
 ) -> np.ndarray:
     """One score per page, in conversation order: z(BM25) + dense z, with its session's best
     score, shared with neighbours.
+
+    ``session``: ``sessions(page_times)``, when the caller keeps it (the engine's page index does, per
+    page count: at 100k pages it is a few passes over the times saved per query).
 
     ``timed`` marks pages that place something in time, boosted when the query asks ``when``.
     For many queries at once, ``when`` holds one flag per query and ``window`` one
@@ -188,7 +192,9 @@ def fuse(
     score = lexical_z + dense_term
     session_term: np.ndarray | float = 0.0
     if score.shape[-1] > 1 and weights.session:
-        session_term = weights.session * session_prior(score, sessions(page_times))
+        session_term = weights.session * session_prior(
+            score, sessions(page_times) if session is None else session
+        )
         score = score + session_term
     when_term: np.ndarray | float = 0.0
     if timed is not None and weights.when:

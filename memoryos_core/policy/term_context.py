@@ -68,14 +68,13 @@ def coverage(postings: Sequence[Posting], count: int) -> np.ndarray:
 
     A term no page holds adds no mass: it cannot tell pages apart.
     """
-    covered = np.zeros(count, dtype=np.float64)
-    total = 0.0
-    for where, _ in postings:
-        if len(where):
-            weight = float(idf(len(where), count))
-            np.add.at(covered, where, weight)  # (positions are distinct: as +=, and faster)
-            total += weight
-    share: np.ndarray = covered / total if total > 0 else covered
+    share = np.zeros(count, dtype=np.float64)
+    weights = [float(idf(len(where), count)) if len(where) else 0.0 for where, _ in postings]
+    total = sum(weights)
+    if total > 0:  # each term's share added where it is (no pass over the pages to divide them)
+        for (where, _), weight in zip(postings, weights):
+            if len(where):
+                np.add.at(share, where, weight / total)  # (positions are distinct: as +=, and faster)
     return share
 
 
@@ -107,17 +106,20 @@ def neighbour_bm25(
     scores = np.zeros(len(at), dtype=np.float64)
     if not count or not len(at):
         return scores
-    lengths = lengths.astype(np.float64)
     before, after = _neighbours(at, count)
-    window_lengths = lengths[at] + share * (lengths[before] + lengths[after])
-    total = float(lengths.sum())
+    window_lengths = lengths[at].astype(np.float64) + share * (
+        lengths[before].astype(np.float64) + lengths[after].astype(np.float64)
+    )
+    total = float(lengths.sum(dtype=np.float64))  # (word counts: exact in any order)
     if count > 1:  # every window's length summed, the ends' mirrored neighbour included
-        total += share * (2 * total - lengths[-1] + lengths[1] - lengths[0] + lengths[-2])
+        first, second, last, before_last = (float(lengths[i]) for i in (0, 1, -1, -2))
+        total += share * (2 * total - last + second - first + before_last)
     norm = k1 * (1 - b + b * window_lengths / max(total / count, 1e-9))
+    pages = _Pages(at, count)
     for where, counts in postings:
         if not len(where):
             continue
-        own, beside = _window_counts(where, counts, at, count)
+        own, beside = _window_counts(where, counts, at, count, pages)
         tf = own + share * beside
         scores += float(idf(len(where), count)) * tf * (k1 + 1) / (tf + norm)
     return scores
@@ -131,26 +133,38 @@ def _counts(where: np.ndarray, counts: np.ndarray, pages: np.ndarray) -> np.ndar
     return tf
 
 
+class _Pages:
+    """What ``_window_counts`` reads of the pages ``at`` for every term, computed once per query."""
+
+    def __init__(self, at: np.ndarray, count: int) -> None:
+        self.previous, self.next = at - 1, at + 1
+        self.first = np.flatnonzero(at == 0)  # at either end the one neighbour stands for both
+        self.last = np.flatnonzero(at == count - 1)
+
+
 def _window_counts(
-    where: np.ndarray, counts: np.ndarray, at: np.ndarray, count: int
+    where: np.ndarray, counts: np.ndarray, at: np.ndarray, count: int, pages: _Pages | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A term's count in each page ``at`` and the sum of its counts in the page's previous and next
     page (``_neighbours``), from its posting (``where`` ascending, non-empty): one search in the
-    posting for the pages themselves; their neighbours are the entries beside the ones found."""
+    posting for the pages themselves; their neighbours are the entries beside the ones found.
+    ``pages``: ``_Pages(at, count)``, when the caller reads several terms at the same pages."""
     if count < 2:
         own = _counts(where, counts, at)
         return own, own + own
+    pages = pages or _Pages(at, count)
     last = len(where) - 1
     found = np.searchsorted(where, at)  # the first entry at or after each page
     start = np.minimum(found, last)
     held = where[start] == at
     own = np.where(held, counts[start].astype(np.float64), 0.0)
-    previous = np.maximum(found - 1, 0)  # the entry before: the previous page's if it is there
-    before = np.where((found > 0) & (where[previous] == at - 1), counts[previous].astype(np.float64), 0.0)
-    following = np.minimum(found + held, last)  # the entry after the page's own
-    after = np.where(where[following] == at + 1, counts[following].astype(np.float64), 0.0)
-    # at either end the one neighbour stands for both
-    before, after = np.where(at == 0, after, before), np.where(at == count - 1, before, after)
+    previous = found - 1  # the entry before: the previous page's if it is there
+    previous[previous < 0] = 0  # (none before: the entry at 0 is at or after the page, never before it)
+    before = np.where(where[previous] == pages.previous, counts[previous].astype(np.float64), 0.0)
+    following = found + held  # the entry after the page's own
+    following[following > last] = last
+    after = np.where(where[following] == pages.next, counts[following].astype(np.float64), 0.0)
+    before[pages.first], after[pages.last] = after[pages.first], before[pages.last]
     beside: np.ndarray = before + after
     return own, beside
 
@@ -211,16 +225,14 @@ def lexical(
     score = own * (1.0 + weights.coverage * coverage(postings, count)[held]) if weights.coverage else own
     combined, rest = _z_of_held(score, count)
     if weights.neighbour_text:
-        around = np.zeros(len(held), dtype=np.float64)
         best = _best(score, RESCORE_PAGES)  # which of ``held`` are read with their neighbours
-        around[best] = neighbour_bm25(
-            postings, lengths[:count], weights.neighbour_share, k1, b, at=held[best]
-        )
+        around = neighbour_bm25(postings, lengths[:count], weights.neighbour_share, k1, b, at=held[best])
+        # z-scaled among the ``count`` pages, of which the others (held or not) have 0
         around_z, around_rest = _z_of_held(around, count)
-        combined, rest = (
-            combined + weights.neighbour_text * around_z,
-            rest + weights.neighbour_text * around_rest,
-        )
+        own_z = combined
+        combined = own_z + weights.neighbour_text * around_rest
+        combined[best] = own_z[best] + weights.neighbour_text * around_z
+        rest += weights.neighbour_text * around_rest
     if not combined.any() and not rest:
         return bm25
     center = float(own.sum()) / count  # BM25's own mean and spread, from its nonzero scores

@@ -89,6 +89,28 @@ def test_sessions_split_at_gaps_longer_than_an_hour() -> None:
     assert ranking.sessions(np.zeros(0)).tolist() == []
 
 
+def test_the_index_keeps_its_pages_sessions_and_fuse_ranks_alike_with_them() -> None:
+    """``PageIndex.sessions`` is ``sessions`` of its times, follows added pages, and given to ``fuse``
+    (``session=``) changes no score."""
+    hour = ranking.SESSION_GAP_S
+    index = PageIndex()
+    for i, text in enumerate(["tea at noon", "tea again", "boat trip", "boat home", "tea and boat"]):
+        index.add(f"p{i}", text, i * 60.0 + (i // 2) * 2 * hour)
+    times = index.snapshot(["tea"])[2]
+    assert index.sessions(5).tolist() == ranking.sessions(times).tolist() == [0, 0, 1, 1, 2]
+    index.add("p5", "tea later", times[-1] + 3 * hour)
+    count, lexical, times = index.snapshot(tokens("tea boat"))
+    assert index.sessions(count).tolist() == [0, 0, 1, 1, 2, 3]
+    assert index.sessions(count) is index.sessions(count)  # kept for the page count
+    dense = np.linspace(-1.0, 1.0, count).astype(np.float32)
+    for window in (None, (0.0, 60.0)):
+        alone = ranking.fuse(lexical, dense, times, window)
+        given = ranking.fuse(lexical, dense, times, window, session=index.sessions(count))
+        assert given.tobytes() == alone.tobytes()
+    one_session = ranking.fuse(lexical, dense, times, None, session=np.zeros(count, dtype=np.int64))
+    assert one_session.tobytes() != ranking.fuse(lexical, dense, times, None).tobytes()  # (it is used)
+
+
 def test_a_page_in_a_relevant_session_outranks_an_equal_page_elsewhere() -> None:
     hour = ranking.SESSION_GAP_S
     lexical = np.array([0, 0, 0, 6, 0, 0, 2, 2, 2, 0, 0, 0], dtype=np.float32)
