@@ -302,6 +302,21 @@ def drop_test_collections(url: str, prefix: str) -> None:
         drop_server_collections(url, prefix)
 
 
+def child_store_spec(request: pytest.FixtureRequest, tmp_path: Path, letter: str) -> Iterator[Any]:
+    """For a fixture with params ``embedded`` / ``server``: a fresh store location (a ``StoreSpec``) a child
+    process can open too, a folder or the test server plus a prefix starting with ``letter`` (its
+    collections dropped after the test)."""
+    from memoryos_core.bench.reliability_child import StoreSpec
+
+    prefix = f"{letter}{uuid.uuid4().hex[:10]}_"
+    if request.param == "embedded":
+        yield StoreSpec(path=str(tmp_path / "chroma"), prefix=prefix)
+        return
+    url = request.getfixturevalue("chroma_server_url")
+    yield StoreSpec(url=url, prefix=prefix)
+    drop_test_collections(url, prefix)
+
+
 @pytest.fixture(params=["embedded", "server"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ChromaStore]]:
     """Makes stores on one place: a folder (embedded) or a server with a prefix unique to the test."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,20 +10,14 @@ import pytest
 
 from memoryos_core.bench.reliability_child import StoreSpec
 from tests._workers import ChromaServer
-from tests.conftest import drop_test_collections
+from tests.conftest import child_store_spec
 
 
 @pytest.fixture(params=["embedded", "server"])
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
     """A fresh store location a child process can open too: a folder, or the shared server + a prefix
     (its collections dropped after the test)."""
-    prefix = f"r{uuid.uuid4().hex[:10]}_"
-    if request.param == "embedded":
-        yield StoreSpec(path=str(tmp_path / "chroma"), prefix=prefix)
-        return
-    url = request.getfixturevalue("chroma_server_url")
-    yield StoreSpec(url=url, prefix=prefix)
-    drop_test_collections(url, prefix)
+    yield from child_store_spec(request, tmp_path, "r")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ contradicts the store is a DimensionMismatchError that writes nothing. Embedded 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from memoryos_core import DimensionMismatchError, MemoryOS
 from memoryos_core.bench.reliability_child import StoreSpec
 from memoryos_core.embeddings.fake import HashingEmbedder
 from memoryos_core.embeddings.local import LocalEmbedder
-from tests.conftest import drop_test_collections
+from tests.conftest import child_store_spec
 
 pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # built graphs stay out of the home folder
 PREBUILT_GRAPHS = ("fp32", "int8")  # both precisions' graphs, built once per run (tests/conftest.py)
@@ -27,13 +26,7 @@ NEW = "Humphrey the tortoise likes strawberries"
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.slow)])  # server: 3-18 s each
 def spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
-    prefix = f"v{uuid.uuid4().hex[:10]}_"
-    if request.param == "embedded":
-        yield StoreSpec(path=str(tmp_path / "chroma"), prefix=prefix)
-        return
-    url = request.getfixturevalue("chroma_server_url")
-    yield StoreSpec(url=url, prefix=prefix)
-    drop_test_collections(url, prefix)
+    yield from child_store_spec(request, tmp_path, "v")
 
 
 def _add(spec: StoreSpec, embedder: LocalEmbedder | HashingEmbedder, text: str) -> None:
