@@ -257,28 +257,29 @@ def chroma_client(*, url: str | None = None, path: str | None = None, timeout_s:
     import httpx
     from chromadb.config import Settings
 
-    settings = Settings(anonymized_telemetry=False, allow_reset=False)
+    options: dict[str, Any] = {"anonymized_telemetry": False, "allow_reset": False}
     if url:
         from urllib.parse import urlparse
 
         timeout = server_timeout_s(timeout_s)
         parsed = urlparse(url)
-        # Over plain HTTP there is no TLS, so no certificates to load: httpx would otherwise read certifi's
-        # bundle for every client (~25 ms, twice per open). Over HTTPS they are verified as usual.
-        verify = parsed.scheme == "https"
-        if not verify:
-            settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_server_ssl_verify=False)
+        is_https = parsed.scheme == "https"
+        if not is_https:
+            # No TLS, so no certificates to load: httpx would otherwise read certifi's bundle for every
+            # client (~25 ms, twice per open). Over HTTPS they are verified as usual.
+            options["chroma_server_ssl_verify"] = False
         # Chroma's constructor already calls the server, without a timeout: check it answers first.
-        httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout, verify=verify).raise_for_status()
+        httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout, verify=is_https).raise_for_status()
         client = chromadb.HttpClient(
             host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-            ssl=parsed.scheme == "https",
-            settings=settings,
+            port=parsed.port or (443 if is_https else 8000),
+            ssl=is_https,
+            settings=Settings(**options),
         )
         # Chroma's private HTTP session (not in its types), shared by its admin client.
         client._server._session.timeout = httpx.Timeout(timeout)  # type: ignore[attr-defined]
         return client
+    settings = Settings(**options)
     if path:
         check_sqlite_file(path)
         scrub_freed_heap()
