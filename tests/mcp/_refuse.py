@@ -9,6 +9,7 @@ if a check stopped refusing, the command would open the store and serve: here it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from memoryos_core.app.cli import app
 from memoryos_core.app.mcp_access import TOKENS_ENV
 from memoryos_core.app.settings import Settings
+from memoryos_core.bench.mcp_auth import free_port
 
 
 class WouldServe(BaseException):
@@ -27,6 +29,11 @@ class Refusal:
     returncode: int
     stdout: str
     stderr: str
+
+
+def http_args(folder: Path) -> list[str]:
+    """``--transport http`` on a free port, the data in ``folder / "d"`` (which a refusal never makes)."""
+    return ["--transport", "http", "--port", str(free_port()), "--data", str(folder / "d")]
 
 
 def refuse(*args: str, env: dict[str, str] | None = None) -> Refusal:

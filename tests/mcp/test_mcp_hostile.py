@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server, mcp_command
+from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, http_server, mcp_command
 from memoryos_core.bench.reliability_child import child_env
-from tests.mcp._refuse import refuse
+from tests.mcp._refuse import http_args, refuse
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -26,10 +26,6 @@ def initialize(request_id: int = 1) -> dict[str, Any]:
     info = {"name": "probe", "version": "1"}
     params = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": info}
     return {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
-
-
-def http_args(tmp_path: Path) -> list[str]:
-    return ["--transport", "http", "--port", str(free_port()), "--data", str(tmp_path / "d")]
 
 
 # The refusals below run `memoryos mcp` in this process (tests/mcp/_refuse.py): each start must be refused

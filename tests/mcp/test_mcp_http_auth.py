@@ -17,8 +17,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from memoryos_core import ConfigError
 from memoryos_core.app.mcp_access import load_tokens, transport_security
-from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, free_port, http_server
-from tests.mcp._refuse import Refusal, refuse
+from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, http_server
+from tests.mcp._refuse import http_args, refuse
 
 ALICE = "alice-token-" + "a" * 32
 BOB = "bob-token-" + "b" * 32
@@ -136,15 +136,8 @@ async def test_host_and_origin_are_checked(url: str) -> None:
         assert foreign.status_code == 403
 
 
-def _refused(folder: Path, *args: str, env: dict[str, str] | None = None) -> Refusal:
-    """``memoryos mcp --transport http --port PORT --data FOLDER/d ARGS`` in this process
-    (tests/mcp/_refuse.py): every start below must be refused before anything binds or opens."""
-    common = ["--transport", "http", "--port", str(free_port()), "--data", str(folder / "d")]
-    return refuse(*common, *args, env=env)
-
-
 def test_http_without_a_token_refuses_to_start(tmp_path: Path) -> None:
-    done = _refused(tmp_path, "--embedding", "hash")
+    done = refuse(*http_args(tmp_path), "--embedding", "hash")
     assert done.returncode == 1
     error = done.stderr.strip()
     assert "\n" not in error and error.startswith("error:")
@@ -162,7 +155,7 @@ def test_a_non_loopback_host_without_a_token_or_allowed_hosts_refuses_to_start(
 ) -> None:
     # Both refusals happen before anything binds (tested so, as nothing here may listen beyond loopback).
     without_token, unnamed_hosts = (
-        _refused(tmp_path, "--host", host, "--embedding", "hash", env=env)
+        refuse(*http_args(tmp_path), "--host", host, "--embedding", "hash", env=env)
         for env in ({}, {"MEMORYOS_MCP_TOKENS": f"{ADMIN} admin"})
     )  # no token; an admin token
     assert without_token.returncode == 1 and "never serves without a token" in without_token.stderr
@@ -174,14 +167,14 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# for the shared server\n{ALICE} user:alice\n")
     tokens.chmod(0o644)
-    done = _refused(tmp_path, "--tokens-file", str(tokens))
+    done = refuse(*http_args(tmp_path), "--tokens-file", str(tokens))
     assert done.returncode == 1 and f"chmod 600 {tokens}" in done.stderr
     assert ALICE not in done.stderr + done.stdout
 
 
 def test_tokens_pinned_to_another_user_are_refused(tmp_path: Path) -> None:
     both = {"MEMORYOS_MCP_TOKENS": f"{ALICE} user:alice,{BOB} user:bob"}
-    done = _refused(tmp_path, "--user", "alice", env=both)
+    done = refuse(*http_args(tmp_path), "--user", "alice", env=both)
     assert done.returncode == 1 and "tokens act for other users too: bob" in done.stderr
 
 
