@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,6 +34,9 @@ from tests._workers import (  # noqa: E402
     wait_for_chroma,
     xdist_worker,
 )
+
+if TYPE_CHECKING:
+    from memoryos_core.bench.reliability_child import StoreSpec
 
 pytest_plugins = ["tests._schedule"]  # the order files are handed to the workers: longest first
 _PRESTART = pytest.StashKey[Prestart]()
@@ -302,7 +305,7 @@ def drop_test_collections(url: str, prefix: str) -> None:
         drop_server_collections(url, prefix)
 
 
-def child_store_spec(request: pytest.FixtureRequest, tmp_path: Path, letter: str) -> Iterator[Any]:
+def child_store_spec(request: pytest.FixtureRequest, tmp_path: Path, letter: str) -> Iterator[StoreSpec]:
     """For a fixture with params ``embedded`` / ``server``: a fresh store location (a ``StoreSpec``) a child
     process can open too, a folder or the test server plus a prefix starting with ``letter`` (its
     collections dropped after the test)."""
