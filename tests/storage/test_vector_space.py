@@ -94,10 +94,13 @@ def test_an_explicit_precision_the_store_contradicts_is_refused_and_writes_nothi
 
 def test_an_old_store_still_takes_the_int8_it_may_have_been_made_with(spec: StoreSpec) -> None:
     """Before int8 became the default, ``precision="int8"`` was opt-in and recorded the bare name too."""
-    _add(spec, LocalEmbedder(precision="int8"), OLD)
+    _add(spec, LocalEmbedder(precision="fp32"), OLD)  # a store with the bare name, as such a store has
+    assert _recorded(spec) == "all-MiniLM-L6-v2"
+
     _add(spec, LocalEmbedder(precision="int8"), NEW)
 
     assert sorted(_vectors(spec)) == sorted([OLD, NEW])
+    assert _recorded(spec) == "all-MiniLM-L6-v2"  # nothing rewritten
 
 
 def test_an_embedder_that_took_one_stores_precision_refuses_a_store_of_the_other(
