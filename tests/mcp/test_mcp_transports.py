@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx2
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+from memoryos_core.bench.mcp_auth import http_server
 
 EXE = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
 
@@ -45,57 +41,26 @@ async def test_stdio_server_serves_many_users_from_a_config_file(tmp_path: Path)
     assert "embedder: hash" in (tmp_path / "server.log").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_for_port(port: int, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"memoryos mcp exited with {server.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port} after {timeout_s}s")
-
-
 async def test_http_server_keeps_memory_across_client_connections(tmp_path: Path) -> None:
-    port = _free_port()
-    command = [EXE, "mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--data", str(tmp_path / "data"), "--embedding", "hash"]
     token = "t" * 40
-    env = os.environ | {"MEMORYOS_MCP_TOKENS": f"{token} admin"}
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            await _wait_for_port(port, server)
-            url = f"http://127.0.0.1:{port}/mcp"
+    with http_server(tmp_path / "data", f"{token} admin") as url:
 
-            def connect() -> Client:
-                headers = {"Authorization": f"Bearer {token}"}
-                return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers)))
+        def connect() -> Client:
+            # the SDK's timeouts (30 s; 300 s to read), not httpx's 5 s: a first call on a busy machine can
+            # take longer (the test failed once in a whole run, its server's log clean)
+            http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+            return Client(streamable_http_client(url, http_client=http))
 
-            async with connect() as client:
-                added = await client.call_tool(
-                    "add_memory",
-                    {
-                        "user_input": "My sister Ana visits in May.",
-                        "agent_response": "Fun!",
-                        "user_id": "carol",
-                    },
-                )
-                assert not added.is_error, added.content
-            async with connect() as client:
-                recalled = await client.call_tool("retrieve_memory", {"query": "sister", "user_id": "carol"})
-                stats = await client.call_tool("get_memory_stats", {"user_id": "carol"})
-                missing = await client.call_tool("delete_memory", {"user_id": "carol", "page_id": "pg_nope"})
-        finally:
-            server.terminate()
-            server.wait(15)
+        async with connect() as client:
+            added = await client.call_tool(
+                "add_memory",
+                {"user_input": "My sister Ana visits in May.", "agent_response": "Fun!", "user_id": "carol"},
+            )
+            assert not added.is_error, added.content
+        async with connect() as client:
+            recalled = await client.call_tool("retrieve_memory", {"query": "sister", "user_id": "carol"})
+            stats = await client.call_tool("get_memory_stats", {"user_id": "carol"})
+            missing = await client.call_tool("delete_memory", {"user_id": "carol", "page_id": "pg_nope"})
     assert recalled.structured_content is not None and stats.structured_content is not None
     pages = recalled.structured_content["short_term_memory"]
     assert [page["user_input"] for page in pages] == ["My sister Ana visits in May."]
