@@ -168,7 +168,16 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
             f"{result['threads']} threads, median of {result['rounds']} rounds"
         )
     )
-    columns = ("precision", "turns/s", "turns/cpu-s", "GFLOP/s", "GFLOP/cpu-s", "one ms p50", "one GFLOP/s")
+    # headers with spaces, so rich wraps them in an 80-column terminal instead of cutting them
+    columns = (
+        "precision",
+        "turns/s",
+        "turns per cpu-s",
+        "GFLOP/s",
+        "GFLOP per cpu-s",
+        "one ms p50",
+        "one GFLOP/s",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "precision" else "right")
     keys: Sequence[str] = ("turns_per_s", "turns_per_cpu_s", "gflops", "gflops_per_cpu_s", "one_ms_p50")

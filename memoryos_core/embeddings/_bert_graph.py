@@ -70,10 +70,10 @@ def build_onnx(spec: ModelSpec, *, pooled: bool = True) -> bytes:
 
     The encoder uses onnxruntime's fused CPU operators (domain ``com.microsoft``): EmbedLayerNormalization,
     Attention (Q, K and V as one packed weight), BiasGelu (GELU with erf, as BERT's), so a layer is about
-    ten nodes instead of forty; ``_int8_graph`` rewrites Attention's packed product and the MatMuls into
-    int8 ones. The residual sums stay Add + LayerNormalization: onnxruntime's SkipLayerNormalization
-    kernel takes about four times as long on this shape (sessions are opened with its fusion off, see
-    ``local``).
+    ten nodes instead of forty; ``_int8_graph`` rewrites Attention's packed product (as three) and the
+    MatMuls into int8 ones. The residual sums stay Add + LayerNormalization: onnxruntime's
+    SkipLayerNormalization kernel takes about four times as long on this shape (sessions are opened with
+    its fusion off, see ``local``).
     """
     from onnx import TensorProto, helper, numpy_helper
     from safetensors.numpy import load_file

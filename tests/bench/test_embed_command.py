@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from memoryos_core.bench.cli import bench_app
-from memoryos_core.bench.embed import forward_flops, locomo_turns
+from memoryos_core.bench.embed import forward_flops, locomo_turns, print_report
 
 
 def test_flops_of_a_bert_forward_pass_by_hand() -> None:
@@ -59,3 +60,31 @@ def test_bench_embed_reports_both_precisions(
     assert 0.95 < data["cosine_int8_fp32"]["min"] <= data["cosine_int8_fp32"]["mean"] <= 1.0
     assert len(data["load_avg_start"]) == 3
     assert "turns/s" in done.output and "cosine" in done.output  # the table and its line
+
+
+def test_the_table_fits_an_80_column_terminal_without_cutting_a_header() -> None:
+    figures = {"turns_per_s": 538.5, "turns_per_cpu_s": 274.0, "gflops": 428.0, "gflops_per_cpu_s": 217.8}
+    row = figures | {"one_ms_p50": 4.85, "one_gflops": 151.2}
+    result = {
+        "turns": 1000,
+        "dataset": "locomo10.json",
+        "tokens_mean": 36.7,
+        "batch_size": 32,
+        "threads": 2,
+        "rounds": 3,
+        "precisions": {"fp32": row, "int8": row},
+        "cosine_int8_fp32": {"mean": 0.9969, "p1": 0.9939, "min": 0.9908},
+        "int8_speedup": 2.75,
+        "int8_cpu_speedup": 2.75,
+        "load_avg_start": [1.0],
+        "load_avg_end": [1.2],
+        "cpus": 2,
+    }
+    console = Console(width=80, record=True)
+
+    print_report(console, result)
+
+    text = console.export_text()
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= 80
+    assert "538.5" in text and "217.8" in text
