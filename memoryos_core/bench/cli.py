@@ -57,19 +57,20 @@ def scale(
         "pages",
         "add p50 ms",
         "add p95 ms",
-        "retrieve p50 ms",
-        "retrieve p95 ms",
+        "recall p50 ms",
+        "recall p95 ms",
         "delete page ms",
         "erase ms",
         "rss MB",
         "disk MB",
     ):
-        table.add_column(column, justify="right")
+        # no header word cut (rich would shrink "retrieve" to "retri…" in 80 columns)
+        table.add_column(column, justify="right", min_width=max(map(len, column.split())))
     for p in result["points"]:
         table.add_row(
             str(p["pages"]),
             *(
-                f"{p[k]:.1f}"
+                _figure(p[k])
                 for k in (
                     "add_ms_p50",
                     "add_ms_p95",
@@ -85,6 +86,11 @@ def scale(
     console.print(table)
     if out:
         out.write_text(json.dumps(result, indent=2))
+
+
+def _figure(value: float) -> str:
+    """A table cell: one decimal below 100, none above (so the table fits an 80-column terminal)."""
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:

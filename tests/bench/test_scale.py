@@ -63,8 +63,23 @@ def test_bench_scale_command_writes_json(tmp_path: Path, chroma_server_url: str)
     assert done.exit_code == 0, done.output
     data = json.loads(out.read_text())
     assert data["backend"] == "chroma-http" and [p["pages"] for p in data["points"]] == [200]
-    assert "retrieve" in done.output and "│   200 │" in done.output  # the table
+    assert "recall" in done.output and "│   200 │" in done.output  # the table
     server = urlparse(chroma_server_url)
     client = chromadb.HttpClient(host=server.hostname, port=server.port)
     left = [c.name for c in client.list_collections() if c.name.startswith("scale")]
     assert left == []  # its collections are dropped from the server
+
+
+def test_the_scale_table_fits_an_80_column_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    point = {"add_ms_p50": 0.48, "add_ms_p95": 1.12, "retrieve_ms_p50": 8.36, "retrieve_ms_p95": 10.68}
+    point |= {"delete_page_ms_p50": 5215.7, "erase_ms": 3584.05, "rss_mb": 986.55, "disk_mb": 506.71}
+    points = [{"pages": pages, **point} for pages in (1000, 10000, 100000)]
+    figures = {"backend": "chroma-embedded", "embedder": "hashing-384", "points": points}
+    monkeypatch.setattr("memoryos_core.bench.scale.run_scale", lambda **_: figures)
+
+    done = CliRunner().invoke(bench_app, ["scale", "--pages", "100000"], env={"COLUMNS": "80"})
+
+    assert done.exit_code == 0, done.output
+    assert "…" not in done.output and max(map(len, done.output.splitlines())) <= 80
+    assert "│ 100000 │" in done.output and "5216" in done.output and "8.4" in done.output
+    assert all(word in done.output for word in ("recall", "delete", "erase", "rss", "disk", "507"))
