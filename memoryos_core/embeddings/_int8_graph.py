@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 _MS = "com.microsoft"
-SCHEME = "row-int8|u8-activations-per-row|s8-weights-per-column|MultiHeadAttention|FastGelu|2"
+SCHEME = "row-int8|u8-activations-per-row|s8-weights-per-column|MultiHeadAttention|FastGelu|3"
 """What :func:`quantize_rows` does, part of the int8 graph's cache key: change it with the rewrite."""
 
 
@@ -60,7 +60,7 @@ def quantize_rows(model_bytes: bytes) -> bytes:
     const("rows.weight_zero_point", 0, np.int8)
 
     quantised_inputs: dict[str, tuple[str, str]] = {}  # activation -> (its codes, its row scales)
-    rows_shape: list[str] = []  # the hidden states' [batch, tokens, -1], computed once
+    rows_shape: list[str] = []  # the hidden states' [batch, tokens, -1] and the rows' zero points, once
 
     def quantise(x: str, width: int) -> tuple[str, str]:
         """x's rows (tokens) as uint8 codes around 128, each scaled by its own largest magnitude, and the
@@ -75,19 +75,19 @@ def quantize_rows(model_bytes: bytes) -> bytes:
             scale = add(
                 "Mul", [add("Max", [high, minus_low, "rows.tiny"], p + "peak"), "rows.1/127"], p + "scale"
             )
-            zero_points = add(
-                "Expand", ["rows.zero_point", add("Shape", [scale], p + "rows")], p + "zero_points"
-            )
-            codes = add("QuantizeLinear", [flat, scale, zero_points], p + "codes", axis=0)
-            column = add("Unsqueeze", [scale, const("rows.axis1", [1], np.int64)], p + "column")
-            quantised_inputs[x] = (codes, column)
-            if not rows_shape:
+            if not rows_shape:  # every activation has the same rows: their shapes are computed once
                 starts, stops = const("rows.0", [0], np.int64), const("rows.2", [2], np.int64)
                 batch_tokens = add(
                     "Slice", [add("Shape", [x], "rows.shape"), starts, stops], "rows.batch_tokens"
                 )
                 minus_one = const("rows.minus_one", [-1], np.int64)
                 rows_shape.append(add("Concat", [batch_tokens, minus_one], "rows.unflat", axis=0))
+                rows_shape.append(
+                    add("Expand", ["rows.zero_point", add("Shape", [scale], "rows.n")], "rows.zeros")
+                )
+            codes = add("QuantizeLinear", [flat, scale, rows_shape[1]], p + "codes", axis=0)
+            column = add("Unsqueeze", [scale, const("rows.axis1", [1], np.int64)], p + "column")
+            quantised_inputs[x] = (codes, column)
         return quantised_inputs[x]
 
     def int8_product(x: str, weight: Any, output: str) -> str:
