@@ -5,19 +5,17 @@ Its refusals to start run in this process (tests/mcp/_refuse.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from memoryos_core import ConfigError
 from memoryos_core.app.mcp_access import load_tokens, transport_security
 from memoryos_core.bench.mcp_auth import PROTOCOL_VERSION, http_server
+from tests.mcp._client import connect
 from tests.mcp._refuse import http_args, refuse
 
 ALICE = "alice-token-" + "a" * 32
@@ -33,15 +31,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("mcp-http")
     with http_server(folder / "data", TOKENS, extra_args=["--allowed-host", "memory.test"]) as served:
         yield served
-
-
-@asynccontextmanager
-async def connect(url: str, token: str) -> AsyncIterator[Client]:
-    async with (
-        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
-    ):
-        yield client
 
 
 def add(user_input: str, **user: str) -> dict[str, Any]:

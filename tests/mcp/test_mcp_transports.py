@@ -7,10 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from mcp import Client, ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from memoryos_core.bench.mcp_auth import http_server
+from tests.mcp._client import connect
 
 EXE = shutil.which("memoryos") or str(Path(sys.executable).parent / "memoryos")
 
@@ -44,20 +44,13 @@ async def test_stdio_server_serves_many_users_from_a_config_file(tmp_path: Path)
 async def test_http_server_keeps_memory_across_client_connections(tmp_path: Path) -> None:
     token = "t" * 40
     with http_server(tmp_path / "data", f"{token} admin") as url:
-
-        def connect() -> Client:
-            # the SDK's timeouts (30 s; 300 s to read), not httpx's 5 s: a first call on a busy machine can
-            # take longer (the test failed once in a whole run, its server's log clean)
-            http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-            return Client(streamable_http_client(url, http_client=http))
-
-        async with connect() as client:
+        async with connect(url, token) as client:
             added = await client.call_tool(
                 "add_memory",
                 {"user_input": "My sister Ana visits in May.", "agent_response": "Fun!", "user_id": "carol"},
             )
             assert not added.is_error, added.content
-        async with connect() as client:
+        async with connect(url, token) as client:
             recalled = await client.call_tool("retrieve_memory", {"query": "sister", "user_id": "carol"})
             stats = await client.call_tool("get_memory_stats", {"user_id": "carol"})
             missing = await client.call_tool("delete_memory", {"user_id": "carol", "page_id": "pg_nope"})
