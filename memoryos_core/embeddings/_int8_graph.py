@@ -60,7 +60,9 @@ def quantize_rows(model_bytes: bytes) -> bytes:
     const("rows.weight_zero_point", 0, np.int8)
 
     quantised_inputs: dict[str, tuple[str, str]] = {}  # activation -> (its codes, its row scales)
-    rows_shape: list[str] = []  # the hidden states' [batch, tokens, -1] and the rows' zero points, once
+    # The hidden states' [batch, tokens, -1] and the rows' zero points, made at the first product (a graph
+    # with no product to rewrite is left as it was: no node of ours reads inputs it may not have)
+    rows_shape: list[str] = []
 
     def quantise(x: str, width: int) -> tuple[str, str]:
         """x's rows (tokens) as uint8 codes around 128, each scaled by its own largest magnitude, and the
