@@ -170,21 +170,26 @@ def _window_counts(
 
 
 def _best(score: np.ndarray, limit: int) -> np.ndarray:
-    """Positions (ascending) of the ``limit`` highest of ``score``; all of them when there are fewer."""
+    """Positions (ascending) of the ``limit`` highest of ``score``, the later pages first among scores tied
+    at the cut; all of them when there are fewer."""
     if len(score) <= limit:
         return np.arange(len(score))
-    if len(score) > 8 * limit:  # the highest from a share of them, when no tie crosses the limit
+    above = np.arange(len(score))
+    if len(score) > 8 * limit:  # the highest are among a share of them: found from a sample
         stride = len(score) // (4 * limit)
         sample = score[::stride]
         rank = len(sample) - max(1, 2 * limit // stride)  # about twice the limit are above it
         floor = np.partition(sample, rank)[rank]
-        above = np.flatnonzero(score >= floor)
-        if len(above) >= limit:
-            kth = np.partition(score[above], len(above) - limit)[len(above) - limit]
-            best: np.ndarray = above[score[above] >= kth]
-            if len(best) == limit:  # the same pages as any selection of the ``limit`` highest
-                return best
-    return np.sort(np.argpartition(-score, limit - 1)[:limit])
+        candidates = np.flatnonzero(score >= floor)
+        if len(candidates) >= limit:  # (else the sample misled: all pages are candidates)
+            above = candidates
+    values = score[above]
+    kth = np.partition(values, len(above) - limit)[len(above) - limit]
+    higher = above[values > kth]
+    tied = above[values == kth]  # a store of near-identical pages ties many at the cut
+    best: np.ndarray = np.concatenate([higher, tied[len(higher) + len(tied) - limit :]])
+    best.sort()
+    return best
 
 
 def _z_of_held(values: np.ndarray, count: int) -> tuple[np.ndarray, float]:
