@@ -387,6 +387,20 @@ class LocalEmbedder:
             TypeError: ``texts`` is a single string or holds a non-string.
             EmbeddingError: onnxruntime failed.
         """
+        return self._embed(texts, alone=False)
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """``embed``'s vectors for search queries (the model has no query prompt), where one batch runs
+        on one thread: a recall embeds its query while it scores the pages' words on another core, and
+        a short text gains less from a second thread than the scoring loses to it.
+
+        Raises:
+            TypeError, EmbeddingError: as ``embed``.
+        """
+        return self._embed(texts, alone=True)
+
+    def _embed(self, texts: Sequence[str], *, alone: bool) -> list[list[float]]:
+        """``embed``; ``alone``: a single batch runs on one intra-op thread, not ``threads``."""
         items = _check_texts(texts)
         if not items:
             return []
@@ -413,8 +427,9 @@ class LocalEmbedder:
         budget = INT8_BATCH_TOKENS if self.precision == "int8" else None
         batches = _batches(order, lengths, self.batch_size, budget)
         if len(batches) == 1 or runtime.threads == 1:
+            session = _batch_session(runtime) if alone and runtime.threads > 1 else runtime.session
             for batch in batches:
-                run(runtime.session, batch)
+                run(session, batch)
         else:
             session = _batch_session(runtime)
             # Workers for this call only: no thread outlives it (close() leaves none behind).

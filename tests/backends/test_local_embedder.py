@@ -215,6 +215,42 @@ def test_instances_share_one_session_across_threads(counted_builds: list[int]) -
     assert all(np.allclose(result, results[0], atol=1e-6) for result in results)
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_a_query_runs_on_one_thread_and_gets_the_pages_vectors(
+    precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = LocalEmbedder(threads=2, precision=precision)
+    texts = ["where did she go last summer?", LONG_TEXT]
+    pages = embedder.embed(texts)
+    single = local._batch_session(local._load_runtime(embedder._model_spec(), 2, precision))
+    used: list[Any] = []
+
+    def run_on(session: Any) -> Any:
+        def run(*args: Any) -> Any:
+            used.append(session)
+            return type(session).run(session, *args)
+
+        return run
+
+    runtime = local._load_runtime(embedder._model_spec(), 2, precision)
+    monkeypatch.setattr(runtime, "session", _Spy(runtime.session, run_on(runtime.session)))
+    monkeypatch.setattr(runtime, "batch_session", _Spy(single, run_on(single)))
+
+    queries = [embedder.embed_queries([text])[0] for text in texts]
+    assert [session is single for session in used] == [True, True]  # the one-thread session, each time
+    assert np.array_equal(np.asarray(queries), np.asarray(pages))
+    used.clear()
+    embedder.embed(texts[:1])
+    assert used and used[0] is not single  # a page still runs on every thread
+
+
+class _Spy:
+    """An onnxruntime session whose ``run`` is ``run``."""
+
+    def __init__(self, session: Any, run: Callable[..., Any]) -> None:
+        self._session, self.run = session, run
+
+
 def test_an_unwritable_cache_dir_builds_in_memory(
     counted_builds: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference: np.ndarray
 ) -> None:
