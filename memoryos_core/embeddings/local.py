@@ -299,7 +299,7 @@ class LocalEmbedder:
             it, in int8 too; an int8 batch also holds at most ``INT8_BATCH_TOKENS`` tokens); texts are
             sorted by length first so padding stays small.
         threads: CPU threads; defaults to the CPUs this process may use. One batch runs on all of them;
-            several batches run side by side, one thread each.
+            several batches run side by side, one thread each; a query (``embed_queries``) on one.
         precision: ``None`` (default): the store's own, fixed when the first store opens with this
             embedder (int8 for a new store, fp32 for a store that recorded the bare model name); int8 until
             then. ``"int8"``: the graph's matrix products in int8, each token quantised on its own, about
