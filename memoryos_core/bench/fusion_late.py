@@ -398,8 +398,11 @@ def print_late(console: Console, result: dict[str, Any], ks: Sequence[int]) -> N
     shipped = result["shipped"].get(at, {})
     caption = f"shipped R@{at} {shipped.get('all', 0):.1f} / {shipped.get('1-4', 0):.1f}; w: chosen at R@{at}"
     out = Table(title=title, caption=caption)
-    for column in ("form", "N", *(f"R@{k}" for k in ks), f"R@{at} all / 1-4", "bytes/page", "w"):
-        out.add_column(column, justify="left" if column == "form" else "right")
+    out.add_column("form", no_wrap=True, min_width=7)  # not "compa…" in 80 columns
+    for column in ("N", *(f"R@{k}" for k in ks), f"R@{at} all / 1-4"):
+        out.add_column(column, justify="right")
+    out.add_column("bytes a page", justify="right", min_width=6)
+    out.add_column("w", justify="right", no_wrap=True, min_width=5)
     for row in result["rows"]:
         cells = [f"{g['mean']:+.1f} ({g['std']:.1f}) {g['better']}/{g['worse']}" for g in row["gain"]]
         held, weights = row["held_out"].get(at, {}), row["chosen"][at]

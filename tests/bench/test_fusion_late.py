@@ -1,15 +1,22 @@
 """``bench fusion --late``: the rerank keeps the shipped ranking at weight 0 and below its top N, the late
-score weighs words by idf, and a fold's PCA never sees the held-out conversation."""
+score weighs words by idf, a fold's PCA never sees the held-out conversation, and the command end to end."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from memoryos_core.bench import fusion, fusion_late
+from memoryos_core.bench.cli import bench_app
 from tests.bench.test_fusion import _features
+
+PREBUILT_GRAPHS = ("int8", "late")  # the engine's graph and the token graph (tests/conftest.py)
+SAMPLE = Path(__file__).resolve().parents[2] / "notebooks" / "data" / "locomo_sample.json"
 
 
 def _ranking(scores: np.ndarray) -> np.ndarray:
@@ -138,3 +145,47 @@ def test_the_table_cross_validates_each_form_and_depth() -> None:
         assert set(row["held_out"]) == {"5", "10"}
     full, compact = result["rows"][0]["bytes_per_page"], result["rows"][-1]["bytes_per_page"]
     assert compact < full  # int8 in at most 16 dimensions, fewer wordpieces
+
+
+@pytest.mark.usefixtures("private_onnx_cache")
+def test_words_of_the_question_score_higher_with_the_real_encoder() -> None:
+    encoder = fusion_late.TokenEncoder()
+    texts = [
+        "User: Ann adopted a golden retriever puppy called Biscuit.",
+        "User: The weather in Lisbon was rainy all week.",
+        "User: My sister Clara visits from Berlin next week.",
+    ]
+    page_ptr, page_ids, page_vectors, pooled = encoder.encode(texts)
+    query_ptr, query_ids, query_vectors, _ = encoder.encode(["What is the name of Ann's golden retriever?"])
+    assert not encoder.dropped[page_ids].any() and np.allclose(np.linalg.norm(pooled, axis=1), 1.0)
+    tokens = fusion_late.Tokens(
+        page_ptr, page_ids, page_vectors, query_ptr, query_ids, query_vectors, np.ones(3, np.float32)
+    )
+    late, _ = fusion_late.late_scores(tokens, fusion_late.Form("full"))
+    assert late[0, 0] > late[0, 1] + 0.05 and late[0, 0] > late[0, 2] + 0.05
+
+
+@pytest.mark.usefixtures("private_onnx_cache")
+def test_command_reranks_late_on_the_sample_and_reuses_its_token_cache(tmp_path: Path) -> None:
+    sample = json.loads(SAMPLE.read_text())
+    alone = tmp_path / "sample.json"
+    alone.write_text(json.dumps(sample))
+    one = CliRunner().invoke(bench_app, ["fusion", "--data", str(alone), "--embedder", "hash", "--late"])
+    assert one.exit_code == 1 and "two or more" in one.output  # leave-one-out needs two conversations
+    # The sample twice (a second user with the same chat): two conversations to leave out in turn.
+    data = tmp_path / "sample-twice.json"
+    data.write_text(json.dumps([*sample, {**sample[0], "sample_id": "sample-ann-2"}]))
+    cache, out = tmp_path / "features.npz", tmp_path / "fusion.json"
+    args = ["fusion", "--data", str(data), "--cache", str(cache), "--out", str(out), "--late"]
+    first = CliRunner().invoke(bench_app, args)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert (tmp_path / "features.tokens.npz").exists() and "token vectors written" in first.output
+    late = json.loads(out.read_text())["late"]
+    assert "late interaction rerank" in first.output
+    assert [(row["form"], row["depth"]) for row in late["rows"]] == [
+        (form.name, depth) for form in fusion_late.FORMS for depth in fusion_late.DEPTHS
+    ]
+    assert late["pooled_page_cosine_min"] > 0.999  # page texts rendered as the engine embedded them
+    second = CliRunner().invoke(bench_app, args)
+    assert second.exit_code == 0 and "token vectors read" in second.output
+    assert json.loads(out.read_text())["late"] == late
