@@ -28,6 +28,7 @@ UNKNOWN_S = 10.0  # a new file goes early rather than into the run's tail
 GROUPS = {
     "tests/embeddings/": "onnx",
     "tests/backends/test_local_embedder.py": "onnx",
+    "tests/bench/test_fusion_late.py": "onnx",
     "tests/docs/test_readme_blocks.py": "programs",
     "tests/notebooks/": "programs",
 }

@@ -201,22 +201,27 @@ def fusion(
         bool,
         typer.Option(help="Also cross-validate learned fusion weights (not in the engine; slow)."),
     ] = False,
+    late: Annotated[
+        bool,
+        typer.Option(
+            help="Also cross-validate a late-interaction rerank of the top pages by MiniLM's wordpiece "
+            "vectors (not in the engine; kept beside --cache as NAME.tokens.npz)."
+        ),
+    ] = False,
 ) -> None:
     """Cross-validate the ranking by conversation on LoCoMo and ablate each of its rules."""
     from memoryos_core.bench.fusion import run_fusion
-    from memoryos_core.bench.fusion_data import features_for
+    from memoryos_core.bench.fusion_data import cache_key, features_for
     from memoryos_core.bench.locomo import EMBEDDER_CHOICES, _embedder
     from memoryos_core.bench.report import print_fusion
 
     if embedder not in EMBEDDER_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(EMBEDDER_CHOICES)}", param_hint="--embedder")
-    features = features_for(
-        data,
-        _embedder(embedder),
-        limit_conversations,
-        cache,
-        progress=_progress,
-    )
+    model = _embedder(embedder)
+    features = features_for(data, model, limit_conversations, cache, progress=_progress)
+    if late and len(features) < 2:
+        console.print("[red]error:[/red] --late leaves one conversation out: the file needs two or more")
+        raise typer.Exit(code=1)
     result = run_fusion(features)
     print_fusion(console, result)
     if expansion:
@@ -230,6 +235,15 @@ def fusion(
 
         result["learned"] = learn_table(Evaluation(features))
         print_learn(console, result["learned"], result["k"])
+    if late:
+        from memoryos_core.bench.fusion import Evaluation
+        from memoryos_core.bench.fusion_late import late_table, print_late, tokens_for
+
+        tokens_cache = cache.with_name(f"{cache.stem}.tokens.npz") if cache else None
+        key = cache_key(data, model, limit_conversations)
+        tokens = tokens_for(data, features, key, tokens_cache, progress=_progress)
+        result["late"] = late_table(Evaluation(features), tokens, progress=_progress)
+        print_late(console, result["late"], result["k"])
     _save(out, result)
 
 
