@@ -219,8 +219,11 @@ def fusion(
         raise typer.BadParameter(f"use one of {', '.join(EMBEDDER_CHOICES)}", param_hint="--embedder")
     model = _embedder(embedder)
     features = features_for(data, model, limit_conversations, cache, progress=_progress)
-    if late and len(features) < 2:
-        console.print("[red]error:[/red] --late leaves one conversation out: the file needs two or more")
+    if len(features) < 2:  # (its tables would be empty, --learn would fail on them)
+        console.print(
+            f"[red]error:[/red] bench fusion leaves one conversation out: the file needs two or more, "
+            f"it has {len(features)}"
+        )
         raise typer.Exit(code=1)
     result = run_fusion(features)
     print_fusion(console, result)

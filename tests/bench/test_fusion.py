@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from memoryos_core.bench import fusion
@@ -116,6 +117,19 @@ def test_cross_validation_scores_each_conversation_with_weights_chosen_on_the_ot
         means = [evaluation.rows(v)[train, 1].mean() for v in variants]
         assert evaluation.rows(variant)[train, 1].mean() == max(means)
         assert held[fold] == 100 * evaluation.rows(variant)[~train, 1].mean()
+
+
+@pytest.mark.parametrize("option", [[], ["--learn"], ["--expansion"]])
+def test_a_file_of_one_conversation_is_refused_with_a_clear_error(
+    locomo_file: Callable[..., Path], tmp_path: Path, option: list[str]
+) -> None:
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(json.loads(locomo_file().read_text())[:1]))
+    out = tmp_path / "fusion.json"
+    args = ["fusion", "--data", str(one), "--embedder", "hash", "--out", str(out), *option]
+    result = CliRunner().invoke(bench_app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # an error line, no traceback
+    assert "needs two or more, it has 1" in " ".join(result.output.split()) and not out.exists()
 
 
 def test_command_prints_cross_validation_and_ablation_and_reuses_its_cache(
