@@ -329,11 +329,14 @@ def load_features(path: Path, key: str) -> list[ConversationFeatures] | None:
 
 
 def cache_key(data: Path, embedder: Embedder, limit: int | None) -> str:
-    """What the cached arrays were built from: the data file's content, the embedder, the limit."""
+    """What the cached arrays were built from: the data file's content, the embedder's vector space (its
+    model and precision: int8 and fp32 vectors of one model differ), the limit."""
     import hashlib
 
+    from memoryos_core.embeddings.base import vector_space
+
     digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16]
-    return f"{digest}:{embedder.name}:{embedder.dim}:{limit}"
+    return f"{digest}:{vector_space(embedder)}:{embedder.dim}:{limit}"
 
 
 def features_for(

@@ -119,6 +119,16 @@ def test_cross_validation_scores_each_conversation_with_weights_chosen_on_the_ot
         assert held[fold] == 100 * evaluation.rows(variant)[~train, 1].mean()
 
 
+def test_the_cache_key_tells_the_models_precisions_apart(locomo_file: Callable[..., Path]) -> None:
+    from memoryos_core.bench.fusion_data import cache_key
+    from memoryos_core.embeddings.local import LocalEmbedder
+
+    data = locomo_file()
+    keys = {p: cache_key(data, LocalEmbedder(precision=p), None) for p in ("int8", "fp32")}
+    assert keys["int8"] != keys["fp32"]  # (a cache of one precision is never read for the other)
+    assert keys["int8"] == cache_key(data, LocalEmbedder(), None)  # the default, a new store's: int8
+
+
 @pytest.mark.parametrize("option", [[], ["--learn"], ["--expansion"]])
 def test_a_file_of_one_conversation_is_refused_with_a_clear_error(
     locomo_file: Callable[..., Path], tmp_path: Path, option: list[str]
