@@ -230,7 +230,10 @@ def _batch_session(runtime: _Runtime) -> Any:
         if runtime.batch_session is None:
             import onnxruntime
 
-            runtime.batch_session = _session(onnxruntime, runtime.source, 1)
+            try:
+                runtime.batch_session = _session(onnxruntime, runtime.source, 1)
+            except Exception as exc:
+                raise EmbeddingError(f"onnxruntime cannot load the model: {exc}", backend="local") from exc
         return runtime.batch_session
 
 
@@ -373,12 +376,15 @@ class LocalEmbedder:
         return self._spec
 
     def warm_up(self) -> None:
-        """Load the model (building its graph into the cache if needed) without embedding anything.
+        """Load the model (building its graph into the cache if needed) without embedding anything: the
+        session a batch runs on, and on several threads the one-thread session a query runs on too.
 
         Raises:
             EmbeddingError, ConfigError, MissingDependencyError: as ``embed`` would.
         """
-        _load_runtime(self._model_spec(), self.threads, self.precision)
+        runtime = _load_runtime(self._model_spec(), self.threads, self.precision)
+        if runtime.threads > 1:
+            _batch_session(runtime)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one L2-normalised vector per text, in order.

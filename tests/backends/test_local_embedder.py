@@ -221,7 +221,7 @@ def test_a_query_runs_on_one_thread_and_gets_the_pages_vectors(
 ) -> None:
     embedder = LocalEmbedder(threads=2, precision=precision)
     texts = ["where did she go last summer?", LONG_TEXT]
-    pages = embedder.embed(texts)
+    pages = [embedder.embed([text])[0] for text in texts]  # each alone: padding moves fp32 vectors by ~1e-8
     single = local._batch_session(local._load_runtime(embedder._model_spec(), 2, precision))
     used: list[Any] = []
 
@@ -242,6 +242,28 @@ def test_a_query_runs_on_one_thread_and_gets_the_pages_vectors(
     used.clear()
     embedder.embed(texts[:1])
     assert used and used[0] is not single  # a page still runs on every thread
+
+
+def test_warm_up_loads_the_query_session_too_and_its_failure_is_an_embedding_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+    embedder = LocalEmbedder(threads=2)
+    embedder.warm_up()
+    runtime = local._load_runtime(embedder._model_spec(), 2, embedder.precision)
+    assert runtime.batch_session is not None  # the first query does not load a model
+
+    monkeypatch.setattr(local, "_RUNTIMES", {})
+    opened = local._session
+
+    def one_thread_fails(onnxruntime: Any, source: Any, threads: int) -> Any:
+        if threads == 1:
+            raise RuntimeError("cannot map the weights")
+        return opened(onnxruntime, source, threads)
+
+    monkeypatch.setattr(local, "_session", one_thread_fails)
+    with pytest.raises(EmbeddingError, match="cannot map the weights"):
+        LocalEmbedder(threads=2).embed_queries(["a question"])
 
 
 class _Spy:
