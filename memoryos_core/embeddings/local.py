@@ -376,15 +376,15 @@ class LocalEmbedder:
         return self._spec
 
     def warm_up(self) -> None:
-        """Load the model (building its graph into the cache if needed) without embedding anything: the
-        session a batch runs on, and on several threads the one-thread session a query runs on too.
+        """Load the model (building its graph into the cache if needed) without embedding anything.
+
+        The one-thread session a query runs on (with several threads) loads at the first query, ~25 ms:
+        loaded here, it would delay a new process's first add, whose page is embedded on all threads.
 
         Raises:
             EmbeddingError, ConfigError, MissingDependencyError: as ``embed`` would.
         """
-        runtime = _load_runtime(self._model_spec(), self.threads, self.precision)
-        if runtime.threads > 1:
-            _batch_session(runtime)
+        _load_runtime(self._model_spec(), self.threads, self.precision)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one L2-normalised vector per text, in order.

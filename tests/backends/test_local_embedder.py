@@ -244,15 +244,7 @@ def test_a_query_runs_on_one_thread_and_gets_the_pages_vectors(
     assert used and used[0] is not single  # a page still runs on every thread
 
 
-def test_warm_up_loads_the_query_session_too_and_its_failure_is_an_embedding_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(local, "_RUNTIMES", {})
-    embedder = LocalEmbedder(threads=2)
-    embedder.warm_up()
-    runtime = local._load_runtime(embedder._model_spec(), 2, embedder.precision)
-    assert runtime.batch_session is not None  # the first query does not load a model
-
+def test_a_query_sessions_load_failure_is_an_embedding_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "_RUNTIMES", {})
     opened = local._session
 
