@@ -79,17 +79,28 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+def token_graph_path() -> Path:
+    """Where :func:`token_graph` keeps its graph: named by what it is built from (the weights, the int8
+    scheme, :data:`GRAPH`), so the name also keys the token vectors made with it."""
+    from memoryos_core.embeddings import local
+    from memoryos_core.embeddings._int8_graph import SCHEME
+    from memoryos_core.embeddings._onnx_cache import cache_dir
+
+    spec = local._read_spec(local._resolve_folder(None))
+    text = f"{GRAPH}|{local._weights_digest(spec.folder)}|{SCHEME}"
+    return cache_dir() / f"bert-tokens-{hashlib.sha256(text.encode()).hexdigest()[:32]}.onnx"
+
+
 def token_graph() -> Path:
     """The cached int8 encoder of the default model without pooling (output ``last_hidden_state``): the
     engine's int8 rewrite of ``build_onnx(pooled=False)``, built once into the ONNX cache."""
     from memoryos_core.embeddings import _bert_graph, local
-    from memoryos_core.embeddings._int8_graph import SCHEME, quantize_rows
-    from memoryos_core.embeddings._onnx_cache import cache_dir, write_graph
+    from memoryos_core.embeddings._int8_graph import quantize_rows
+    from memoryos_core.embeddings._onnx_cache import write_graph
 
-    spec = local._read_spec(local._resolve_folder(None))
-    text = f"{GRAPH}|{local._weights_digest(spec.folder)}|{SCHEME}"
-    path = cache_dir() / f"bert-tokens-{hashlib.sha256(text.encode()).hexdigest()[:32]}.onnx"
+    path = token_graph_path()
     if not path.is_file():
+        spec = local._read_spec(local._resolve_folder(None))
         write_graph(path, quantize_rows(_bert_graph.build_onnx(spec, pooled=False)))
     return path
 
@@ -189,19 +200,27 @@ def tokens_for(
     progress: Callable[[str], None] = lambda line: None,
 ) -> list[Tokens]:
     """The token vectors of ``features``: read from ``cache`` when it holds ``key``'s, else built there."""
-    key = f"{key}|{GRAPH}|{TOKENS_FORMAT}"
+    key = f"{key}|{token_graph_path().name}|{TOKENS_FORMAT}"
     names = [field.name for field in fields(Tokens)]
     if cache is not None and cache.exists():
-        with np.load(cache, allow_pickle=False) as stored:
-            if str(stored["key"]) == key:
-                progress(f"token vectors read from {cache}")
-                count = int(stored["count"])
-                return [Tokens(*(stored[f"c{c}_{name}"] for name in names)) for c in range(count)]
+        try:
+            with np.load(cache, allow_pickle=False) as stored:
+                if str(stored["key"]) == key:
+                    count = int(stored["count"])
+                    tokens = [Tokens(*(stored[f"c{c}_{name}"] for name in names)) for c in range(count)]
+                    progress(f"token vectors read from {cache}")
+                    return tokens
+        except Exception as exc:  # (a truncated or foreign file: built again)
+            progress(f"token vectors in {cache} unreadable ({exc}); building them again")
     tokens = build_tokens(data, features, progress)
     if cache is not None:
         arrays = {f"c{c}_{name}": getattr(t, name) for c, t in enumerate(tokens) for name in names}
         with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, key=np.array(key), count=np.array(len(tokens)), **arrays)
+            try:
+                np.savez(tmp, key=np.array(key), count=np.array(len(tokens)), **arrays)
+            except BaseException:
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
         Path(tmp.name).replace(cache)
         progress(f"token vectors written to {cache}")
     return tokens

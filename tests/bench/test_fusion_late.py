@@ -189,3 +189,11 @@ def test_command_reranks_late_on_the_sample_and_reuses_its_token_cache(tmp_path:
     second = CliRunner().invoke(bench_app, args)
     assert second.exit_code == 0 and "token vectors read" in second.output
     assert json.loads(out.read_text())["late"] == late
+    (tmp_path / "features.tokens.npz").write_bytes(b"half a file")  # truncated: built again, not a crash
+    third = CliRunner().invoke(bench_app, args)
+    assert third.exit_code == 0 and "unreadable" in third.output and "token vectors written" in third.output
+    assert json.loads(out.read_text())["late"] == late
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == [
+        "features.npz",
+        "features.tokens.npz",
+    ]
