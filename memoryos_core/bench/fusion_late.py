@@ -130,10 +130,7 @@ class TokenEncoder:
         pooled = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")
         for batch in local._batches(order, lengths, 8, local.INT8_BATCH_TOKENS):
-            ids = np.zeros((len(batch), int(lengths[batch[-1]])), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for row, index in enumerate(batch):
-                ids[row, : lengths[index]], mask[row, : lengths[index]] = encodings[index].ids, 1
+            ids, mask = local._padded(encodings, lengths, batch)
             (hidden,) = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
             for row, index in enumerate(batch):
                 text_ids, vectors = ids[row, : lengths[index]], hidden[row, : lengths[index]]

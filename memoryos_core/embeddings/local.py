@@ -92,6 +92,19 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return items
 
 
+def _padded(
+    encodings: Sequence[Any], lengths: np.ndarray, batch: np.ndarray, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids of the texts ``batch`` (indices into ``encodings``, whose ``lengths`` are given),
+    padded with ``pad_id`` to the longest of them, and the attention mask (1 on a text's own tokens)."""
+    input_ids = np.full((len(batch), int(lengths[batch].max())), pad_id, dtype=np.int64)
+    attention_mask = np.zeros_like(input_ids)
+    for row, index in enumerate(batch):
+        input_ids[row, : lengths[index]] = encodings[index].ids
+        attention_mask[row, : lengths[index]] = 1
+    return input_ids, attention_mask
+
+
 def _batches(order: np.ndarray, lengths: np.ndarray, size: int, budget: int | None) -> list[np.ndarray]:
     """Split ``order`` (indices sorted by ascending token count) into runs of at most ``size`` texts and, if
     ``budget`` is set, at most ``budget`` tokens once padded to the run's longest (its last); a text longer
@@ -418,11 +431,7 @@ class LocalEmbedder:
         vectors = np.empty((len(items), self.dim), dtype=np.float32)
 
         def run(session: Any, batch: np.ndarray) -> None:
-            input_ids = np.zeros((len(batch), int(lengths[batch[-1]])), dtype=np.int64)
-            attention_mask = np.zeros_like(input_ids)
-            for row, index in enumerate(batch):
-                input_ids[row, : lengths[index]] = encodings[index].ids
-                attention_mask[row, : lengths[index]] = 1
+            input_ids, attention_mask = _padded(encodings, lengths, batch)
             try:
                 (output,) = session.run(
                     ["sentence_embedding"], {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -214,7 +214,7 @@ class OnnxFolderEmbedder:
         return _load(self._onnx, self.config, self.threads)
 
     def _run(self, texts: Sequence[str], prompt: str) -> list[list[float]]:
-        from memoryos_core.embeddings.local import _check_texts
+        from memoryos_core.embeddings.local import _check_texts, _padded
 
         items = _check_texts(texts)
         if not items:
@@ -226,12 +226,8 @@ class OnnxFolderEmbedder:
         rows: list[Any] = [None] * len(items)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            width = int(lengths[batch].max())
-            input_ids = np.full((len(batch), width), loaded.pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, index in enumerate(batch):
-                input_ids[row, : lengths[index]] = encodings[index].ids
-                mask[row, : lengths[index]] = 1
+            input_ids, mask = _padded(encodings, lengths, batch, loaded.pad_id)
+            width = input_ids.shape[1]
             values = {
                 "input_ids": input_ids,
                 "attention_mask": mask,
