@@ -3,7 +3,7 @@
 ``LocalEmbedder`` (all-MiniLM-L6-v2 on onnxruntime, offline) is the default; ``OpenAIEmbedder`` speaks to
 any OpenAI-compatible embeddings endpoint; ``OnnxFolderEmbedder`` runs a sentence-transformers model folder
 with an ONNX export, with its query and document prompts; ``HashingEmbedder`` is a cheap deterministic one
-for tests.
+for tests. ``Wordpieces``: a text's tokens and their contextual vectors (``LocalEmbedder.embed_wordpieces``).
 The names are imported when first used, so importing one backend loads none of the others.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from memoryos_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from memoryos_core.embeddings.base import Embedder, QueryEmbedder
+    from memoryos_core.embeddings.base import Embedder, QueryEmbedder, Wordpieces
     from memoryos_core.embeddings.fake import HashingEmbedder
     from memoryos_core.embeddings.local import LocalEmbedder
     from memoryos_core.embeddings.onnx_folder import OnnxFolderEmbedder
@@ -29,6 +29,7 @@ __getattr__, __dir__ = lazy_exports(
         "OnnxFolderEmbedder": "memoryos_core.embeddings.onnx_folder",
         "QueryEmbedder": "memoryos_core.embeddings.base",
         "OpenAIEmbedder": "memoryos_core.embeddings.openai",
+        "Wordpieces": "memoryos_core.embeddings.base",
     },
 )
 
@@ -40,4 +41,5 @@ __all__ = [
     "OnnxFolderEmbedder",
     "OpenAIEmbedder",
     "QueryEmbedder",
+    "Wordpieces",
 ]

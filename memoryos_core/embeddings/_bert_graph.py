@@ -65,8 +65,9 @@ def read_spec(folder: Path) -> ModelSpec:
 
 
 def build_onnx(spec: ModelSpec, *, pooled: bool = True) -> bytes:
-    """Build the serialised ONNX model: BERT encoder, mean pooling over the mask, L2 normalisation (output
-    ``sentence_embedding``); with ``pooled=False`` the encoder alone (output ``last_hidden_state``).
+    """Build the serialised ONNX model: BERT encoder, mean pooling over the mask, L2 normalisation (outputs
+    ``sentence_embedding`` and the encoder's ``last_hidden_state``, the wordpieces' vectors it pooled, so
+    one run can give both); with ``pooled=False`` the encoder alone (output ``last_hidden_state``).
 
     The encoder uses onnxruntime's fused CPU operators (domain ``com.microsoft``): EmbedLayerNormalization,
     Attention (Q, K and V as one packed weight), BiasGelu (GELU with erf, as BERT's), so a layer is about
@@ -143,6 +144,8 @@ def build_onnx(spec: ModelSpec, *, pooled: bool = True) -> bytes:
         gelu = node("BiasGelu", [dense(x, p + "intermediate.dense"), param(p + "intermediate.dense.bias")])
         x = add_norm(dense(gelu, p + "output.dense"), x, p + "output.")
     hidden = spec.hidden_size
+    node("Identity", [x], "last_hidden_state")
+    outputs: list[tuple[str, list[str | int]]] = [("last_hidden_state", ["batch", "sequence", hidden])]
     if pooled:
         # The mean's division by the token count cancels in the L2 normalisation: the masked sum suffices.
         mask = node(
@@ -152,17 +155,18 @@ def build_onnx(spec: ModelSpec, *, pooled: bool = True) -> bytes:
         summed = node("Reshape", [node("MatMul", [mask, x]), const("rows", [0, hidden], np.int64)])
         norm = node("Max", [node("ReduceL2", [summed], axes=[1], keepdims=1), const("min_norm", 1e-12)])
         node("Div", [summed, norm], "sentence_embedding")
-        output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
-    else:
-        node("Identity", [x], "last_hidden_state")
-        shape: list[str | int | None] = ["batch", "sequence", hidden]
-        output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, shape)
+        outputs.insert(0, ("sentence_embedding", ["batch", hidden]))
     inputs = [
         helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
         for name in ("input_ids", "attention_mask")
     ]
     graph = helper.make_graph(
-        nodes, "sentence_encoder", inputs, [output], list(initializers.values()), value_info=declared
+        nodes,
+        "sentence_encoder",
+        inputs,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in outputs],
+        list(initializers.values()),
+        value_info=declared,
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(_MS_DOMAIN, 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="memoryos")

@@ -1,9 +1,13 @@
-"""The Embedder protocol: texts in, unit-length vectors out, in batches; and its optional query side."""
+"""The Embedder protocol: texts in, unit-length vectors out, in batches; its optional query side; and the
+optional wordpieces (each token's contextual vector) of the same pass."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 
 @runtime_checkable
@@ -75,3 +79,37 @@ def embed_queries(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]
         vectors: list[list[float]] = method(texts)
         return vectors
     return embedder.embed(texts)
+
+
+@dataclass(frozen=True)
+class Wordpieces:
+    """A text's wordpieces as the encoder read them, in context ([CLS], [SEP] and padding left out).
+
+    What a late-interaction (BERTScore-style) rerank compares: each wordpiece's vector depends on the words
+    around it. A text cut at the model's token limit has only the wordpieces the encoder saw.
+    """
+
+    ids: np.ndarray
+    """int32 (n,): vocabulary ids."""
+    tokens: tuple[str, ...]
+    """The tokenizer's strings ("##" marks a continuation)."""
+    offsets: np.ndarray
+    """int32 (n, 2): each one's character span (start, end) in the text."""
+    vectors: np.ndarray
+    """float32 (n, dim): the encoder's last hidden state, as computed (not normalised)."""
+
+
+def embed_wordpieces(
+    embedder: Embedder, texts: Sequence[str], *, query: bool = False
+) -> tuple[list[list[float]], list[Wordpieces]] | None:
+    """The vectors of ``texts`` and their wordpieces from one encoder pass: ``embedder.embed_wordpieces``
+    if it has one (LocalEmbedder), else None (the caller goes without).
+
+    The vectors are what ``embed`` (``query=False``) or :func:`embed_queries` (``query=True``) return.
+    Looked up by name, as ``embed_queries``.
+    """
+    method = getattr(embedder, "embed_wordpieces", None)
+    if callable(method):
+        result: tuple[list[list[float]], list[Wordpieces]] = method(texts, query=query)
+        return result
+    return None

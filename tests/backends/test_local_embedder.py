@@ -24,8 +24,8 @@ import pytest
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer
 
-from memoryos_core import ConfigError, Embedder, EmbeddingError, MissingDependencyError
-from memoryos_core.embeddings import local
+from memoryos_core import ConfigError, Embedder, EmbeddingError, HashingEmbedder, MissingDependencyError
+from memoryos_core.embeddings import base, local
 from memoryos_core.embeddings.local import LocalEmbedder
 from memoryos_core.embeddings.openai import OpenAIEmbedder
 from memoryos_core.embeddings.sentence_transformers import SentenceTransformerEmbedder
@@ -242,6 +242,10 @@ def test_a_query_runs_on_one_thread_and_gets_the_pages_vectors(
     used.clear()
     embedder.embed(texts[:1])
     assert used and used[0] is not single  # a page still runs on every thread
+    used.clear()
+    embedder.embed_wordpieces(texts[:1], query=True)
+    embedder.embed_wordpieces(texts[:1])
+    assert [session is single for session in used] == [True, False]  # embed_wordpieces: the same sessions
 
 
 def test_a_query_sessions_load_failure_is_an_embedding_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,6 +326,8 @@ def test_an_onnxruntime_failure_while_running_is_an_embedding_error(
         LocalEmbedder().embed(["x"])
     assert info.value.backend == "local"
     assert info.value.__cause__ is not None
+    with pytest.raises(EmbeddingError, match="failed to embed"):
+        LocalEmbedder().embed_wordpieces(["x"])
 
 
 def test_sentence_transformer_embedder_matches(reference: np.ndarray) -> None:
@@ -409,6 +415,132 @@ def test_setup_reports_an_unwritable_cache_as_one_error_line(tmp_path: Path) -> 
 
     assert done.returncode == 1
     assert "MEMORYOS_CACHE_DIR" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- embed_wordpieces: each wordpiece's contextual vector, from embed's own pass ----------------------------
+
+
+def _truncating_tokenizer() -> Tokenizer:
+    """The model's tokenizer as the encoder reads texts: cut at 256 tokens ([CLS] and [SEP] included), not
+    padded (tokenizer.json pads)."""
+    tokenizer = Tokenizer.from_file(str(_model_folder() / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=256)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_wordpieces_come_with_the_vectors_of_embed_and_embed_queries(precision: str) -> None:
+    embedder = LocalEmbedder(threads=2, precision=precision)  # several batches: the pool's sessions
+
+    vectors, pieces = embedder.embed_wordpieces(TEXTS)
+    query_vectors, query_pieces = embedder.embed_wordpieces(TEXTS[3:5], query=True)
+
+    assert vectors == embedder.embed(TEXTS)
+    assert query_vectors == embedder.embed_queries(TEXTS[3:5])
+    assert [piece.tokens for piece in query_pieces] == [piece.tokens for piece in pieces[3:5]]
+    tokenizer = _truncating_tokenizer()
+    assert len(pieces) == len(TEXTS)
+    for text, piece in zip(TEXTS, pieces, strict=True):
+        encoding = tokenizer.encode(text)
+        assert (encoding.tokens[0], encoding.tokens[-1]) == ("[CLS]", "[SEP]")
+        assert piece.ids.dtype == np.int32 and piece.ids.tolist() == encoding.ids[1:-1]
+        assert piece.tokens == tuple(encoding.tokens[1:-1])
+        assert piece.offsets.dtype == np.int32 and piece.offsets.tolist() == [
+            list(o) for o in encoding.offsets[1:-1]
+        ]
+        assert piece.vectors.dtype == np.float32 and piece.vectors.shape == (len(piece.tokens), 384)
+    assert pieces[1].tokens == () and pieces[1].vectors.shape == (0, 384)  # "": [CLS] and [SEP] only
+    assert not np.allclose(np.linalg.norm(pieces[4].vectors, axis=1), 1.0)  # as computed, not normalised
+
+
+def test_each_texts_wordpieces_are_its_own_rows_of_the_last_hidden_state() -> None:
+    embedder = LocalEmbedder(batch_size=3, threads=2, precision="fp32")
+    texts = [TEXTS[4], "hello", TEXTS[17], "A", TEXTS[15], TEXTS[3], LONG_TEXT[:300]]  # batched by length
+
+    _, pieces = embedder.embed_wordpieces(texts)
+
+    runtime = local._load_runtime(embedder._model_spec(), 2, "fp32")
+    for text, piece in zip(texts, pieces, strict=True):
+        ids = np.asarray([runtime.tokenizer.encode(text).ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        (alone,) = runtime.session.run(["last_hidden_state"], feed)  # the text on its own: no padding
+        assert np.abs(piece.vectors - alone[0, 1:-1]).max() < 1e-4
+
+
+def test_wordpiece_offsets_point_at_the_text(embedder: LocalEmbedder) -> None:
+    text = "Debugging unbelievably tricky bugs at the riverbank, said Ann."
+
+    _, (piece,) = embedder.embed_wordpieces([text])
+
+    assert any(token.startswith("##") for token in piece.tokens)
+    spans = [text[start:end].lower() for start, end in piece.offsets.tolist()]
+    assert spans == [token.removeprefix("##") for token in piece.tokens]
+
+
+def test_wordpiece_vectors_depend_on_their_context(embedder: LocalEmbedder) -> None:
+    river, money = "We sat on the bank of the river.", "She paid the cheque in at the bank."
+
+    _, (first, second, again) = embedder.embed_wordpieces([river, money, river])
+
+    bank_by_river = first.vectors[first.tokens.index("bank")]
+    bank_for_money = second.vectors[second.tokens.index("bank")]
+    cosine = bank_by_river @ bank_for_money / np.linalg.norm(bank_by_river) / np.linalg.norm(bank_for_money)
+    assert cosine < 0.9  # ~0.76: one word, two meanings
+    assert np.array_equal(first.vectors, again.vectors) and first.tokens == again.tokens
+
+
+def test_a_text_cut_at_the_token_limit_has_the_wordpieces_the_encoder_saw(embedder: LocalEmbedder) -> None:
+    _, (piece,) = embedder.embed_wordpieces([LONG_TEXT])
+
+    assert embedder._model_spec().max_seq_length == 256
+    assert len(piece.ids) == len(piece.tokens) == len(piece.offsets) == len(piece.vectors) == 256 - 2
+    assert piece.offsets[-1, 1] < len(LONG_TEXT) / 2  # over 512 tokens: the rest was never read
+
+
+def test_embed_wordpieces_of_nothing_loads_nothing(counted_builds: list[int]) -> None:
+    assert LocalEmbedder().embed_wordpieces([]) == ([], [])
+    assert LocalEmbedder().embed_wordpieces((), query=True) == ([], [])
+    assert counted_builds == []
+    assert local._RUNTIMES == {}
+
+
+@pytest.mark.parametrize("texts", ["a single string", ["fine", 3], [None], [b"bytes"]])
+def test_embed_wordpieces_of_non_strings_is_a_type_error(embedder: LocalEmbedder, texts: Any) -> None:
+    with pytest.raises(TypeError, match="embed"):
+        embedder.embed_wordpieces(texts)
+
+
+class _RecordingWordpieces:
+    """An embedder with ``embed_wordpieces`` whose ``dim`` must not be read (it could load a model)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], bool]] = []
+
+    @property
+    def dim(self) -> int:
+        raise AssertionError("dim was read")
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        return [[1.0] for _ in texts]
+
+    def embed_wordpieces(self, texts: Any, *, query: bool = False) -> tuple[list[list[float]], list[Any]]:
+        self.calls.append((list(texts), query))
+        return self.embed(texts), []
+
+
+def test_base_embed_wordpieces_asks_the_embedder_that_has_it(embedder: LocalEmbedder) -> None:
+    recording = _RecordingWordpieces()
+
+    assert base.embed_wordpieces(recording, ["a", "b"], query=True) == ([[1.0], [1.0]], [])
+    assert base.embed_wordpieces(recording, ["c"]) == ([[1.0]], [])
+    assert recording.calls == [(["a", "b"], True), (["c"], False)]
+    assert base.embed_wordpieces(HashingEmbedder(dim=8), ["a"]) is None
+    vectors, (piece,) = base.embed_wordpieces(embedder, ["hello there"], query=True) or ([], [None])
+    assert vectors == embedder.embed_queries(["hello there"])
+    assert isinstance(piece, base.Wordpieces) and piece.tokens == ("hello", "there")
 
 
 # --- OpenAIEmbedder against a stdlib OpenAI-compatible server on 127.0.0.1 ----------------------------------

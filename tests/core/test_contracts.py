@@ -177,7 +177,7 @@ def test_the_backends_are_public_and_loaded_only_when_used() -> None:
         "assert LocalEmbedder is embeddings.LocalEmbedder\n"
         "assert {'LLM', 'OpenAILLM', 'ScriptedLLM', 'FunctionLLM', 'RuleBasedLLM'} <= set(llm.__all__)\n"
         "assert set(embeddings.__all__) == {'Embedder', 'HashingEmbedder', 'LocalEmbedder', 'OpenAIEmbedder',"
-        " 'OnnxFolderEmbedder', 'QueryEmbedder'}\n"
+        " 'OnnxFolderEmbedder', 'QueryEmbedder', 'Wordpieces'}\n"
         "assert all(getattr(llm, name) for name in llm.__all__)\n"
         "assert all(getattr(embeddings, name) for name in embeddings.__all__)\n"
         "print('ok')\n"

@@ -53,6 +53,22 @@ def test_the_int8_graph_quantises_attention_and_every_weight_product() -> None:
     assert not {op for _, op in ops} & {"DynamicQuantizeLinear", "MatMulInteger", "QAttention"}
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_graph_also_outputs_the_encoders_last_hidden_state(precision: str) -> None:
+    """For LocalEmbedder.embed_wordpieces: the wordpieces' vectors from the pass that pools them (the int8
+    rewrite keeps the output)."""
+    model = onnx.load(str(_graph(precision)), load_external_data=False)
+
+    outputs = [
+        (output.name, [dim.dim_param or dim.dim_value for dim in output.type.tensor_type.shape.dim])
+        for output in model.graph.output
+    ]
+    assert outputs == [
+        ("sentence_embedding", ["batch", 384]),
+        ("last_hidden_state", ["batch", "sequence", 384]),
+    ]
+
+
 def _optimised_ops(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: Path, *, ours: bool
 ) -> Counter[tuple[str, str]]:
