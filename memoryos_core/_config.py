@@ -67,6 +67,12 @@ class RetrievalConfig:
     """Items returned from each knowledge base."""
     candidate_pages: int = 50
     """Pages fetched from the vector index before fusion and re-ranking."""
+    late_pages: int = 100
+    """The fused ranking's first pages re-ranked by late interaction (their words' vectors matched to
+    the query's, ``policy/late.py``), with an embedder that gives wordpiece vectors (``LocalEmbedder``)
+    and an embedded store; 0 turns it off."""
+    late_weight: float = 2.0
+    """Weight of the late score's z (over the re-ranked pages) added to their fused scores."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class MemoryConfig:
             (self.long_term.knowledge_capacity >= 1, "long_term.knowledge_capacity must be >= 1"),
             (self.retrieval.top_pages >= 1, "retrieval.top_pages must be >= 1"),
             (self.retrieval.top_segments >= 1, "retrieval.top_segments must be >= 1"),
+            (0 <= self.retrieval.late_pages <= 10_000, "retrieval.late_pages must be from 0 to 10000"),
+            (0 <= self.retrieval.late_weight <= 100, "retrieval.late_weight must be from 0 to 100"),
             (0 <= self.write_behind_s <= 60, "write_behind_s must be from 0 to 60"),
             (self.durability in ("fsync", "process"), 'durability must be "fsync" or "process"'),
         ]

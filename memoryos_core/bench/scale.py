@@ -261,6 +261,7 @@ def _bulk_fill(
             )
             batch.append(page)
         texts = [render_page(p.user_input, p.agent_response, p.timestamp) for p in batch]
-        store.upsert(
-            "pages", [page_record(p, v, ts_s=0.0, source_ids=()) for p, v in zip(batch, model.embed(texts))]
-        )
+        late = memory._runtime.late  # the late rerank's wordpieces, kept as the engine's writes keep them
+        records = [page_record(p, v, ts_s=0.0, source_ids=()) for p, v in zip(batch, late.embed(texts))]
+        store.upsert("pages", records)
+        late.add(user, records)

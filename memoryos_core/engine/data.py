@@ -170,7 +170,7 @@ class DataManager:
                 meta_json, sources = check_meta(meta_data, config.max_meta_bytes)
                 new_meta = json.loads(meta_json)
             page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
-            vector = runtime.embedder.embed([page.text])[0]
+            vector = runtime.late.embed([page.text])[0]
             record = page_record(
                 page,
                 vector,
@@ -180,6 +180,7 @@ class DataManager:
             )
             runtime.store.upsert("pages", [record])
             self._indexes.update(user, [record])  # its words replaced in place (and the old erased)
+            runtime.late.add(user, [record])  # its wordpieces replaced (the old rows rewritten)
         runtime.account(user, tally.cost)
         return AddResult(page.id, user, page.assistant_id, tally.cost)
 
@@ -190,12 +191,14 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             if everything:
+                runtime.late.drop(user)
                 self._indexes.forget(user)
                 self._scheduler.forget(user)
                 self._repository.unregister(user)
                 return self._delete_user(user)
             page_id = check_id(page_id, "page_id")
-            self._indexes.remove(user, [page_id])  # out of the lexical index before the store
+            runtime.late.remove(user, [page_id])  # its wordpieces erased, then its words,
+            self._indexes.remove(user, [page_id])  # before the store deletes the page
             return self._delete_page(user, page_id)
 
     def delete_knowledge(self, user: str, knowledge_id: str) -> None:
@@ -243,6 +246,7 @@ class DataManager:
                 self._repository, runtime.embedder, runtime.config, user, data, runtime.now()
             )
             self._indexes.forget(user)
+            runtime.late.add_all(user, lambda: runtime.store.get("pages", where={"user_id": user}))
         self._repository.register(user)
         self._scheduler.schedule(user)
         return count

@@ -27,10 +27,11 @@ from memoryos_core._types import (
     UserProfile,
 )
 from memoryos_core._validation import check_id, check_text
-from memoryos_core.embeddings.base import Embedder, embed_queries
+from memoryos_core.embeddings.base import Embedder
 from memoryos_core.engine import lookup as _lookup
 from memoryos_core.engine.consolidation import Consolidator
 from memoryos_core.engine.data import DataManager
+from memoryos_core.engine.late import LateIndex
 from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.promotion import Promoter
 from memoryos_core.engine.registry import make_embedder, make_llm, make_store
@@ -97,6 +98,7 @@ class SyncMemoryOS:
             if store is not None
             else make_store(data_storage_path, chroma_url, self.config.collection_prefix)
         )
+        self._late = LateIndex(self.embedder, self.config.retrieval, lambda: self.store.local_path)
         self._runtime = Runtime(
             self.store,
             self.embedder,
@@ -106,6 +108,7 @@ class SyncMemoryOS:
             on_event=on_event,
             is_write_behind=background,
             on_open=lambda: self._scheduler.schedule_pending_work(),
+            late=self._late,
         )
         runtime = self._runtime
         self._repository = Repository(self.store)
@@ -118,7 +121,9 @@ class SyncMemoryOS:
             Promoter(self._repository, *backends),
             background=background,
         )
-        self._retriever = Retriever(self._repository, self.config, self._indexes, runtime.embedded_pending_of)
+        self._retriever = Retriever(
+            self._repository, self.config, self._indexes, runtime.embedded_pending_of, self._late
+        )
         self._writer = WritePath(runtime, self._repository, self._indexes, self._scheduler)
         self._data = DataManager(runtime, self._repository, self._indexes, self._scheduler)
         close_at_exit(self)  # if the caller does not close it
@@ -213,8 +218,8 @@ class SyncMemoryOS:
         self._runtime.ready(warm=True)
         with measure() as tally:
             # Embedded in a thread of the recall while this one scores the pages' words.
-            embed = carrying(lambda: embed_queries(self.embedder, [query])[0])
-            recall = self._retriever.recall(user, assistant, query, embed, top_k)
+            probe = self._late.probe(query)  # the query's vector, and its wordpieces for the late rerank
+            recall = self._retriever.recall(user, assistant, query, carrying(probe.vector), top_k, probe)
         if update_heat and recall.visited_segments:
             self._scheduler.record_visits(user, recall.visited_segments)
         self._runtime.account(user, tally.cost)
@@ -449,3 +454,4 @@ class SyncMemoryOS:
         if self._runtime.is_open:
             self._scheduler.save_visits()
         self._indexes.close()  # empties the shared lexical index's log
+        self._late.close()

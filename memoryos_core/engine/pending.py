@@ -46,6 +46,8 @@ _REPLAY_CHUNK = 512  # pages embedded and written at a time when a journal is re
 
 Embed = Callable[[Sequence[str]], list[list[float]]]
 """``Embedder.embed``: one vector per text, in order."""
+Stored = Callable[[str, list[Record]], None]
+"""Called with a user and their pages just written to the store."""
 
 
 def _line(record: Record) -> bytes:
@@ -94,6 +96,8 @@ class PendingPages:
             not only a killed process.
         embed: gives vectors to pages added without one (``Embedder.embed``); without it every
             page must come with its vector.
+        on_stored: called with (user, pages) after pages were written to the store (the late
+            rerank's wordpieces are written then); must not raise.
     """
 
     def __init__(
@@ -104,9 +108,11 @@ class PendingPages:
         *,
         is_fsync: bool = True,
         embed: Embed | None = None,
+        on_stored: Stored | None = None,
     ) -> None:
         self.store, self.folder, self.delay_s, self.is_fsync = store, Path(folder), delay_s, is_fsync
         self._embed = embed
+        self._on_stored = on_stored
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -126,7 +132,7 @@ class PendingPages:
         os.chmod(self.folder, DIR_MODE)  # the pages of every user pass through here
         if self.is_fsync:
             _fsync_folder(self.folder.parent)  # the journal folder's own name
-        replayed = replay_journals(self.store, self.folder, self._embed)
+        replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
         return replayed
@@ -214,6 +220,8 @@ class PendingPages:
                 records = self.embedded(user)
                 if records:
                     self.store.upsert("pages", records)
+                    if self._on_stored is not None:
+                        self._on_stored(user, records)
                 with self._lock:
                     left = self._pages.get(user, {})
                     for record in records:
@@ -264,10 +272,13 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def replay_journals(store: MemoryStore, folder: Path, embed: Embed | None) -> int:
+def replay_journals(
+    store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None = None
+) -> int:
     """Write the pages of journals that no live process holds (their writer died), then remove
     them; pages already in the store are left as they are, pages without a vector are embedded
-    with ``embed`` first (a line with its vector keeps it). Returns the pages written.
+    with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write.
+    Returns the pages written.
 
     Raises:
         StorageError, EmbeddingError: the store or the embedder failed; the journal stays.
@@ -294,7 +305,10 @@ def replay_journals(store: MemoryStore, folder: Path, embed: Embed | None) -> in
                 for start in range(0, len(missing), _REPLAY_CHUNK):
                     chunk = missing[start : start + _REPLAY_CHUNK]
                     try:
-                        store.upsert("pages", with_vectors(chunk, embed))
+                        written = with_vectors(chunk, embed)
+                        store.upsert("pages", written)
+                        if on_stored is not None:
+                            on_stored(user, written)
                     except DimensionMismatchError:  # not the store's fault: retrying would fail forever
                         bad += [_line(r) for r in chunk]
                         continue

@@ -19,6 +19,7 @@ import numpy as np
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import EmbeddingError, StorageError
 from memoryos_core._types import ContextUnit, Tier
+from memoryos_core.engine.late import LateIndex, Probe
 from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, tokens
 from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import knowledge_from_record, source_ids
@@ -73,10 +74,12 @@ class Retriever:
         config: MemoryConfig,
         indexes: PageIndexes,
         pending: Callable[[str], list[Record]] = lambda user_id: [],
+        late: LateIndex | None = None,
     ) -> None:
         self.repository, self.store = repository, repository.store
         self.config, self.indexes = config, indexes
         self.pending = pending  # the user's new pages not yet written to the store
+        self.late = late  # the pages' wordpiece vectors, for the late rerank
         self._pool: ThreadPoolExecutor | None = None  # Chroma's searches, beside the lexical scoring
         self._pool_lock = threading.Lock()
 
@@ -120,12 +123,15 @@ class Retriever:
         query: str,
         query_vector: Sequence[float] | Callable[[], Sequence[float]],
         top_k: int | None,
+        probe: Probe | None = None,
     ) -> Recall:
         """Recall ``user_id``'s memory for ``query``.
 
         ``query_vector``: the query's vector, or a call that embeds the query: then it runs in a
         thread of the recall pool, followed there by Chroma's searches, while this thread scores
         the pages' words (the lexical side needs no vector). What the call raises is raised here.
+        ``probe``: the query's wordpieces once ``query_vector`` ran (``probe.vector``), for the late
+        rerank of the fused ranking's first ``retrieval.late_pages`` pages.
         """
         config = self.config.retrieval
         k = top_k or config.top_pages
@@ -200,6 +206,7 @@ class Retriever:
             trace=trace,
             session=index.sessions(count),
         )
+        self._late_rerank(user_id, index, scores, trace, probe)
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
@@ -243,6 +250,35 @@ class Retriever:
             for p in chosen
         ]
         return self._finish(assistant_id, knowledge, recent, units, known, top_k, profile)
+
+    def _late_rerank(
+        self,
+        user_id: str,
+        index: PageIndex,
+        scores: np.ndarray,
+        trace: dict[str, np.ndarray],
+        probe: Probe | None,
+    ) -> None:
+        """Add to the first ``late_pages`` pages of ``scores`` what their late scores give (in place), and
+        keep them above the others (shifted down together, their order kept)."""
+        depth = self.config.retrieval.late_pages
+        if self.late is None or probe is None or probe.rows is None or not depth:
+            return
+        top = ranking.top_positions(scores, depth)
+        gains = self.late.lift(user_id, [index.ids[p] for p in top], probe)
+        if gains is None:
+            return
+        chosen = np.asarray(top, dtype=np.int64)
+        lifted = scores[chosen] + gains
+        rest = np.ones(len(scores), dtype=bool)
+        rest[chosen] = False
+        trace["late"] = np.zeros(len(scores))
+        if rest.any() and scores[rest].max() >= lifted.min():
+            shift = float(scores[rest].max() - lifted.min() + 1.0)
+            scores[rest] -= shift
+            trace["late"][rest] = -shift  # (so a page's parts still add up to its score)
+        scores[chosen] = lifted
+        trace["late"][chosen] = gains
 
     @staticmethod
     def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import DimensionMismatchError
 from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
+from memoryos_core.engine.late import LateIndex
 from memoryos_core.engine.lease import LEASE_TTL_S, Leases
 from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
 from memoryos_core.llm.base import LLM
@@ -38,6 +39,7 @@ class Runtime:
         is_write_behind: journal new pages and write them to the store in batches (when the
             store has a local folder and ``config.write_behind_s`` > 0).
         on_open: called once, right after the store was opened (to schedule work left pending).
+        late: the pages' wordpiece vectors (embedded through it, written once stored).
     """
 
     def __init__(
@@ -51,8 +53,10 @@ class Runtime:
         on_event: Callable[[str, dict[str, Any]], None] | None,
         is_write_behind: bool,
         on_open: Callable[[], None],
+        late: LateIndex,
     ) -> None:
         self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
+        self.late = late
         self.leases = Leases(store)
         self.pending: PendingPages | None = None
         """New pages journaled but not yet in the store (None without write-behind)."""
@@ -102,19 +106,20 @@ class Runtime:
                 self._warming = threading.Thread(target=self._warm_up, name="memoryos-warm-up", daemon=True)
                 self._warming.start()
             self._open_store()
-            folder = journal_folder(self.store)
+            folder, late = journal_folder(self.store), self.late
             if self._is_write_behind and self.config.write_behind_s > 0 and folder is not None:
                 pending = PendingPages(
                     self.store,
                     folder,
                     self.config.write_behind_s,
                     is_fsync=self.config.durability == "fsync",
-                    embed=self.embedder.embed,
+                    embed=late.embed,
+                    on_stored=late.add,
                 )
                 pending.start()
                 self.pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on
-                replay_journals(self.store, folder, self.embedder.embed)
+                replay_journals(self.store, folder, late.embed, late.add)
             self._is_open = True
         self._on_open()
 

@@ -58,12 +58,13 @@ class WritePath:
                 ]
                 pending.add(user, records)
             else:
-                vectors = runtime.embedder.embed([p[0].text for p in prepared])
+                vectors = runtime.late.embed([p[0].text for p in prepared])
                 records = [
                     page_record(page, vector, ts_s=ts_s, source_ids=sources)
                     for (page, ts_s, sources), vector in zip(prepared, vectors)
                 ]
                 runtime.store.upsert("pages", records)
+                runtime.late.add(user, records)
             self._indexes.add(user, records)
         runtime.account(user, tally.cost)
         self._repository.register(user)
@@ -150,12 +151,13 @@ class WritePath:
                 held = {r.id for r in runtime.store.get("pages", ids=ids, where={"user_id": user})}
                 new = [entry for entry in chunk if entry[0].id not in held]
                 if new:
-                    vectors = runtime.embedder.embed([page.text for page, _, _ in new])
+                    vectors = runtime.late.embed([page.text for page, _, _ in new])
                     records = [
                         page_record(page, vector, ts_s=ts_s, source_ids=sources)
                         for (page, ts_s, sources), vector in zip(new, vectors)
                     ]
                     runtime.store.upsert("pages", records)
+                    runtime.late.add(user, records)
                     self._indexes.add(user, records)
                     stored += len(new)
                 if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire

@@ -221,8 +221,8 @@ def fuse(
     return fused
 
 
-SCORE_PARTS = ("lexical", "dense", "session", "neighbours", "date")
-"""The parts of a page's fused score, as :func:`score_parts` names them."""
+SCORE_PARTS = ("lexical", "dense", "session", "neighbours", "date", "late")
+"""The parts of a page's score, as :func:`score_parts` names them (``late``: the engine's late rerank)."""
 
 
 def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]:
@@ -231,7 +231,8 @@ def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]
     ``lexical`` is the BM25 z-score, ``dense`` the weighted dense z-score, ``session`` the share of
     the session's best page, ``neighbours`` the shares of the previous and the next page's scores,
     ``date`` the boost for a page in the period the query names (and the "when" boost, off by
-    default). They add up to the page's fused score (up to rounding).
+    default), ``late`` what the late rerank added (the engine's ``trace["late"]``, 0 without it; a page
+    below the re-ranked ones was shifted down by it). They add up to the page's score (up to rounding).
     """
 
     def at(key: str) -> float:
@@ -252,6 +253,7 @@ def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]
         "session": at("session"),
         "neighbours": neighbours,
         "date": at("date") + at("when"),
+        "late": at("late") if "late" in trace else 0.0,
     }
 
 

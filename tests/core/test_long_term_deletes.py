@@ -87,6 +87,6 @@ def test_recalled_units_carry_score_parts_that_add_up(make_memory: Callable[...,
         if unit.tier in ("user_knowledge", "assistant_knowledge"):
             assert set(unit.score_parts) == {"dense"}
         else:
-            assert set(unit.score_parts) == {"lexical", "dense", "session", "neighbours", "date"}
+            assert set(unit.score_parts) == {"lexical", "dense", "session", "neighbours", "date", "late"}
     best = context.units[0]
     assert "pasta" in best.text and best.score_parts["lexical"] > 0

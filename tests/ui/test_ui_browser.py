@@ -294,7 +294,7 @@ def test_a_search_shows_the_expected_page_first_with_its_score_breakdown(page: A
         span.get_attribute("data-part"): span.text
         for span in first.find_elements("css selector", "[data-part]")
     }
-    assert list(parts) == ["lexical", "dense", "session", "neighbours", "date"]
+    assert list(parts) == ["lexical", "dense", "session", "neighbours", "date", "late"]
     score = float(re.search(r"score (-?[\d.]+)", first.text).group(1))  # type: ignore[union-attr]
     assert sum(float(text.split()[1]) for text in parts.values()) == pytest.approx(score, abs=0.03)
     assert float(parts["lexical"].split()[1]) > 0

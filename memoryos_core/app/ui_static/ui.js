@@ -2,8 +2,8 @@
 // Stored text is hostile: every value reaches the page as textContent or an attribute, never as markup.
 "use strict";
 
-const PARTS = ["lexical", "dense", "session", "neighbours", "date"];
-const COLORS = { lexical: "#2563eb", dense: "#16a34a", session: "#9333ea", neighbours: "#f59e0b", date: "#0891b2" };
+const PARTS = ["lexical", "dense", "session", "neighbours", "date", "late"];
+const COLORS = { lexical: "#2563eb", dense: "#16a34a", session: "#9333ea", neighbours: "#f59e0b", date: "#0891b2", late: "#db2777" };
 const SVG = "http://www.w3.org/2000/svg";
 const state = { token: null, user: null, admin: false, pageId: null };
 const $ = (id) => document.getElementById(id);

@@ -1,0 +1,190 @@
+"""The pages' wordpiece vectors for the late rerank (``policy/late.py``): taken from the pass that embeds
+each page, kept in the file beside an embedded store (``late_store.py``), read by a recall for the pages it
+re-ranks.
+
+On when the embedder gives wordpiece vectors (``embed_wordpieces``: ``LocalEmbedder``), the store has a
+local folder and ``retrieval.late_pages`` > 0; otherwise every method does nothing and pages are embedded
+as before. The page-embedding call sites embed through :meth:`LateIndex.embed`, which keeps each text's
+wordpieces for a moment; :meth:`LateIndex.add`, called once the pages are stored, writes them (a page
+whose wordpieces were not kept is encoded again). Writing them never fails an add: a page without
+vectors is left neutral by the rerank. Removing them does fail a delete: deleted words must leave the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from memoryos_core._config import RetrievalConfig
+from memoryos_core._exceptions import EmbeddingError, InvalidInputError, StorageError
+from memoryos_core.embeddings.base import Embedder, Wordpieces, embed_queries, embed_wordpieces
+from memoryos_core.engine.late_store import FILE_NAME, WordpieceFile
+from memoryos_core.policy import late
+from memoryos_core.storage.base import Record
+
+logger = logging.getLogger("memoryos")
+
+STASH_PAGES = 2048
+"""Pages whose wordpieces wait between their embedding and their write (in float16, ~20 KB a LoCoMo
+page; the oldest beyond it are dropped, and encoded again when written)."""
+
+Rows = tuple[np.ndarray, np.ndarray]
+"""A page's kept wordpieces: ids (int32) and unit vectors (float32)."""
+
+
+class Probe:
+    """One recall's query: its vector for the searches and, with the late rerank on, its wordpieces
+    (read from the same pass, in the recall pool's thread)."""
+
+    def __init__(self, embedder: Embedder, query: str, *, wordpieces: bool) -> None:
+        self._embedder, self.query, self._wordpieces = embedder, query, wordpieces
+        self.rows: Rows | None = None
+
+    def vector(self) -> list[float]:
+        if not self._wordpieces:
+            return embed_queries(self._embedder, [self.query])[0]
+        found = embed_wordpieces(self._embedder, [self.query], query=True)
+        if found is None:
+            return embed_queries(self._embedder, [self.query])[0]
+        vectors, pieces = found
+        self.rows = _rows(pieces[0], self.query, page=False)
+        return vectors[0]
+
+
+class LateIndex:
+    """See the module docstring. ``folder``: the embedded store's folder, or None (a Chroma server)."""
+
+    def __init__(self, embedder: Embedder, config: RetrievalConfig, folder: Callable[[], str | None]) -> None:
+        self.embedder, self.config = embedder, config
+        self._folder = folder
+        self._file: WordpieceFile | None = None
+        self._resolved = False
+        self._lock = threading.Lock()
+        self._stash: OrderedDict[str, Rows] = OrderedDict()
+
+    @property
+    def file(self) -> WordpieceFile | None:
+        """The file (opened on first use, once the store's folder exists), or None when off."""
+        if not self._resolved:
+            with self._lock:
+                if not self._resolved:
+                    method = getattr(self.embedder, "embed_wordpieces", None)  # not isinstance: no dim read
+                    folder = self._folder() if self.config.late_pages > 0 and callable(method) else None
+                    path = Path(folder) / FILE_NAME if folder else None
+                    self._file = WordpieceFile(path, dim=self.embedder.dim) if path else None
+                    self._resolved = True
+        return self._file
+
+    def probe(self, query: str) -> Probe:
+        return Probe(self.embedder, query, wordpieces=self.file is not None)
+
+    # --- write side -------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Page vectors, as ``embedder.embed`` returns them; each text's wordpieces are kept for ``add``."""
+        if self.file is None:
+            return self.embedder.embed(texts)
+        found = embed_wordpieces(self.embedder, texts)
+        if found is None:
+            return self.embedder.embed(texts)
+        vectors, pieces = found
+        with self._lock:
+            for text, piece in zip(texts, pieces):
+                ids, unit_vectors = _rows(piece, text, page=True)
+                self._stash[text] = ids, unit_vectors.astype(np.float16)
+                self._stash.move_to_end(text)
+            while len(self._stash) > STASH_PAGES:
+                self._stash.popitem(last=False)
+        return vectors
+
+    def add(self, user_id: str, records: Sequence[Record]) -> None:
+        """Write the wordpieces of pages just stored (encoded now if they were not kept). A failure is
+        logged, not raised: the pages are stored, and rank without a late score."""
+        file = self.file
+        if file is None or not records:
+            return
+        try:
+            with self._lock:
+                kept = {r.document: self._stash.pop(r.document) for r in records if r.document in self._stash}
+            missing = list(dict.fromkeys(r.document for r in records if r.document not in kept))
+            if missing:
+                found = embed_wordpieces(self.embedder, missing)
+                if found is not None:
+                    kept.update((t, _rows(p, t, page=True)) for t, p in zip(missing, found[1]))
+            pages = [
+                (r.id, kept[r.document][0], kept[r.document][1].astype(np.float32))
+                for r in records
+                if r.document in kept
+            ]
+            file.add(user_id, pages)
+        except (EmbeddingError, InvalidInputError, sqlite3.Error, OSError) as exc:
+            logger.warning(
+                "wordpiece vectors of %d pages not kept (%s): they rank without them", len(records), exc
+            )
+
+    def add_all(self, user_id: str, records: Callable[[], Sequence[Record]]) -> None:
+        """``add`` every page ``records()`` returns (after an import), in batches."""
+        if self.file is None:
+            return
+        pages = list(records())
+        for start in range(0, len(pages), 256):
+            self.add(user_id, pages[start : start + 256])
+
+    def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
+        """Erase the pages' wordpieces (before the store deletes the pages).
+
+        Raises:
+            StorageError: the file could not be written: the delete must not go on.
+        """
+        file = self.file
+        if file is not None and page_ids:
+            _erasing(lambda: file.remove(user_id, page_ids))
+
+    def drop(self, user_id: str) -> None:
+        """Erase every wordpiece vector of the user. Raises StorageError as ``remove``."""
+        file = self.file
+        if file is not None:
+            _erasing(lambda: file.drop(user_id))
+
+    # --- read side --------------------------------------------------------------------------
+    def lift(self, user_id: str, page_ids: Sequence[str], probe: Probe | None) -> np.ndarray | None:
+        """What each of ``page_ids`` (the fused ranking's first) gains from its late score; None when
+        there is nothing to re-rank with (no query wordpieces, no file, or it cannot be read)."""
+        file = self.file
+        if file is None or probe is None or probe.rows is None or len(page_ids) < 2:
+            return None
+        ids, vectors = probe.rows
+        try:
+            view = file.read(user_id, page_ids, ids)
+        except (sqlite3.Error, OSError) as exc:
+            logger.warning("wordpiece vectors unreadable (%s): recall without the late rerank", exc)
+            return None
+        if not view.pages:
+            return None
+        pages = [view.pages.get(page_id) for page_id in page_ids]
+        weights = late.idf(view.df, view.page_count)
+        scores = late.recall(view.project(vectors), weights, [p.vectors if p else None for p in pages])
+        return late.lift(scores, self.config.late_weight)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stash.clear()
+            if self._file is not None:
+                self._file.close()
+
+
+def _rows(pieces: Wordpieces, text: str, *, page: bool) -> Rows:
+    mask = late.kept(pieces.tokens, pieces.offsets, text, page=page)
+    return pieces.ids[mask].astype(np.int32), late.unit(pieces.vectors[mask].astype(np.float32))
+
+
+def _erasing(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"cannot erase wordpiece vectors: {exc}") from exc

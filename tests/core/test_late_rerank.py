@@ -1,0 +1,172 @@
+"""The late rerank in the engine, on the real local embedder and an embedded store: wordpieces written
+on every write path, read by a recall, erased with the pages and the user."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memoryos_core import MemoryConfig, MemoryOS, StorageError
+from memoryos_core._config import RetrievalConfig
+from memoryos_core.engine import late_store
+from memoryos_core.engine.late_store import FILE_NAME, WordpieceFile
+
+PAGES = [
+    ("I went to the farmers market and bought apples.", "Fresh apples are the best."),
+    ("My brother called me about his new job in Berlin.", "Berlin is a great city."),
+    ("We adopted a puppy from the animal shelter on Sunday.", "A puppy! What breed is it?"),
+    ("The printer at work jammed again this morning.", "Printers always break at the worst time."),
+    ("I am reading a novel about sailors in the Arctic.", "Sounds like a cold adventure."),
+    ("My knee hurts after the football match.", "Rest it and put some ice on it."),
+]
+
+
+def _pages(count: int = len(PAGES)) -> list[dict[str, Any]]:
+    return [
+        {"user_input": u, "agent_response": a, "meta_data": {"message_id": f"m{i}"}}
+        for i, (u, a) in enumerate(PAGES[:count])
+    ]
+
+
+def _file(memory: MemoryOS) -> Path:
+    folder = memory.store.local_path
+    assert folder is not None
+    return Path(folder) / FILE_NAME
+
+
+def _rows(memory: MemoryOS, user: str = "alice") -> dict[str, np.ndarray]:
+    """The page ids and wordpiece ids stored for ``user``, read with a file of its own."""
+    file = WordpieceFile(_file(memory))
+    try:
+        with sqlite3.connect(_file(memory)) as db:
+            ids = [row[0] for row in db.execute("SELECT page_id FROM page WHERE user = ?", (user,))]
+        view = file.read(user, ids, np.zeros(0, dtype=np.int32))
+        return {page_id: page.ids for page_id, page in view.pages.items()}
+    finally:
+        file.close()
+
+
+@pytest.fixture
+def memory(make_memory: Callable[..., MemoryOS], local_embedder: Any) -> MemoryOS:
+    memory = make_memory(embedder=local_embedder)
+    memory.add_memories(_pages())
+    memory.flush()
+    return memory
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_every_page_keeps_its_content_wordpieces_and_a_recall_uses_them(memory: MemoryOS) -> None:
+    rows = _rows(memory)
+    assert len(rows) == len(PAGES)
+    tokenizer = memory.embedder.embed_wordpieces  # (the same tokenizer the rows were made with)
+    _, pieces = tokenizer(["We adopted a puppy"])
+    adopted = int(pieces[0].ids[list(pieces[0].tokens).index("adopted")])
+    the = int(pieces[0].ids[0])  # "we": a stop word, never kept
+    assert sum(adopted in ids for ids in rows.values()) == 1
+    assert not any(the in ids for ids in rows.values())
+    context = memory.retrieve_memory("Which pet did they adopt?", update_heat=False)
+    pages = [u for u in context.all_units if u.tier in ("short_term", "mid_term")]
+    late = {u.text.split("User: ")[1][:12]: u.score_parts["late"] for u in pages}
+    assert late["We adopted a"] == max(late.values()) > 0
+    for unit in pages:
+        assert sum(unit.score_parts.values()) == pytest.approx(unit.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_late_pages_0_turns_it_off(make_memory: Callable[..., MemoryOS], local_embedder: Any) -> None:
+    config = MemoryConfig(retrieval=RetrievalConfig(late_pages=0))
+    memory = make_memory(embedder=local_embedder, config=config)
+    memory.add_memories(_pages())
+    memory.flush()
+    context = memory.retrieve_memory("Which pet did they adopt?", update_heat=False)
+    assert all(u.score_parts.get("late", 0.0) == 0.0 for u in context.all_units)
+    assert not _file(memory).exists()
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_embedder_without_wordpieces_makes_no_file(make_memory: Callable[..., MemoryOS]) -> None:
+    memory = make_memory()  # HashingEmbedder
+    memory.add_memories(_pages())
+    memory.retrieve_memory("puppy", update_heat=False)
+    assert not _file(memory).exists()
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_write_behind_pages_get_their_wordpieces_once_stored(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    memory = make_memory(embedder=local_embedder, background=True)
+    added = [memory.add_memory(u, a) for u, a in PAGES[:3]]
+    memory.retrieve_memory("puppy", update_heat=False)  # embeds the pending pages on demand
+    memory.flush()
+    assert set(_rows(memory)) == {r.page_id for r in added}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_edit_replaces_the_pages_wordpieces(memory: MemoryOS, local_embedder: Any) -> None:
+    page = next(p for p in memory.recent_pages() if "printer" in p.user_input)
+    memory.update_memory(page.id, user_input="The espresso machine leaked water.")
+    _, pieces = local_embedder.embed_wordpieces(["printer espresso"])
+    printer, espresso = (int(i) for i in pieces[0].ids[:2])
+    ids = _rows(memory)[page.id]
+    assert espresso in ids and printer not in ids
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_a_deleted_page_and_a_deleted_user_leave_no_vectors_on_disk(memory: MemoryOS) -> None:
+    page = next(p for p in memory.recent_pages() if "puppy" in p.user_input)
+    with sqlite3.connect(_file(memory)) as db:
+        (blob,) = db.execute("SELECT codes FROM page WHERE page_id = ?", (page.id,)).fetchone()
+    memory.delete_memory(page.id)
+    assert page.id not in _rows(memory)
+    files = [_file(memory), Path(f"{_file(memory)}-wal")]
+    assert not any(blob[:64] in f.read_bytes() for f in files if f.exists())
+    memory.delete_memory(everything=True)
+    assert _rows(memory) == {}
+    with sqlite3.connect(_file(memory)) as db:
+        assert not db.execute("SELECT count(*) FROM df WHERE user = 'alice'").fetchone()[0]
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_a_delete_that_cannot_erase_the_vectors_raises_and_keeps_the_page(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = memory.recent_pages()[0]
+
+    def locked(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(late_store.WordpieceFile, "remove", locked)
+    with pytest.raises(StorageError, match="wordpiece"):
+        memory.delete_memory(page.id)
+    assert page.id in {p.id for p in memory.recent_pages()}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_unusable_file_costs_the_rerank_only(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(late_store.WordpieceFile, "add", full)
+    memory = make_memory(embedder=local_embedder)
+    memory.add_memories(_pages())
+    context = memory.retrieve_memory("Which pet did they adopt?", update_heat=False)
+    assert len(memory.recent_pages()) == len(PAGES)
+    assert any("puppy" in u.text for u in context.all_units)
+    assert all(u.score_parts.get("late", 0.0) == 0.0 for u in context.all_units)
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_imported_pages_get_their_wordpieces(memory: MemoryOS) -> None:
+    before = _rows(memory)
+    memory.import_memory(memory.export_memory(), user_id="bob")
+    bob = _rows(memory, "bob")
+    assert len(bob) == len(PAGES) and all(len(ids) for ids in bob.values())
+    assert _rows(memory).keys() == before.keys()

@@ -1,0 +1,101 @@
+"""The late rerank's pure parts: which wordpieces count, BERTScore recall, the lift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memoryos_core.policy import late
+
+
+def _offsets(text: str, tokens: list[str]) -> np.ndarray:
+    """Character spans of ``tokens`` found left to right in ``text`` (``##`` pieces continue a word)."""
+    spans, at = [], 0
+    for token in tokens:
+        piece = token.removeprefix("##")
+        start = text.lower().index(piece, at)
+        spans.append((start, start + len(piece)))
+        at = start + len(piece)
+    return np.array(spans, dtype=np.int32)
+
+
+def test_kept_drops_punctuation_whole_stop_words_and_the_page_head() -> None:
+    text = "[1:56 pm on 8 May, 2023] User: I adopted the puppy!"
+    tokens = [
+        "[",
+        "1",
+        ":",
+        "56",
+        "pm",
+        "on",
+        "8",
+        "may",
+        ",",
+        "2023",
+        "]",
+        "user",
+        ":",
+        "i",
+        "adopted",
+        "the",
+        "pup",
+        "##py",
+        "!",
+    ]
+    mask = late.kept(tokens, _offsets(text, tokens), text, page=True)
+    assert [t for t, k in zip(tokens, mask) if k] == ["adopted", "pup", "##py"]
+
+
+def test_kept_keeps_a_stop_word_that_is_only_the_start_of_a_word() -> None:
+    text = "the isle"
+    tokens = ["the", "is", "##le"]  # "is" is a stop word, not when "##le" continues it
+    assert list(late.kept(tokens, _offsets(text, tokens), text, page=False)) == [False, True, True]
+
+
+def test_a_query_keeps_its_head_and_falls_back_to_its_stop_words() -> None:
+    text = "[who] what is it?"
+    tokens = ["[", "who", "]", "what", "is", "it", "?"]
+    mask = late.kept(tokens, _offsets(text, tokens), text, page=False)
+    assert [t for t, k in zip(tokens, mask) if k] == ["who", "what", "is", "it"]  # all stop words: kept
+
+
+def test_idf_falls_as_more_pages_hold_a_wordpiece_and_never_goes_negative() -> None:
+    weights = late.idf(np.array([0, 1, 10, 99, 150]), 99)
+    assert np.all(np.diff(weights) < 0) or np.all(np.diff(weights[:4]) < 0)
+    assert weights[3] == pytest.approx(0.0) and weights[4] == 0.0
+
+
+def _unit_rows(*rows: list[float]) -> np.ndarray:
+    return late.unit(np.array(rows, dtype=np.float32))
+
+
+def test_recall_is_the_weighted_mean_of_each_query_pieces_best_match() -> None:
+    query = _unit_rows([1, 0, 0], [0, 1, 0])
+    pages = [
+        _unit_rows([1, 0, 0], [0, 1, 0], [0, 0, 1]),  # holds both: 1
+        _unit_rows([1, 0, 0]),  # the first only: (3 * 1 + 1 * 0) / 4
+        _unit_rows([0, 0, 1]),  # neither
+        None,  # no vectors stored
+        np.zeros((0, 3), dtype=np.float32),  # no wordpieces
+    ]
+    scores = late.recall(query, np.array([3.0, 1.0]), pages)
+    assert scores[:3] == pytest.approx([1.0, 0.75, 0.0])
+    assert np.isnan(scores[3]) and scores[4] == -1.0
+
+
+def test_recall_without_weight_scores_every_stored_page_zero() -> None:
+    scores = late.recall(_unit_rows([1, 0]), np.array([0.0]), [_unit_rows([1, 0]), None])
+    assert scores[0] == 0.0 and np.isnan(scores[1])
+
+
+def test_lift_is_the_weighted_z_and_leaves_pages_without_a_score_where_they_were() -> None:
+    gains = late.lift(np.array([1.0, np.nan, 3.0]), 2.0)
+    assert gains == pytest.approx([-2.0, 0.0, 2.0])
+    assert not late.lift(np.array([0.5, 0.5, np.nan]), 2.0).any()
+    assert not late.lift(np.array([0.5, np.nan]), 2.0).any()
+
+
+def test_lift_does_not_blow_up_differences_below_the_least_spread() -> None:
+    alike = np.array([0.500, 0.502, 0.498])  # the same words at other dates
+    assert np.abs(late.lift(alike, 2.0)).max() < 0.1
+    assert late.lift(alike * 100, 2.0) == pytest.approx(2.0 * (alike * 100 - 50) / (alike * 100).std())
