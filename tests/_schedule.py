@@ -29,6 +29,7 @@ GROUPS = {
     "tests/embeddings/": "onnx",
     "tests/backends/test_local_embedder.py": "onnx",
     "tests/bench/test_fusion_late.py": "onnx",
+    "tests/bench/test_fusion_late_engine.py": "onnx",
     "tests/docs/test_readme_blocks.py": "programs",
     "tests/notebooks/": "programs",
 }

@@ -205,7 +205,8 @@ def fusion(
         bool,
         typer.Option(
             help="Also cross-validate a late-interaction rerank of the top pages by MiniLM's wordpiece "
-            "vectors (not in the engine; kept beside --cache as NAME.tokens.npz)."
+            "vectors: two research forms (their vectors kept beside --cache as NAME.tokens.npz) and the "
+            "engine's own (encoded again each run)."
         ),
     ] = False,
 ) -> None:
@@ -241,11 +242,16 @@ def fusion(
     if late:
         from memoryos_core.bench.fusion import Evaluation
         from memoryos_core.bench.fusion_late import late_table, print_late, tokens_for
+        from memoryos_core.bench.fusion_late_engine import engine_table
 
         tokens_cache = cache.with_name(f"{cache.stem}.tokens.npz") if cache else None
         key = cache_key(data, model, limit_conversations)
         tokens = tokens_for(data, features, key, tokens_cache, progress=_progress)
-        result["late"] = late_table(Evaluation(features), tokens, progress=_progress)
+        evaluation = Evaluation(features)
+        result["late"] = late_table(evaluation, tokens, progress=_progress)
+        engine = engine_table(data, features, evaluation, progress=_progress)
+        result["late"]["rows"] += engine.pop("rows")
+        result["late"]["engine"] = engine
         print_late(console, result["late"], result["k"])
     _save(out, result)
 

@@ -9,7 +9,7 @@ rest, which keep their order; the weight is chosen per fold on the other convers
 
 Two forms: "full" (the vectors in fp16) and "compact" (PCA to 64 dimensions fitted on the other
 conversations' page vectors, int8 with a scale per vector, the conversation's 50 most frequent wordpieces
-dropped from both sides). Not in the engine: measured (README).
+dropped from both sides). Neither is what the engine ships: its own form is ``fusion_late_engine.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rich.table import Table
 
 from memoryos_core.bench.fusion import Evaluation, Variant, _deltas, scores, table
 from memoryos_core.bench.fusion_data import ConversationFeatures
-from memoryos_core.bench.locomo_data import canonical_dia_id, load_locomo, session_pages
+from memoryos_core.bench.locomo_data import Conversation, canonical_dia_id, load_locomo, session_pages
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 1.6, 2.0, 3.0, 4.0, 6.0, 8.0)
 """The late score's weights tuned on the training conversations of each fold (0: the shipped ranking)."""
@@ -153,21 +153,32 @@ def dropped_wordpieces(tokenizer: Any) -> np.ndarray:
     )
 
 
-def page_texts(data: Path, features: Sequence[ConversationFeatures]) -> list[list[str]]:
-    """Each conversation's page texts in the features' page order, rendered as the engine embeds them."""
+def session_texts(conversation: Conversation) -> list[dict[tuple[str, ...], str]]:
+    """Per session (one ``add_memories`` call of ``bench locomo``'s ingest), its pages' texts rendered as
+    the engine embeds them, by their turn ids."""
     from memoryos_core._types import render_page
 
+    sessions = []
+    for batch in session_pages(conversation):
+        by_turns = {}
+        for page in batch:
+            turns = tuple(canonical_dia_id(str(i)) or str(i) for i in page["meta_data"]["dia_ids"])
+            stamp = str(page.get("timestamp") or "").strip()  # as add_memories keeps it
+            by_turns[turns] = render_page(
+                page.get("user_input") or "", page.get("agent_response") or "", stamp
+            )
+        sessions.append(by_turns)
+    return sessions
+
+
+def page_texts(data: Path, features: Sequence[ConversationFeatures]) -> list[list[str]]:
+    """Each conversation's page texts in the features' page order, rendered as the engine embeds them."""
     conversations = {c.sample_id: c for c in load_locomo(data)}
     out = []
     for f in features:
-        by_turns = {}
-        for batch in session_pages(conversations[f.sample_id]):
-            for page in batch:
-                turns = tuple(canonical_dia_id(str(i)) or str(i) for i in page["meta_data"]["dia_ids"])
-                stamp = str(page.get("timestamp") or "").strip()  # as add_memories keeps it
-                by_turns[turns] = render_page(
-                    page.get("user_input") or "", page.get("agent_response") or "", stamp
-                )
+        by_turns = {
+            turns: text for s in session_texts(conversations[f.sample_id]) for turns, text in s.items()
+        }
         out.append([by_turns[tuple(turns)] for turns in f.page_turns])
     return out
 
@@ -347,17 +358,80 @@ def _grid(evaluation: Evaluation, fused: list[np.ndarray], late: list[np.ndarray
     )
 
 
+def shipped(evaluation: Evaluation) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The shipped ranking: its recall (questions x ks) and each conversation's fused scores."""
+    fused = [
+        scores(f, Variant(), evaluation.lexical(i, Variant())) for i, f in enumerate(evaluation.features)
+    ]
+    return evaluation.rows(Variant()), fused
+
+
+def cross_validate(
+    evaluation: Evaluation,
+    grids: Sequence[np.ndarray],
+    weights: Sequence[float] = WEIGHTS,
+    fixed: float | None = None,
+) -> tuple[np.ndarray, list[list[float]]]:
+    """Held-out recall (questions x ks) of the reranked rankings ``grids`` (per fold, cycled: ``weights``
+    x questions x ks) and the weight each fold used at each k: the best on the other conversations at
+    that k, or ``fixed`` (one of ``weights``) in every fold."""
+    ks = evaluation.ks
+    held, chosen = np.zeros(grids[0].shape[1:]), [list[float]() for _ in ks]
+    for fold in range(len(evaluation.features)):
+        grid, train = grids[fold % len(grids)], evaluation.conversation != fold
+        for j in range(len(ks)):
+            best = (
+                list(weights).index(fixed)
+                if fixed is not None
+                else int(np.argmax(grid[:, train, j].mean(axis=1)))
+            )
+            held[~train, j] = grid[best, ~train, j]
+            chosen[j].append(float(weights[best]))
+    return held, chosen
+
+
+def late_row(
+    evaluation: Evaluation,
+    base: np.ndarray,
+    held: np.ndarray,
+    chosen: list[list[float]],
+    form: str,
+    depth: int,
+    wordpieces: float,
+    page_bytes: float,
+) -> dict[str, Any]:
+    """One row of the table: per k, the held-out gain over ``base`` (the shipped ranking's recall) per
+    conversation, mean (sd) better/worse; the pooled held-out recall; the weights the folds used."""
+    masks = [evaluation.conversation == c for c in range(len(evaluation.features))]
+    ks = evaluation.ks
+    gains = [
+        _deltas(np.array([100 * (held[m, j].mean() - base[m, j].mean()) for m in masks]))
+        for j in range(len(ks))
+    ]
+    return {
+        "form": form,
+        "depth": depth,
+        "gain": gains,
+        "held_out": table(held, evaluation.categories, ks),
+        "chosen": {str(k): chosen[j] for j, k in enumerate(ks)},
+        "wordpieces_per_page": round(wordpieces, 1),
+        "bytes_per_page": round(page_bytes),
+    }
+
+
+def report(row: dict[str, Any], ks: Sequence[int]) -> str:
+    """A progress line: the row's mean gain at R@10 (or the first k)."""
+    j = list(ks).index(10) if 10 in ks else 0
+    return f"late {row['form']} N={row['depth']}: R@{ks[j]} gain {row['gain'][j]['mean']:+.1f}"
+
+
 def late_table(
     evaluation: Evaluation, tokens: Sequence[Tokens], progress: Callable[[str], None] = lambda line: None
 ) -> dict[str, Any]:
     """Per form and depth, held-out gain at each k over the shipped ranking (the weight best on the other
     conversations at that k), the pooled held-out recall, the weights chosen and a page's stored bytes."""
     count, ks = len(evaluation.features), evaluation.ks
-    k_index = ks.index(10) if 10 in ks else 0
-    base = evaluation.rows(Variant())
-    fused = [
-        scores(f, Variant(), evaluation.lexical(i, Variant())) for i, f in enumerate(evaluation.features)
-    ]
+    base, fused = shipped(evaluation)
     rows = []
     for form in FORMS:
         lates = []  # per fold: every conversation's late scores (under the fold's PCA)
@@ -370,30 +444,9 @@ def late_table(
         page_bytes = wordpieces * form.wordpiece_bytes(tokens[0].page_vectors.shape[-1])
         for depth in DEPTHS:
             grids = [_grid(evaluation, fused, late, depth) for late in lates]
-            held, chosen = np.zeros_like(base), [list[float]() for _ in ks]
-            for fold in range(count):
-                grid, train = grids[fold % len(grids)], evaluation.conversation != fold
-                for j in range(len(ks)):
-                    best = int(np.argmax(grid[:, train, j].mean(axis=1)))
-                    held[~train, j] = grid[best, ~train, j]
-                    chosen[j].append(WEIGHTS[best])
-            masks = [evaluation.conversation == c for c in range(count)]
-            gains = [
-                _deltas(np.array([100 * (held[m, j].mean() - base[m, j].mean()) for m in masks]))
-                for j in range(len(ks))
-            ]
-            rows.append(
-                {
-                    "form": form.name,
-                    "depth": depth,
-                    "gain": gains,
-                    "held_out": table(held, evaluation.categories, ks),
-                    "chosen": {str(k): chosen[j] for j, k in enumerate(ks)},
-                    "wordpieces_per_page": round(wordpieces, 1),
-                    "bytes_per_page": round(page_bytes),
-                }
-            )
-            progress(f"late {form.name} N={depth}: R@{ks[k_index]} gain {gains[k_index]['mean']:+.1f}")
+            held, chosen = cross_validate(evaluation, grids)
+            rows.append(late_row(evaluation, base, held, chosen, form.name, depth, wordpieces, page_bytes))
+            progress(report(rows[-1], ks))
     cosine = np.concatenate([t.page_cosine for t in tokens])
     return {
         "rows": rows,
@@ -413,8 +466,8 @@ def print_late(console: Console, result: dict[str, Any], ks: Sequence[int]) -> N
     at = "10" if 10 in ks else str(ks[0])
     shipped = result["shipped"].get(at, {})
     caption = f"shipped R@{at} {shipped.get('all', 0):.1f} / {shipped.get('1-4', 0):.1f}; w: chosen at R@{at}"
-    out = Table(title=title, caption=caption)
-    out.add_column("form", no_wrap=True, min_width=7)  # not "compa…" in 80 columns
+    out = Table(title=title, caption=caption, pad_edge=False)  # (80 columns with "1.2-1.6" in w)
+    out.add_column("form", min_width=7)  # not "compa…" in 80 columns ("engine cv" wraps)
     for column in ("N", *(f"R@{k}" for k in ks), f"R@{at} all / 1-4"):
         out.add_column(column, justify="right")
     out.add_column("bytes a page", justify="right", min_width=6)

@@ -24,7 +24,7 @@ import numpy as np
 from memoryos_core._config import RetrievalConfig
 from memoryos_core._exceptions import EmbeddingError, InvalidInputError, StorageError
 from memoryos_core.embeddings.base import Embedder, Wordpieces, embed_queries, embed_wordpieces
-from memoryos_core.engine.late_store import FILE_NAME, WordpieceFile
+from memoryos_core.engine.late_store import FILE_NAME, View, WordpieceFile
 from memoryos_core.policy import late
 from memoryos_core.storage.base import Record
 
@@ -166,16 +166,22 @@ class LateIndex:
             return None
         if not view.pages:
             return None
-        pages = [view.pages.get(page_id) for page_id in page_ids]
-        weights = late.idf(view.df, view.page_count)
-        scores = late.recall(view.project(vectors), weights, [p.vectors if p else None for p in pages])
-        return late.lift(scores, self.config.late_weight)
+        return late.lift(page_scores(view, page_ids, vectors), self.config.late_weight)
 
     def close(self) -> None:
         with self._lock:
             self._stash.clear()
             if self._file is not None:
                 self._file.close()
+
+
+def page_scores(view: View, page_ids: Sequence[str], query: np.ndarray) -> np.ndarray:
+    """The late score of each of ``page_ids`` for a query's kept wordpieces' unit vectors (``query``, in
+    the embedder's space), from what ``view`` read for them (its ``df``: of the query's wordpieces, in
+    order); NaN for a page without a row."""
+    pages = [view.pages.get(page_id) for page_id in page_ids]
+    weights = late.idf(view.df, view.page_count)
+    return late.recall(view.project(query), weights, [p.vectors if p else None for p in pages])
 
 
 def _rows(pieces: Wordpieces, text: str, *, page: bool) -> Rows:

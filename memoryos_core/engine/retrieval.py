@@ -26,6 +26,7 @@ from memoryos_core.engine.records import knowledge_from_record, source_ids
 from memoryos_core.engine.repository import Repository
 from memoryos_core.policy import ranking, term_context
 from memoryos_core.policy.dates import asks_when, query_window
+from memoryos_core.policy.late import rerank_top
 from memoryos_core.policy.long_term import render_profile
 from memoryos_core.policy.text import cosine
 from memoryos_core.storage.base import Record
@@ -269,15 +270,8 @@ class Retriever:
         if gains is None:
             return
         chosen = np.asarray(top, dtype=np.int64)
-        lifted = scores[chosen] + gains
-        rest = np.ones(len(scores), dtype=bool)
-        rest[chosen] = False
-        trace["late"] = np.zeros(len(scores))
-        if rest.any() and scores[rest].max() >= lifted.min():
-            shift = float(scores[rest].max() - lifted.min() + 1.0)
-            scores[rest] -= shift
-            trace["late"][rest] = -shift  # (so a page's parts still add up to its score)
-        scores[chosen] = lifted
+        shift = rerank_top(scores, chosen, gains)
+        trace["late"] = np.full(len(scores), -shift if shift else 0.0)  # (a page's parts add up to its score)
         trace["late"][chosen] = gains
 
     @staticmethod

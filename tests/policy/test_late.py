@@ -99,3 +99,12 @@ def test_lift_does_not_blow_up_differences_below_the_least_spread() -> None:
     alike = np.array([0.500, 0.502, 0.498])  # the same words at other dates
     assert np.abs(late.lift(alike, 2.0)).max() < 0.1
     assert late.lift(alike * 100, 2.0) == pytest.approx(2.0 * (alike * 100 - 50) / (alike * 100).std())
+
+
+def test_rerank_top_keeps_the_reranked_pages_above_the_others_in_their_order() -> None:
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert late.rerank_top(scores, np.array([0, 1, 2]), np.array([-3.0, 0.0, 0.5])) == 1.0
+    assert scores.tolist() == [2.0, 4.0, 3.5, 1.0, 0.0]  # 2 and 1 shifted below 2.0, apart as before
+    kept = np.array([5.0, 4.0, 1.0])
+    assert late.rerank_top(kept, np.array([0, 1]), np.array([0.5, -0.5])) == 0.0  # 1.0 < 3.5: no shift
+    assert kept.tolist() == [5.5, 3.5, 1.0]
