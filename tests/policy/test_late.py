@@ -99,3 +99,12 @@ def test_lift_does_not_blow_up_differences_below_the_least_spread() -> None:
     alike = np.array([0.500, 0.502, 0.498])  # the same words at other dates
     assert np.abs(late.lift(alike, 2.0)).max() < 0.1
     assert late.lift(alike * 100, 2.0) == pytest.approx(2.0 * (alike * 100 - 50) / (alike * 100).std())
+
+
+def test_a_query_leaves_out_the_unknown_piece_every_emoji_shares_and_a_page_keeps_it() -> None:
+    text = "I saw a 🦆 duck 🎉"
+    tokens = ["i", "saw", "a", "[UNK]", "duck", "[UNK]"]
+    offsets = np.array([(0, 1), (2, 5), (6, 7), (8, 9), (10, 14), (15, 16)], dtype=np.int32)
+    assert [t for t, k in zip(tokens, late.kept(tokens, offsets, text, page=False)) if k] == ["saw", "duck"]
+    assert list(late.kept(tokens, offsets, text, page=True)) == [False, True, False, True, True, True]
+    assert not late.kept(["[UNK]"], offsets[:1], "🦆", page=False).any()  # nothing left to match
