@@ -192,11 +192,13 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             if everything:
-                runtime.late.drop(user)
+                runtime.late.drop(user)  # first: a file that cannot be written stops it before anything goes
                 self._indexes.forget(user)
                 self._scheduler.forget(user)
                 self._repository.unregister(user)
-                return self._delete_user(user)
+                deleted = self._delete_user(user)
+                runtime.late.drop(user)  # again: adds take no user lock, and one may have written meanwhile
+                return deleted
             page_id = check_id(page_id, "page_id")
             runtime.late.remove(user, [page_id])  # its wordpieces erased, then its words,
             self._indexes.remove(user, [page_id])  # before the store deletes the page

@@ -298,3 +298,20 @@ def test_the_re_ranked_pages_stay_above_the_rest_and_every_score_still_adds_up(
     assert len(set(shifted)) == 1 and shifted[0] < 0  # the rest moved down together
     for unit in reranked:
         assert sum(unit.score_parts.values()) == pytest.approx(unit.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_a_page_added_while_the_user_is_deleted_leaves_no_vectors_behind(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delete = memory.store.delete
+
+    def added_meanwhile(kind: str, *args: Any, **kwargs: Any) -> None:
+        if kind == "pages":  # another thread's add, between the first erase and the store's delete
+            memory.add_memory("We adopted a kitten too.", "Two pets!")
+        delete(kind, *args, **kwargs)
+
+    monkeypatch.setattr(memory.store, "delete", added_meanwhile)
+    memory.delete_memory(everything=True)
+    assert memory.store.get("pages", where={"user_id": "alice"}) == []
+    assert _rows(memory) == {}
