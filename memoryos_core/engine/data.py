@@ -171,6 +171,7 @@ class DataManager:
                 new_meta = json.loads(meta_json)
             page = replace(page, user_input=new_input, agent_response=new_response, meta_data=new_meta)
             vector = runtime.late.embed([page.text])[0]
+            runtime.late.remove(user, [page.id])  # the old text's wordpieces, erased before it is replaced
             record = page_record(
                 page,
                 vector,
@@ -180,7 +181,7 @@ class DataManager:
             )
             runtime.store.upsert("pages", [record])
             self._indexes.update(user, [record])  # its words replaced in place (and the old erased)
-            runtime.late.add(user, [record])  # its wordpieces replaced (the old rows rewritten)
+            runtime.late.add(user, [record])  # the new text's wordpieces
         runtime.account(user, tally.cost)
         return AddResult(page.id, user, page.assistant_id, tally.cost)
 
@@ -191,11 +192,13 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             if everything:
-                runtime.late.drop(user)
+                runtime.late.drop(user)  # first: a file that cannot be written stops it before anything goes
                 self._indexes.forget(user)
                 self._scheduler.forget(user)
                 self._repository.unregister(user)
-                return self._delete_user(user)
+                deleted = self._delete_user(user)
+                runtime.late.drop(user)  # again: adds take no user lock, and one may have written meanwhile
+                return deleted
             page_id = check_id(page_id, "page_id")
             runtime.late.remove(user, [page_id])  # its wordpieces erased, then its words,
             self._indexes.remove(user, [page_id])  # before the store deletes the page
@@ -243,10 +246,16 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             count = transfer.import_user(
-                self._repository, runtime.embedder, runtime.config, user, data, runtime.now()
+                self._repository,
+                runtime.embedder,
+                runtime.config,
+                user,
+                data,
+                runtime.now(),
+                embed_pages=runtime.late.embed,
+                on_stored=runtime.late.add,
             )
             self._indexes.forget(user)
-            runtime.late.add_all(user, lambda: runtime.store.get("pages", where={"user_id": user}))
         self._repository.register(user)
         self._scheduler.schedule(user)
         return count

@@ -295,6 +295,8 @@ class SyncMemoryOS:
         Raises:
             NotFoundError: no such page for this user.
             InvalidInputError: bad texts or meta_data (nothing is changed).
+            StorageError: the store failed, or the old text's wordpiece vectors (the late rerank's)
+                could not be erased (nothing is changed then).
         """
         return self._data.update_memory(
             self._user(user_id),
@@ -387,6 +389,8 @@ class SyncMemoryOS:
         Raises:
             NotFoundError: no such page for this user.
             InvalidInputError: neither ``page_id`` nor ``everything=True`` was given.
+            StorageError: the store failed, or the pages' wordpiece vectors (the late rerank's)
+                could not be erased (the pages are kept then).
         """
         return self._data.delete_memory(self._user(user_id), page_id, everything=everything)
 

@@ -7,7 +7,9 @@ local folder and ``retrieval.late_pages`` > 0; otherwise every method does nothi
 as before. The page-embedding call sites embed through :meth:`LateIndex.embed`, which keeps each text's
 wordpieces for a moment; :meth:`LateIndex.add`, called once the pages are stored, writes them (a page
 whose wordpieces were not kept is encoded again). Writing them never fails an add: a page without
-vectors is left neutral by the rerank. Removing them does fail a delete: deleted words must leave the disk.
+vectors is left neutral by the rerank. Removing them does fail a delete: deleted words must leave the disk,
+so :meth:`LateIndex.remove` and :meth:`LateIndex.drop` erase from a file an earlier run left even while the
+rerank is off (``late_pages`` 0).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class Probe:
         if found is None:
             return embed_queries(self._embedder, [self.query])[0]
         vectors, pieces = found
-        self.rows = _rows(pieces[0], self.query, page=False)
+        rows = _rows(pieces[0], self.query, page=False)
+        self.rows = rows if len(rows[0]) else None  # only stop words: nothing to re-rank by
         return vectors[0]
 
 
@@ -65,6 +68,7 @@ class LateIndex:
         self._folder = folder
         self._file: WordpieceFile | None = None
         self._resolved = False
+        self._leftover: WordpieceFile | None = None  # with the rerank off: a file an earlier run left
         self._lock = threading.Lock()
         self._stash: OrderedDict[str, Rows] = OrderedDict()
 
@@ -127,29 +131,36 @@ class LateIndex:
                 "wordpiece vectors of %d pages not kept (%s): they rank without them", len(records), exc
             )
 
-    def add_all(self, user_id: str, records: Callable[[], Sequence[Record]]) -> None:
-        """``add`` every page ``records()`` returns (after an import), in batches."""
-        if self.file is None:
-            return
-        pages = list(records())
-        for start in range(0, len(pages), 256):
-            self.add(user_id, pages[start : start + 256])
-
     def remove(self, user_id: str, page_ids: Sequence[str]) -> None:
-        """Erase the pages' wordpieces (before the store deletes the pages).
+        """Erase the pages' wordpieces (before the store deletes the pages, or replaces their text).
 
         Raises:
             StorageError: the file could not be written: the delete must not go on.
         """
-        file = self.file
+        file = self._erasable()
         if file is not None and page_ids:
             _erasing(lambda: file.remove(user_id, page_ids))
 
     def drop(self, user_id: str) -> None:
         """Erase every wordpiece vector of the user. Raises StorageError as ``remove``."""
-        file = self.file
+        file = self._erasable()
         if file is not None:
             _erasing(lambda: file.drop(user_id))
+
+    def _erasable(self) -> WordpieceFile | None:
+        """The file to erase from: the one in use, or with the rerank off (``late_pages`` 0, an embedder
+        without wordpieces) the one an earlier run left beside the store, if there is one."""
+        file = self.file
+        if file is not None:
+            return file
+        with self._lock:
+            if self._leftover is None:
+                folder = self._folder()
+                path = Path(folder) / FILE_NAME if folder else None
+                if path is None or not path.exists():
+                    return None
+                self._leftover = WordpieceFile(path)  # (its dim is read by add and read only)
+            return self._leftover
 
     # --- read side --------------------------------------------------------------------------
     def lift(self, user_id: str, page_ids: Sequence[str], probe: Probe | None) -> np.ndarray | None:
@@ -171,8 +182,9 @@ class LateIndex:
     def close(self) -> None:
         with self._lock:
             self._stash.clear()
-            if self._file is not None:
-                self._file.close()
+            for file in (self._file, self._leftover):
+                if file is not None:
+                    file.close()
 
 
 def page_scores(view: View, page_ids: Sequence[str], query: np.ndarray) -> np.ndarray:

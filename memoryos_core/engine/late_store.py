@@ -6,7 +6,8 @@ One row per page (``page``, keyed by user and page id, WITHOUT ROWID): the kept 
 ``df`` counts, per user and wordpiece, the user's pages holding it; ``tally`` the user's pages.
 Once a user has ``FIT_PAGES`` pages, a PCA basis (``basis``: mean and ``DIMS`` axes) is fitted on
 their vectors, and every row is re-projected to ``DIMS`` dimensions in the same transaction:
-a reader sees a user's rows all in the embedder's space or all in the basis's. Rows are about
+a reader sees a user's rows all in the embedder's space or all in the basis's (removed with the
+user's last page: it was fitted on their vectors). Rows are about
 2 KB then; 16 KB pages keep them inline (with 4 KB pages each spills to an overflow page: at
 100k pages a file twice the size, 446 MB, and reads three times as slow).
 
@@ -133,7 +134,8 @@ class WordpieceFile:
                 self._file.erase_log()  # the replaced pages' old vectors
 
     def remove(self, user: str, page_ids: Sequence[str]) -> None:
-        """Erase pages' rows and their counts in ``df`` (a page without a row is skipped)."""
+        """Erase pages' rows and their counts in ``df`` (a page without a row is skipped), and the
+        user's basis with their last page."""
         self._guarded(lambda: self._remove(user, list(dict.fromkeys(page_ids))))
         self._file.erase_log()
 
@@ -208,6 +210,9 @@ class WordpieceFile:
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"DELETE FROM page WHERE user = ? AND page_id IN ({marks})", (user, *chunk))
             _count(db, user, [], [_ids(blob) for blob in old.values()])
+            if db.execute("SELECT 1 FROM tally WHERE user = ?", (user,)).fetchone() is None:
+                db.execute("DELETE FROM basis WHERE user = ?", (user,))  # fitted on pages now all gone
+                self._bases.pop(user, None)
 
     def _fit(
         self, db: sqlite3.Connection, user: str, pages: dict[str, tuple[np.ndarray, np.ndarray]]

@@ -277,7 +277,9 @@ def replay_journals(
 ) -> int:
     """Write the pages of journals that no live process holds (their writer died), then remove
     them; pages already in the store are left as they are, pages without a vector are embedded
-    with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write.
+    with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write
+    (and with the pages already stored, as the store holds them: their writer may have died
+    between its write and its call).
     Returns the pages written.
 
     Raises:
@@ -300,8 +302,11 @@ def replay_journals(
                     continue
                 by_user.setdefault(user, {})[record.id] = record
             for user, pages in by_user.items():
-                present = {r.id for r in store.get("pages", ids=list(pages), where={"user_id": user})}
+                stored = store.get("pages", ids=list(pages), where={"user_id": user})
+                present = {r.id for r in stored}
                 missing = [r for r in pages.values() if r.id not in present]
+                if stored and on_stored is not None:  # its writer may have died before calling it
+                    on_stored(user, stored)
                 for start in range(0, len(missing), _REPLAY_CHUNK):
                     chunk = missing[start : start + _REPLAY_CHUNK]
                     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from memoryos_core.engine.records import (
 )
 from memoryos_core.engine.repository import Repository
 from memoryos_core.policy.mid_term import SegmentState
+from memoryos_core.storage.base import Record
 
 EXPORT_VERSION = 1
 _TIERS = ("short_term", "mid_term", "archive")
@@ -136,11 +137,16 @@ def import_user(
     user_id: str,
     data: Mapping[str, Any],
     now: datetime,
+    *,
+    embed_pages: Callable[[Sequence[str]], list[list[float]]] | None = None,
+    on_stored: Callable[[str, list[Record]], None] | None = None,
 ) -> int:
     """Validate and build the whole export, then write it (nothing is written if any part is bad).
 
     Ids are kept unless another user owns them; those are remapped deterministically (per
-    collection), so importing the same export twice stores everything once.
+    collection), so importing the same export twice stores everything once. ``embed_pages``
+    embeds the pages (``embedder.embed`` by default); ``on_stored`` is called with the user and
+    the pages once written (the late rerank's wordpieces).
     """
     store = repository.store
     try:
@@ -149,12 +155,13 @@ def import_user(
         raise
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise InvalidInputError(f"malformed export: {type(exc).__name__}: {exc}") from exc
-    vectors = embedder.embed([p.text for p, _, _ in pages]) if pages else []
+    vectors = (embed_pages or embedder.embed)([p.text for p, _, _ in pages]) if pages else []
     segment_vectors = embedder.embed([seg.summary for seg, _ in segments]) if segments else []
     knowledge_vectors = embedder.embed([item.text for item, _ in knowledge]) if knowledge else []
-    store.upsert(
-        "pages", [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
-    )
+    page_records = [page_record(p, v, ts_s=ts, source_ids=src) for (p, ts, src), v in zip(pages, vectors)]
+    store.upsert("pages", page_records)
+    if on_stored is not None and page_records:
+        on_stored(user_id, page_records)
     store.upsert(
         "segments",
         [

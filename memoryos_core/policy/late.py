@@ -28,6 +28,10 @@ MIN_SPREAD = 0.05
 dates) differ in late score by a few thousandths: divided by their own spread, that noise would become a
 full z-score and outweigh what ranks them (their dates). Over a recall's 100 best LoCoMo pages the spread
 is 0.07 at its 1st percentile (0.13 median), so this floor leaves such recalls as they were."""
+UNKNOWN = "[UNK]"
+"""The tokenizer's piece for what its vocabulary lacks (emoji, many CJK characters): one id for all, so a
+query's would match any page with any unknown character. A page keeps its own (in context, they still say
+something of the words around them, and a page of them only would otherwise have nothing to match)."""
 _HEAD = re.compile(r"\[[^\]\n]*\] ")
 """The head ``render_page`` gives a page with a timestamp."""
 
@@ -41,10 +45,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def kept(tokens: Sequence[str], offsets: np.ndarray, text: str, *, page: bool) -> np.ndarray:
     """Which wordpieces take part: not punctuation, not a whole stop word, and (``page``) not in the
-    page's ``[timestamp]`` head. A query left with none keeps its pieces that are not punctuation."""
+    page's ``[timestamp]`` head, or (a query) not ``[UNK]``. A query left with none is not re-ranked: the
+    pages keep no stop words to match its own."""
     count = len(tokens)
-    mask = np.array([any(c.isalnum() for c in t.removeprefix("##")) for t in tokens], dtype=bool)
-    signal = mask.copy()
+    mask = np.array(
+        [(page or t != UNKNOWN) and any(c.isalnum() for c in t.removeprefix("##")) for t in tokens],
+        dtype=bool,
+    )
     for i, token in enumerate(tokens):
         whole = not token.startswith("##") and (i + 1 == count or not tokens[i + 1].startswith("##"))
         if whole and token.lower() in STOPWORDS:
@@ -53,8 +60,6 @@ def kept(tokens: Sequence[str], offsets: np.ndarray, text: str, *, page: bool) -
         head = _HEAD.match(text)
         if head is not None and count:
             mask &= np.asarray(offsets, dtype=np.int64).reshape(count, 2)[:, 0] >= head.end()
-    elif not mask.any():
-        mask = signal
     return mask
 
 

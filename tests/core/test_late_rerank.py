@@ -78,6 +78,12 @@ def test_every_page_keeps_its_content_wordpieces_and_a_recall_uses_them(memory: 
 
 
 @pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_a_query_of_stop_words_only_is_not_re_ranked(memory: MemoryOS) -> None:
+    context = memory.retrieve_memory("What was it that they did?", update_heat=False)
+    assert context.all_units and all(u.score_parts.get("late", 0.0) == 0.0 for u in context.all_units)
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
 def test_late_pages_0_turns_it_off(make_memory: Callable[..., MemoryOS], local_embedder: Any) -> None:
     config = MemoryConfig(retrieval=RetrievalConfig(late_pages=0))
     memory = make_memory(embedder=local_embedder, config=config)
@@ -170,3 +176,148 @@ def test_imported_pages_get_their_wordpieces(memory: MemoryOS) -> None:
     bob = _rows(memory, "bob")
     assert len(bob) == len(PAGES) and all(len(ids) for ids in bob.values())
     assert _rows(memory).keys() == before.keys()
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_with_the_rerank_off_deletes_and_edits_still_erase_the_vectors(
+    memory: MemoryOS, make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    pages = {p.user_input[:6]: p.id for p in memory.recent_pages()}
+    memory.close()
+    off = make_memory(
+        embedder=local_embedder,
+        store=memory.store,
+        config=MemoryConfig(retrieval=RetrievalConfig(late_pages=0)),
+    )
+    off.update_memory(pages["The pr"], user_input="The espresso machine leaked water.")
+    off.delete_memory(pages["We ado"])
+    assert set(_rows(off)) == set(pages.values()) - {pages["The pr"], pages["We ado"]}
+    off.delete_memory(everything=True)
+    assert _rows(off) == {}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_edit_that_cannot_erase_the_old_vectors_raises_and_changes_nothing(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = next(p for p in memory.recent_pages() if "printer" in p.user_input)
+
+    def locked(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(late_store.WordpieceFile, "remove", locked)
+    with pytest.raises(StorageError, match="wordpiece"):
+        memory.update_memory(page.id, user_input="The espresso machine leaked water.")
+    assert next(p for p in memory.recent_pages() if p.id == page.id).user_input == page.user_input
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_unusable_file_fails_no_add_nor_recall_and_a_delete_keeps_the_page(memory: MemoryOS) -> None:
+    path = _file(memory)
+    memory.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.mkdir()  # opening it fails with an OSError, not a SQLite error
+    memory.add_memory("We adopted a kitten too.", "Two pets!")
+    context = memory.retrieve_memory("Which pet did they adopt?", update_heat=False)
+    assert any("puppy" in u.text for u in context.all_units)
+    assert all(u.score_parts.get("late", 0.0) == 0.0 for u in context.all_units)
+    page = memory.recent_pages()[0]
+    with pytest.raises(StorageError, match="wordpiece"):
+        memory.delete_memory(page.id)
+    assert page.id in {p.id for p in memory.recent_pages()}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_an_import_encodes_each_imported_page_once(
+    memory: MemoryOS, local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.add_memories(_pages(2), user_id="bob")  # bob's own pages are not encoded again
+    encoded: list[str] = []
+
+    def counted(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(texts: list[str], *args: Any, **kwargs: Any) -> Any:
+            encoded.extend(texts)
+            return method(texts, *args, **kwargs)
+
+        return call
+
+    for name in ("embed", "embed_wordpieces"):
+        monkeypatch.setattr(local_embedder, name, counted(getattr(local_embedder, name)))
+    memory.import_memory(memory.export_memory(), user_id="bob")
+    assert sum("User: " in text for text in encoded) == len(PAGES)
+    assert len(_rows(memory, "bob")) == len(PAGES) + 2
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_stored_pages_of_a_dead_writers_journal_get_their_vectors(
+    memory: MemoryOS, make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    from memoryos_core.engine.pending import _line, journal_folder
+
+    stored = memory.store.get("pages", where={"user_id": "alice"})
+    unwritten = [r.id for r in stored[:2]]  # its writer died before writing these to the store,
+    memory.store.delete("pages", ids=unwritten, where={"user_id": "alice"})
+    memory.close()
+    file = WordpieceFile(_file(memory))
+    file.drop("alice")  # and between the store's write and the wordpieces' for the others
+    file.close()
+    folder = journal_folder(memory.store)
+    assert folder is not None
+    folder.mkdir(exist_ok=True)
+    (folder / "1-dead.jsonl").write_bytes(b"".join(_line(r) for r in stored))
+    reopened = make_memory(embedder=local_embedder, store=memory.store)
+    reopened.retrieve_memory("puppy", update_heat=False)  # opens the store: the journal is replayed
+    assert set(_rows(reopened)) == {r.id for r in stored}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_bulk_loaded_pages_get_their_wordpieces(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    memory = make_memory(embedder=local_embedder)
+    prepared = memory._prepare_pages(_pages(), [f"pg_{i}" for i in range(len(PAGES))], "alice", "test")
+    memory._store_pages_once("alice", prepared)
+    assert set(_rows(memory)) == {f"pg_{i}" for i in range(len(PAGES))}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_the_re_ranked_pages_stay_above_the_rest_and_every_score_still_adds_up(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    writer = make_memory(embedder=local_embedder)
+    writer.add_memories(_pages())
+    writer.close()
+
+    def ranked(late_pages: int) -> list[Any]:
+        config = MemoryConfig(retrieval=RetrievalConfig(late_pages=late_pages))
+        memory = make_memory(embedder=local_embedder, config=config)
+        context = memory.retrieve_memory("Which pet did they adopt?", top_k=len(PAGES), update_heat=False)
+        units = [u for u in context.all_units if u.tier in ("short_term", "mid_term")]
+        memory.close()
+        return sorted(units, key=lambda u: -u.score)
+
+    fused = ranked(0)
+    reranked = ranked(2)
+    assert {u.page_ids for u in reranked[:2]} == {u.page_ids for u in fused[:2]}
+    shifted = [u.score_parts["late"] for u in reranked[2:]]
+    assert len(set(shifted)) == 1 and shifted[0] < 0  # the rest moved down together
+    for unit in reranked:
+        assert sum(unit.score_parts.values()) == pytest.approx(unit.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_a_page_added_while_the_user_is_deleted_leaves_no_vectors_behind(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delete = memory.store.delete
+
+    def added_meanwhile(kind: str, *args: Any, **kwargs: Any) -> None:
+        if kind == "pages":  # another thread's add, between the first erase and the store's delete
+            memory.add_memory("We adopted a kitten too.", "Two pets!")
+        delete(kind, *args, **kwargs)
+
+    monkeypatch.setattr(memory.store, "delete", added_meanwhile)
+    memory.delete_memory(everything=True)
+    assert memory.store.get("pages", where={"user_id": "alice"}) == []
+    assert _rows(memory) == {}

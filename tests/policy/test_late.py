@@ -52,11 +52,13 @@ def test_kept_keeps_a_stop_word_that_is_only_the_start_of_a_word() -> None:
     assert list(late.kept(tokens, _offsets(text, tokens), text, page=False)) == [False, True, True]
 
 
-def test_a_query_keeps_its_head_and_falls_back_to_its_stop_words() -> None:
-    text = "[who] what is it?"
-    tokens = ["[", "who", "]", "what", "is", "it", "?"]
+def test_a_query_keeps_its_head_and_only_its_content_words() -> None:
+    text = "[kiwi] what is it?"
+    tokens = ["[", "kiwi", "]", "what", "is", "it", "?"]
     mask = late.kept(tokens, _offsets(text, tokens), text, page=False)
-    assert [t for t, k in zip(tokens, mask) if k] == ["who", "what", "is", "it"]  # all stop words: kept
+    assert [t for t, k in zip(tokens, mask) if k] == ["kiwi"]
+    stop = ["what", "is", "it", "?"]
+    assert not late.kept(stop, _offsets("what is it?", stop), "what is it?", page=False).any()
 
 
 def test_idf_falls_as_more_pages_hold_a_wordpiece_and_never_goes_negative() -> None:
@@ -108,3 +110,12 @@ def test_rerank_top_keeps_the_reranked_pages_above_the_others_in_their_order() -
     kept = np.array([5.0, 4.0, 1.0])
     assert late.rerank_top(kept, np.array([0, 1]), np.array([0.5, -0.5])) == 0.0  # 1.0 < 3.5: no shift
     assert kept.tolist() == [5.5, 3.5, 1.0]
+
+
+def test_a_query_leaves_out_the_unknown_piece_every_emoji_shares_and_a_page_keeps_it() -> None:
+    text = "I saw a 🦆 duck 🎉"
+    tokens = ["i", "saw", "a", "[UNK]", "duck", "[UNK]"]
+    offsets = np.array([(0, 1), (2, 5), (6, 7), (8, 9), (10, 14), (15, 16)], dtype=np.int32)
+    assert [t for t, k in zip(tokens, late.kept(tokens, offsets, text, page=False)) if k] == ["saw", "duck"]
+    assert list(late.kept(tokens, offsets, text, page=True)) == [False, True, False, True, True, True]
+    assert not late.kept(["[UNK]"], offsets[:1], "🦆", page=False).any()  # nothing left to match

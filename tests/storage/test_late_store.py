@@ -130,6 +130,19 @@ def test_remove_and_drop_take_rows_df_and_basis(file: WordpieceFile, tmp_path: P
         assert rows_of(tmp_path / FILE_NAME, table, "u") == 0, table
 
 
+def test_removing_a_users_last_page_takes_the_basis_fitted_on_their_pages(
+    file: WordpieceFile, tmp_path: Path
+) -> None:
+    stored = pages(FIT_PAGES)
+    file.add("u", stored)
+    file.remove("u", [page_id for page_id, _, _ in stored[1:]])
+    assert read(file, "u", [], []).basis is not None  # one page left: it is in the basis's space
+    file.remove("u", [stored[0][0]])
+    assert rows_of(tmp_path / FILE_NAME, "basis", "u") == 0 and read(file, "u", [], []).basis is None
+    file.add("u", [page("new", [1, 2], seed=5)])  # in the embedder's space again
+    assert read(file, "u", ["new"], []).pages["new"].vectors.shape == (2, file.dim)
+
+
 def test_the_basis_is_fitted_at_the_hundredth_page_and_every_row_moves_into_it(file: WordpieceFile) -> None:
     early = pages(FIT_PAGES - 1)
     file.add("u", early)
