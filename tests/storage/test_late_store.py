@@ -355,16 +355,3 @@ def test_an_unusable_folder_raises_os_or_operational_errors(tmp_path: Path) -> N
         missing.add("u", [page("a", [1], seed=1)])
     with pytest.raises(OSError):
         missing.read("u", ["a"], np.zeros(0, np.int32))
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
-def test_a_read_only_folder_raises_os_or_operational_errors(tmp_path: Path) -> None:
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    WordpieceFile(folder / FILE_NAME).close()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises((OSError, sqlite3.OperationalError)):
-            WordpieceFile(folder / FILE_NAME).add("u", [page("a", [1], seed=1)])
-    finally:
-        folder.chmod(0o700)
