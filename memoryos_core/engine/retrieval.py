@@ -265,12 +265,13 @@ class Retriever:
         depth = self.config.retrieval.late_pages
         if self.late is None or probe is None or probe.rows is None or not depth:
             return
-        top = ranking.top_positions(scores, depth)
+        top = ranking.top_positions(scores, depth + 1)  # (the one after them: the others' best)
+        top, others = top[:depth], top[depth:]
         gains = self.late.lift(user_id, [index.ids[p] for p in top], probe)
         if gains is None:
             return
         chosen = np.asarray(top, dtype=np.int64)
-        shift = rerank_top(scores, chosen, gains)
+        shift = rerank_top(scores, chosen, gains, float(scores[others[0]]) if others else None)
         trace["late"] = np.full(len(scores), -shift if shift else 0.0)  # (a page's parts add up to its score)
         trace["late"][chosen] = gains
 

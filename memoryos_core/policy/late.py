@@ -74,21 +74,21 @@ def recall(query: np.ndarray, weights: np.ndarray, pages: Sequence[np.ndarray | 
     ``weights``, the mean of each one's best cosine to the page's (unit rows). A page without vectors
     (None) scores NaN; one without wordpieces -1; with no weight on any query piece, every page 0."""
     out = np.full(len(pages), np.nan)
-    held = [(i, p) for i, p in enumerate(pages) if p is not None]
-    if not held:
+    sizes = np.fromiter((-1 if p is None else len(p) for p in pages), dtype=np.int64, count=len(pages))
+    weights = np.asarray(weights, dtype=np.float64)
+    if not (sizes >= 0).any():
         return out
-    if not float(np.sum(weights)) > 0:
-        out[[i for i, _ in held]] = 0.0
+    if not weights.sum() > 0:
+        out[sizes >= 0] = 0.0
         return out
-    out[[i for i, p in held if not len(p)]] = -1.0
-    filled = [(i, p) for i, p in held if len(p)]
-    if filled:
-        sizes = np.array([len(p) for _, p in filled])
-        stacked = np.concatenate([p for _, p in filled]).astype(np.float32)
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        best = np.maximum.reduceat(query.astype(np.float32) @ stacked.T, starts, axis=1)
-        weights = np.asarray(weights, dtype=np.float64)
-        out[[i for i, _ in filled]] = (weights @ best) / weights.sum()
+    out[sizes == 0] = -1.0
+    filled = np.flatnonzero(sizes > 0)
+    if len(filled):
+        held = [p for p in pages if p is not None and len(p)]
+        stacked = np.concatenate(held).astype(np.float32, copy=False)
+        starts = np.concatenate(([0], np.cumsum(sizes[filled])[:-1]))
+        best = np.maximum.reduceat(np.asarray(query, dtype=np.float32) @ stacked.T, starts, axis=1)
+        out[filled] = (weights @ best) / weights.sum()
     return out
 
 
@@ -104,16 +104,20 @@ def lift(late: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def rerank_top(scores: np.ndarray, top: np.ndarray, gains: np.ndarray) -> float:
-    """Add ``gains`` to the scores at positions ``top`` (in place) and keep those pages above the others:
-    when one of the others would reach the lowest of them, the others are shifted down together (their
-    order kept). Returns the shift (0 when none was needed)."""
-    lifted = scores[top] + gains
-    rest = np.ones(len(scores), dtype=bool)
-    rest[top] = False
+def rerank_top(
+    scores: np.ndarray, top: np.ndarray, gains: np.ndarray, others_best: float | None = None
+) -> float:
+    """Add ``gains`` to the scores at positions ``top`` (the best of ``scores``, in place) and keep those
+    pages above the others: when the lowest of them falls to ``others_best`` (the best score of the
+    others; by default bounded by the lowest of ``top`` before), the others are shifted down together,
+    their order kept. Returns the shift (0 when none was needed). Works on the whole array at once,
+    without gathering the others (100k pages)."""
+    before = scores[top]
+    lifted = before + gains
+    best = float(before.min()) if others_best is None else others_best
     shift = 0.0
-    if rest.any() and scores[rest].max() >= lifted.min():
-        shift = float(scores[rest].max() - lifted.min() + 1.0)
-        scores[rest] -= shift
+    if len(top) < len(scores) and best >= lifted.min():
+        shift = float(best - lifted.min() + 1.0)
+        scores -= shift
     scores[top] = lifted
     return shift

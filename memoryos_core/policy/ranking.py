@@ -275,16 +275,20 @@ def top_positions(scores: np.ndarray, count: int, exclude: Sequence[int] = ()) -
 _FAST_FROM = 8_192
 """Below this many pages a partition of the whole array is as quick as narrowing it first."""
 _CHUNKS = 256
+_CHUNK_MIN = 16
+"""The fewest values a chunk holds (more chunks for a larger ``depth``: four per value sought)."""
 
 
 def _top_floor(values: np.ndarray, depth: int) -> float | None:
     """A finite value that at least ``depth`` of the 1-D ``values`` reach (so every one of the
-    ``depth`` largest does): the ``depth``-th largest of the maxima of 256 chunks. None when not
-    worth it (short or many-row arrays, a large ``depth``) or not found (NaN, too few finite)."""
-    if values.ndim != 1 or values.shape[0] < _FAST_FROM or not 0 < depth <= _CHUNKS // 4:
+    ``depth`` largest does): the ``depth``-th largest of the maxima of 256 chunks (``4 * depth`` for
+    a larger ``depth``). None when not worth it (short or many-row arrays, chunks of fewer than 16
+    values) or not found (NaN, too few finite)."""
+    chunks = max(_CHUNKS, 4 * depth)
+    if values.ndim != 1 or values.shape[0] < max(_FAST_FROM, _CHUNK_MIN * chunks) or depth <= 0:
         return None
-    size = values.shape[0] // _CHUNKS
-    maxima = values[: size * _CHUNKS].reshape(_CHUNKS, size).max(axis=1)
+    size = values.shape[0] // chunks
+    maxima = values[: size * chunks].reshape(chunks, size).max(axis=1)
     floor = float(-np.partition(-maxima, depth - 1)[depth - 1])
     return floor if np.isfinite(floor) else None
 

@@ -105,10 +105,10 @@ def test_lift_does_not_blow_up_differences_below_the_least_spread() -> None:
 
 def test_rerank_top_keeps_the_reranked_pages_above_the_others_in_their_order() -> None:
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
-    assert late.rerank_top(scores, np.array([0, 1, 2]), np.array([-3.0, 0.0, 0.5])) == 1.0
+    assert late.rerank_top(scores, np.array([0, 1, 2]), np.array([-3.0, 0.0, 0.5]), 2.0) == 1.0
     assert scores.tolist() == [2.0, 4.0, 3.5, 1.0, 0.0]  # 2 and 1 shifted below 2.0, apart as before
     kept = np.array([5.0, 4.0, 1.0])
-    assert late.rerank_top(kept, np.array([0, 1]), np.array([0.5, -0.5])) == 0.0  # 1.0 < 3.5: no shift
+    assert late.rerank_top(kept, np.array([0, 1]), np.array([0.5, -0.5]), 1.0) == 0.0  # 1.0 < 3.5: no shift
     assert kept.tolist() == [5.5, 3.5, 1.0]
 
 
@@ -119,3 +119,10 @@ def test_a_query_leaves_out_the_unknown_piece_every_emoji_shares_and_a_page_keep
     assert [t for t, k in zip(tokens, late.kept(tokens, offsets, text, page=False)) if k] == ["saw", "duck"]
     assert list(late.kept(tokens, offsets, text, page=True)) == [False, True, False, True, True, True]
     assert not late.kept(["[UNK]"], offsets[:1], "🦆", page=False).any()  # nothing left to match
+
+
+def test_rerank_top_without_the_others_best_bounds_it_by_the_lowest_reranked_score_before() -> None:
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert late.rerank_top(scores, np.array([0, 1, 2]), np.array([-3.0, 0.0, 0.5])) == 2.0  # 3 - 2 + 1
+    assert scores.tolist() == [2.0, 4.0, 3.5, 0.0, -1.0]
+    assert np.argsort(-scores, kind="stable").tolist() == [1, 2, 0, 3, 4]
