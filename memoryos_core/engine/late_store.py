@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from memoryos_core._exceptions import InvalidInputError
-from memoryos_core.engine.sqlite_file import SqliteFile
+from memoryos_core.engine.sqlite_file import SqliteFile, create_tables
 
 logger = logging.getLogger("memoryos")
 
@@ -313,18 +313,7 @@ class WordpieceFile:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Create the tables (in one transaction)."""
-    if int(db.execute("PRAGMA user_version").fetchone()[0]) == VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    create_tables(db, _SCHEMA, VERSION)
 
 
 def _chunks(values: Sequence[_T]) -> Iterable[Sequence[_T]]:

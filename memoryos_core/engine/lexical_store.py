@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memoryos_core.engine.sqlite_file import SqliteFile
+from memoryos_core.engine.sqlite_file import SqliteFile, create_tables
 
 FILE_NAME = "memoryos-lexical.sqlite3"
 VERSION = 2
@@ -256,17 +256,9 @@ class LexicalFile(SqliteFile[Transaction]):
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Create the tables, or bring a file of an older layout to this one (in one transaction)."""
-    if int(db.execute("PRAGMA user_version").fetchone()[0]) == VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        if int(db.execute("PRAGMA user_version").fetchone()[0]) < VERSION:
-            db.execute("INSERT OR REPLACE INTO head (user, epoch, seq) SELECT user, epoch, seq FROM snap")
-            db.execute(f"PRAGMA user_version = {VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    create_tables(db, _SCHEMA, VERSION, _from_version_1)
+
+
+def _from_version_1(db: sqlite3.Connection) -> None:
+    """Layout 1 kept the seq in ``snap``: ``head`` takes it."""
+    db.execute("INSERT OR REPLACE INTO head (user, epoch, seq) SELECT user, epoch, seq FROM snap")

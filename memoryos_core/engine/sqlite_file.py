@@ -177,3 +177,29 @@ def _identity(path: Path) -> tuple[int, int] | None:
         return _identity_of(os.stat(path))
     except FileNotFoundError:
         return None
+
+
+def create_tables(
+    db: sqlite3.Connection,
+    schema: str,
+    version: int,
+    migrate: Callable[[sqlite3.Connection], None] | None = None,
+) -> None:
+    """Create the tables of ``schema`` (``CREATE TABLE IF NOT EXISTS`` statements), or bring a file of an
+    older layout (``PRAGMA user_version`` below ``version``) to this one with ``migrate``, in one
+    transaction; a file already at ``version`` is left as it is (an ``upgrade`` of :class:`SqliteFile`)."""
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) == version:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in schema.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) < version:
+            if migrate is not None:
+                migrate(db)
+            db.execute(f"PRAGMA user_version = {int(version)}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
