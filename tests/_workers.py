@@ -117,7 +117,6 @@ _GRAPH_BUILDS = {
     "fp32": "local.prepare(precision='fp32')",
     "int8": "local.prepare(precision='int8')",
     "hidden": "onnx_folder.bert_hidden_graph_path(local._package_folder())",
-    "late": "from memoryos_core.bench import fusion_late; fusion_late.token_graph()",
 }
 
 

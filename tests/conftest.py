@@ -208,8 +208,7 @@ def private_onnx_cache(
     """Built ONNX graphs go to this test run's cache folder, not the home folder (``MEMORYOS_CACHE_DIR``).
 
     The default model's graphs a module needs (its ``PREBUILT_GRAPHS``, default ``("int8",)``, the default
-    precision's; also ``"fp32"``, ``"hidden"``: the token-vector graph, and ``"late"``: its int8 version for
-    ``bench fusion --late``) are built there once per run,
+    precision's; also ``"fp32"`` and ``"hidden"``: the token-vector graph) are built there once per run,
     by a child process, so the build's memory (about 1 GB) is returned when it exits, and shared by every
     module and worker.
     Tests of the building itself point ``MEMORYOS_CACHE_DIR`` at a folder of their own.

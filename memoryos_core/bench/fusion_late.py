@@ -1,7 +1,8 @@
 """Late interaction on the cached LoCoMo features (``bench fusion --late``): a BERTScore-style rerank.
 
 Each page and question is kept as its wordpieces' vectors (the last hidden state of the engine's int8
-all-MiniLM-L6-v2 encoder, before pooling, each L2-normalised; [CLS], [SEP] and punctuation dropped). A
+all-MiniLM-L6-v2 encoder, before pooling, from ``LocalEmbedder.embed_wordpieces``, each L2-normalised;
+[CLS], [SEP] and punctuation dropped). A
 page's late score for a question is BERTScore's recall: over the question's wordpieces, weighted by their
 idf among the conversation's pages, the mean of each one's best cosine to any of the page's. The shipped
 ranking's first ``depth`` pages get ``fused + weight * z(late)`` (z over those pages) and stay above the
@@ -14,7 +15,6 @@ dropped from both sides). Neither is what the engine ships: its own form is ``fu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,6 +29,7 @@ from rich.table import Table
 from memoryos_core.bench.fusion import Evaluation, Variant, _deltas, scores, table
 from memoryos_core.bench.fusion_data import ConversationFeatures
 from memoryos_core.bench.locomo_data import Conversation, canonical_dia_id, load_locomo, session_pages
+from memoryos_core.policy.late import unit
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 1.6, 2.0, 3.0, 4.0, 6.0, 8.0)
 """The late score's weights tuned on the training conversations of each fold (0: the shipped ranking)."""
@@ -36,8 +37,6 @@ DEPTHS = (50, 100, 150)
 """Pages of the shipped ranking that are reranked."""
 PCA_SAMPLE = 80_000
 """Page vectors (drawn with the fold as seed) a fold's PCA is fitted on."""
-GRAPH = "memoryos-bert-tokens-int8-1"
-"""The token graph's name in the ONNX cache (change it with what :func:`token_graph` builds)."""
 TOKENS_FORMAT = 1
 """Version of the token cache's layout, part of its key."""
 
@@ -62,8 +61,8 @@ FORMS = (Form("full"), Form("compact", dims=64, frequent=50))
 @dataclass
 class Tokens:
     """One conversation's kept wordpieces: ids and unit vectors (fp16) of the pages' (rows ``page_ptr``)
-    and of the questions' (rows ``query_ptr``), and each page's cosine of its mean-pooled vector (all its
-    wordpieces, as the engine pools) to the features' page vector."""
+    and of the questions' (rows ``query_ptr``), and each page's cosine of its vector from the same pass
+    to the features' page vector (1 when the texts are the ones the features embedded)."""
 
     page_ptr: np.ndarray  # P + 1
     page_ids: np.ndarray  # T int32
@@ -74,73 +73,36 @@ class Tokens:
     page_cosine: np.ndarray  # P float32
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
-def token_graph_path() -> Path:
-    """Where :func:`token_graph` keeps its graph: named by what it is built from (the weights, the int8
-    scheme, :data:`GRAPH`), so the name also keys the token vectors made with it."""
+def encoder_graph_name() -> str:
+    """The file name of the int8 graph :class:`TokenEncoder` runs (the engine's, named by its weights, its
+    builder and its int8 scheme), which keys the token vectors made with it."""
     from memoryos_core.embeddings import local
-    from memoryos_core.embeddings._int8_graph import SCHEME
-    from memoryos_core.embeddings._onnx_cache import cache_dir
 
-    spec = local._read_spec(local._resolve_folder(None))
-    text = f"{GRAPH}|{local._weights_digest(spec.folder)}|{SCHEME}"
-    return cache_dir() / f"bert-tokens-{hashlib.sha256(text.encode()).hexdigest()[:32]}.onnx"
-
-
-def token_graph() -> Path:
-    """The cached int8 encoder of the default model without pooling (output ``last_hidden_state``): the
-    engine's int8 rewrite of ``build_onnx(pooled=False)``, built once into the ONNX cache."""
-    from memoryos_core.embeddings import _bert_graph, local
-    from memoryos_core.embeddings._int8_graph import quantize_rows
-    from memoryos_core.embeddings._onnx_cache import write_graph
-
-    path = token_graph_path()
-    if not path.is_file():
-        spec = local._read_spec(local._resolve_folder(None))
-        write_graph(path, quantize_rows(_bert_graph.build_onnx(spec, pooled=False)))
-    return path
+    return local._cache_path(local._read_spec(local._resolve_folder(None)), "int8").name
 
 
 class TokenEncoder:
-    """Texts to their kept wordpieces' unit vectors, with the int8 encoder of :func:`token_graph`."""
+    """Texts to their kept wordpieces' unit vectors, with the engine's int8 encoder
+    (``LocalEmbedder.embed_wordpieces``: the pass that makes a page's vector)."""
 
     def __init__(self, threads: int = 1) -> None:
-        import onnxruntime
-
         from memoryos_core.embeddings import local
 
+        self.embedder = local.LocalEmbedder(precision="int8", threads=threads)
+        self.dim = self.embedder.dim
         spec = local._read_spec(local._resolve_folder(None))
-        self.dim = spec.hidden_size
-        self.tokenizer, _ = local._tokenizer(spec.folder, spec.max_seq_length)
-        self.session = local._session(onnxruntime, str(token_graph()), threads)
-        self.dropped = dropped_wordpieces(self.tokenizer)
+        self.dropped = dropped_wordpieces(local._tokenizer(spec.folder, spec.max_seq_length)[0])
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row pointers, kept ids, their unit vectors in fp16, each text's mean-pooled unit vector)."""
-        from memoryos_core.embeddings import local
-
-        encodings = self.tokenizer.encode_batch(list(texts))
-        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        kept_ids = [np.zeros(0, dtype=np.int64)] * len(texts)
-        kept_vectors = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
-        pooled = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort(lengths, kind="stable")
-        for batch in local._batches(order, lengths, 8, local.INT8_BATCH_TOKENS):
-            ids, mask = local._padded(encodings, lengths, batch)
-            (hidden,) = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
-            for row, index in enumerate(batch):
-                text_ids, vectors = ids[row, : lengths[index]], hidden[row, : lengths[index]]
-                keep = ~self.dropped[text_ids]
-                kept_ids[index], kept_vectors[index] = text_ids[keep], _unit(vectors[keep])
-                pooled[index] = vectors.mean(axis=0)  # the engine's pooling: every token, then L2
+        """(row pointers, kept ids, their unit vectors in fp16, each text's vector as the engine makes it)."""
+        vectors, pieces = self.embedder.embed_wordpieces(texts)
+        keeps = [~self.dropped[p.ids] for p in pieces]
+        kept_ids = [p.ids[keep] for p, keep in zip(pieces, keeps)]
+        kept_vectors = [unit(p.vectors[keep]) for p, keep in zip(pieces, keeps)]
         ptr = np.concatenate(([0], np.cumsum([len(i) for i in kept_ids]))).astype(np.int64)
-        ids_all = np.concatenate([np.zeros(0, dtype=np.int64), *kept_ids]).astype(np.int32)
+        ids_all = np.concatenate([np.zeros(0, dtype=np.int32), *kept_ids]).astype(np.int32)
         vectors_all = np.concatenate([np.zeros((0, self.dim), dtype=np.float32), *kept_vectors])
-        return ptr, ids_all, vectors_all.astype(np.float16), _unit(pooled)
+        return ptr, ids_all, vectors_all.astype(np.float16), np.array(vectors, dtype=np.float32)
 
 
 def dropped_wordpieces(tokenizer: Any) -> np.ndarray:
@@ -208,7 +170,7 @@ def tokens_for(
     progress: Callable[[str], None] = lambda line: None,
 ) -> list[Tokens]:
     """The token vectors of ``features``: read from ``cache`` when it holds ``key``'s, else built there."""
-    key = f"{key}|{token_graph_path().name}|{TOKENS_FORMAT}"
+    key = f"{key}|{encoder_graph_name()}|{TOKENS_FORMAT}"
     names = [field.name for field in fields(Tokens)]
     if cache is not None and cache.exists():
         try:
@@ -321,8 +283,8 @@ def late_scores(
         query_rows, query_ids, query_vectors = query_rows[asked], query_ids[asked], query_vectors[asked]
     if basis is not None:
         mean, axes = basis
-        page_vectors = int8_rows(_unit((page_vectors - mean) @ axes).astype(np.float16).astype(np.float32))
-        query_vectors = _unit((query_vectors - mean) @ axes)
+        page_vectors = int8_rows(unit((page_vectors - mean) @ axes).astype(np.float16).astype(np.float32))
+        query_vectors = unit((query_vectors - mean) @ axes)
     page_ptr, query_ptr = _ptr(page_rows, pages), _ptr(query_rows, len(t.query_ptr) - 1)
     late = recall_scores(query_ptr, query_ids, query_vectors, page_ptr, page_vectors, idf)
     return late, len(page_ids) / max(pages, 1)

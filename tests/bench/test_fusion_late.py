@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from memoryos_core.bench import fusion, fusion_late
 from memoryos_core.bench.cli import bench_app
+from memoryos_core.policy.late import unit
 from tests.bench.test_fusion import _features
 
-PREBUILT_GRAPHS = ("int8", "late")  # the engine's graph and the token graph (tests/conftest.py)
+PREBUILT_GRAPHS = ("int8",)  # the engine's graph, which gives the wordpieces too (tests/conftest.py)
 SAMPLE = Path(__file__).resolve().parents[2] / "notebooks" / "data" / "locomo_sample.json"
 
 
@@ -109,10 +110,10 @@ def _random_tokens(pages: int, questions: int, seed: int, axis: np.ndarray) -> f
     return fusion_late.Tokens(
         np.concatenate(([0], np.cumsum(counts))),
         rng.integers(0, 30, size=int(counts.sum())).astype(np.int32),
-        fusion_late._unit(page_vectors).astype(np.float16),
+        unit(page_vectors).astype(np.float16),
         np.arange(0, 2 * questions + 1, 2),
         rng.integers(0, 30, size=2 * questions).astype(np.int32),
-        fusion_late._unit(query_vectors).astype(np.float16),
+        unit(query_vectors).astype(np.float16),
         np.ones(pages, dtype=np.float32),
     )
 
