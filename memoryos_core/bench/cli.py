@@ -37,12 +37,27 @@ def scale(
     durability: Annotated[
         str, typer.Option(help="fsync (default) or process: MemoryConfig.durability of the page journal.")
     ] = "fsync",
+    text: Annotated[
+        str,
+        typer.Option(
+            help="synthetic (sentences of 60 words: every query word in a third of the pages, the lexical "
+            "worst case) or locomo (real messages and questions of --data)."
+        ),
+    ] = "synthetic",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The LoCoMo-format file --text locomo reads.", exists=True, dir_okay=False),
+    ] = None,
 ) -> None:
     """Time add_memory and retrieve_memory as the store grows through 1k, 10k, 100k pages."""
-    from memoryos_core.bench.scale import run_scale
+    from memoryos_core.bench.scale import TEXTS, run_scale
 
     if embedder not in ("local", "hash"):
         raise typer.BadParameter("use local or hash", param_hint="--embedder")
+    if text not in TEXTS:
+        raise typer.BadParameter(f"use one of {', '.join(TEXTS)}", param_hint="--text")
+    if (text == "locomo") != (data is not None):
+        raise typer.BadParameter("--text locomo reads --data (and only it does)", param_hint="--data")
     result = run_scale(
         users=users,
         pages=pages,
@@ -50,9 +65,13 @@ def scale(
         chroma_url=chroma_url,
         samples=samples,
         durability=durability,
+        text=text,
+        data=data,
         progress=_progress,
     )
-    table = Table(title=f"bench scale: {result['backend']}, {result['embedder']}, {users} user(s)")
+    table = Table(
+        title=f"bench scale: {result['backend']}, {result['embedder']}, {users} user(s), {text} text"
+    )
     for column in (
         "pages",
         "add p50 ms",

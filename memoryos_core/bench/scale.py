@@ -29,8 +29,49 @@ _WORDS = (
 ).split()
 
 
+TEXTS = ("synthetic", "locomo")
+"""Where ``bench scale``'s pages and queries come from (``--text``)."""
+
+
 def _sentence(rng: random.Random, words: int = 14) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+class Texts:
+    """The benchmark's messages (a page holds two) and queries.
+
+    ``synthetic``: sentences of 14 words, queries of 8, drawn from 60 words, so that every query word is
+    in about a third of the pages: the lexical side's worst case (its work is in the pages holding a query
+    word). ``locomo``: real messages (``speaker: text``, as ``bench locomo`` stores them) and questions
+    of the LoCoMo-format file ``data``, a page pairing two messages drawn at random (5,882 messages in
+    LoCoMo's file: distinct pages, each text many times over at 100k).
+    """
+
+    def __init__(self, kind: str, rng: random.Random, data: Path | None = None) -> None:
+        if kind not in TEXTS:
+            raise ValueError(f"text must be one of {', '.join(TEXTS)}, not {kind!r}")
+        if (kind == "locomo") != (data is not None):
+            raise ValueError("a LoCoMo file is needed for text 'locomo', and only for it")
+        self.kind, self.rng = kind, rng
+        self._messages: list[str] = []
+        self._questions: list[str] = []
+        if data is not None:
+            from memoryos_core.bench.locomo_data import load_locomo
+
+            for conversation in load_locomo(data):
+                self._messages += [
+                    f"{turn.speaker}: {turn.text}" for _, turns in conversation.sessions for turn in turns
+                ]
+                self._questions += [q.question for q in conversation.questions]
+            if not self._messages or not self._questions:
+                raise ValueError(f"{data} holds no messages or no questions")
+
+    def message(self) -> str:
+        """One side of a page."""
+        return self.rng.choice(self._messages) if self._messages else _sentence(self.rng)
+
+    def query(self) -> str:
+        return self.rng.choice(self._questions) if self._questions else _sentence(self.rng, 8)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -54,12 +95,16 @@ def run_scale(
     sizes: list[int] | None = None,
     seed: int = 7,
     durability: str = "fsync",
+    text: str = "synthetic",
+    data: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Fill ``users`` users to each size (bulk), then time ``samples`` single calls at each size."""
+    """Fill ``users`` users to each size (bulk), then time ``samples`` single calls at each size, on
+    ``text`` (:class:`Texts`; ``data``: the LoCoMo file for ``locomo``)."""
     from memoryos_core import MemoryConfig, MemoryOS
 
     rng = random.Random(seed)
+    texts = Texts(text, rng, data)  # (checked before anything is created)
     checkpoints = sorted(s for s in (sizes or [1_000, 10_000, 100_000]) if s <= pages) or [pages]
     folder = None if chroma_url else tempfile.mkdtemp(prefix="memoryos-scale-")
     prefix = f"scale{uuid.uuid4().hex[:8]}_"
@@ -69,7 +114,7 @@ def run_scale(
     memory = MemoryOS(store=store, embedder=model, background=True, config=config)
     try:
         points = _measure(
-            memory, store, model, users, checkpoints, samples, rng, folder, progress, chroma_url
+            memory, store, model, users, checkpoints, samples, texts, folder, progress, chroma_url
         )
     finally:
         memory.close()
@@ -83,6 +128,7 @@ def run_scale(
         "users": users,
         "samples": samples,
         "durability": durability,
+        "text": text,
         "points": points,
     }
 
@@ -94,7 +140,7 @@ def _measure(
     users: int,
     checkpoints: list[int],
     samples: int,
-    rng: random.Random,
+    texts: Texts,
     folder: str | None,
     progress: Callable[[str], None],
     url: str | None = None,
@@ -105,7 +151,7 @@ def _measure(
     for size in checkpoints:
         progress(f"filling to {size} pages per user")
         for user in user_ids:
-            _bulk_fill(memory, store, model, user, size - filled, rng)
+            _bulk_fill(memory, store, model, user, size - filled, texts)
         filled = size
         # The bulk fill went around the engine (like an older version or a bulk load), so the
         # lexical index is rebuilt from the store here, complete (and saved beside an embedded
@@ -114,17 +160,17 @@ def _measure(
             memory._indexes.forget(user)
         started = time.perf_counter()
         for user in user_ids:
-            memory.retrieve_memory(_sentence(rng, 8), user_id=user)
+            memory.retrieve_memory(texts.query(), user_id=user)
         first_ms = (time.perf_counter() - started) * 1000 / users
         # A new process's first recall: loads the saved index (embedded store) or rebuilds it
         # from the store itself (a Chroma server).
         fresh = _first_recall_in_new_process(
-            folder, url, store.prefix, model.name, user_ids[0], _sentence(rng, 8)
+            folder, url, store.prefix, model.name, user_ids[0], texts.query()
         )
         adds, retrieves, added = [], [], []
         for i in range(samples):  # back to back: the background worker consolidates meanwhile
             started = time.perf_counter()
-            added.append(memory.add_memory(_sentence(rng), _sentence(rng), user_id=user_ids[i % users]))
+            added.append(memory.add_memory(texts.message(), texts.message(), user_id=user_ids[i % users]))
             adds.append((time.perf_counter() - started) * 1000)
         # With write-behind an add only journals its page: the journal's thread embeds and stores the
         # pages in batches meanwhile. What it has not done when the last add returns is timed here.
@@ -136,7 +182,7 @@ def _measure(
         memory.flush()
         for i in range(samples):
             started = time.perf_counter()
-            memory.retrieve_memory(_sentence(rng, 8), user_id=user_ids[i % users])
+            memory.retrieve_memory(texts.query(), user_id=user_ids[i % users])
             retrieves.append((time.perf_counter() - started) * 1000)
         deletes = _time_deletes(memory, added[:3])
         started = time.perf_counter()
@@ -222,9 +268,7 @@ def _time_deletes(memory: Any, added: list[Any]) -> list[float]:
     return times
 
 
-def _bulk_fill(
-    memory: Any, store: ChromaStore, model: Any, user: str, count: int, rng: random.Random
-) -> None:
+def _bulk_fill(memory: Any, store: ChromaStore, model: Any, user: str, count: int, texts: Texts) -> None:
     """Write ``count`` already-consolidated pages straight to the store, 1,000 at a time.
 
     Bulk loading skips consolidation (the benchmark measures calls on a store of a given
@@ -236,6 +280,7 @@ def _bulk_fill(
 
     memory.get_memory_stats(user)  # opens the store
     segments = [f"seg_{user}_{i}" for i in range(200)]
+    rng = texts.rng
     vectors = model.embed([f"topic {i} {_sentence(rng, 4)}" for i in range(len(segments))])
     store.upsert(
         "segments",
@@ -252,16 +297,16 @@ def _bulk_fill(
                 id=f"bulk_{user}_{os.urandom(6).hex()}",
                 user_id=user,
                 assistant_id="default_assistant",
-                user_input=_sentence(rng),
-                agent_response=_sentence(rng),
+                user_input=texts.message(),
+                agent_response=texts.message(),
                 timestamp="2025-01-01 00:00:00",
                 tier="mid_term",
                 segment_id=rng.choice(segments),
                 created_ns=base + i,
             )
             batch.append(page)
-        texts = [render_page(p.user_input, p.agent_response, p.timestamp) for p in batch]
+        rendered = [render_page(p.user_input, p.agent_response, p.timestamp) for p in batch]
         late = memory._runtime.late  # the late rerank's wordpieces, kept as the engine's writes keep them
-        records = [page_record(p, v, ts_s=0.0, source_ids=()) for p, v in zip(batch, late.embed(texts))]
+        records = [page_record(p, v, ts_s=0.0, source_ids=()) for p, v in zip(batch, late.embed(rendered))]
         store.upsert("pages", records)
         late.add(user, records)
