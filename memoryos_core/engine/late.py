@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memoryos_core._blas import one_blas_thread
 from memoryos_core._config import RetrievalConfig
 from memoryos_core._exceptions import EmbeddingError, InvalidInputError, StorageError
 from memoryos_core.embeddings.base import Embedder, Wordpieces, embed_queries, embed_wordpieces
@@ -177,7 +178,9 @@ class LateIndex:
             return None
         if not view.pages:
             return None
-        return late.lift(page_scores(view, page_ids, vectors), self.config.late_weight)
+        with one_blas_thread():  # (its products are the size OpenBLAS spreads over every core)
+            scores = page_scores(view, page_ids, vectors)
+        return late.lift(scores, self.config.late_weight)
 
     def close(self) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from memoryos_core._blas import one_blas_thread
 from memoryos_core._exceptions import InvalidInputError
 from memoryos_core.engine.sqlite_file import SqliteFile, create_tables
 
@@ -388,18 +389,21 @@ def _decode(rows: Sequence[tuple[bytes, bytes, bytes]], dim: int) -> list[tuple[
 
 
 def _project(vectors: np.ndarray, basis: Basis) -> np.ndarray:
-    """unit((x - mean) @ axes)."""
-    projected: np.ndarray = (vectors - basis[0]) @ basis[1]
+    """unit((x - mean) @ axes), on one BLAS thread."""
+    with one_blas_thread():
+        projected: np.ndarray = np.matmul(vectors - basis[0], basis[1])
     norms = np.linalg.norm(projected, axis=1, keepdims=True)
     return np.asarray(projected / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def _pca(sample: np.ndarray) -> Basis:
-    """Mean and top ``DIMS`` principal axes (columns; each axis's largest entry positive)."""
+    """Mean and top ``DIMS`` principal axes (columns; each axis's largest entry positive), on one BLAS
+    thread."""
     data = sample.astype(np.float64)
     mean = data.mean(axis=0)
     centred = data - mean
-    _, vectors = np.linalg.eigh(centred.T @ centred / (len(data) - 1))
+    with one_blas_thread():
+        _, vectors = np.linalg.eigh(centred.T @ centred / (len(data) - 1))
     axes = vectors[:, ::-1][:, :DIMS]
     axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(DIMS)] < 0, -1.0, 1.0)
     return mean.astype(np.float32), np.ascontiguousarray(axes, dtype=np.float32)
