@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,9 @@ logger = logging.getLogger("memoryos")
 STASH_PAGES = 2048
 """Pages whose wordpieces wait between their embedding and their write (in float16, ~20 KB a LoCoMo
 page; the oldest beyond it are dropped, and encoded again when written)."""
+
+PREFETCH_CHUNK = 25
+"""Rows a recall's ``prefetch`` reads at a time (it stops between two when the search is back)."""
 
 Rows = tuple[np.ndarray, np.ndarray]
 """A page's kept wordpieces: ids (int32) and unit vectors (float32)."""
@@ -164,15 +168,47 @@ class LateIndex:
             return self._leftover
 
     # --- read side --------------------------------------------------------------------------
-    def lift(self, user_id: str, page_ids: Sequence[str], probe: Probe | None) -> np.ndarray | None:
+    def prefetch(
+        self, user_id: str, page_ids: Sequence[str], until: Callable[[], bool] = lambda: False
+    ) -> View | None:
+        """The rows of pages likely to be among the fused ranking's first, for ``lift``: a recall reads
+        them while its query is embedded and searched, ``PREFETCH_CHUNK`` at a time until ``until()``
+        (the search is back: what is left is read by ``lift`` if it is needed). None with the rerank off,
+        the file unreadable or nothing read."""
+        file = self.file
+        if file is None:
+            return None
+        read: View | None = None
+        for start in range(0, len(page_ids), PREFETCH_CHUNK):
+            if until():
+                break
+            try:
+                view = file.read(user_id, page_ids[start : start + PREFETCH_CHUNK], np.zeros(0, np.int32))
+            except (sqlite3.Error, OSError):
+                break  # (``lift`` reads them, and says so if it cannot)
+            if read is not None and not _same_basis(read, view):
+                break  # (re-projected meanwhile: ``lift`` compares what it reads with the first chunk's)
+            read = view if read is None else replace(read, pages={**read.pages, **view.pages})
+        return read
+
+    def lift(
+        self, user_id: str, page_ids: Sequence[str], probe: Probe | None, read: View | None = None
+    ) -> np.ndarray | None:
         """What each of ``page_ids`` (the fused ranking's first) gains from its late score; None when
-        there is nothing to re-rank with (no query wordpieces, no file, or it cannot be read)."""
+        there is nothing to re-rank with (no query wordpieces, no file, or it cannot be read).
+        ``read``: what ``prefetch`` read (only the pages it lacks are read here, unless the user's basis
+        changed in between)."""
         file = self.file
         if file is None or probe is None or probe.rows is None or len(page_ids) < 2:
             return None
         ids, vectors = probe.rows
+        kept = {} if read is None else {p: read.pages[p] for p in page_ids if p in read.pages}
         try:
-            view = file.read(user_id, page_ids, ids)
+            view = file.read(user_id, [p for p in page_ids if p not in kept], ids)
+            if kept and not _same_basis(read, view):  # (re-projected meanwhile: read again)
+                view = file.read(user_id, page_ids, ids)
+            elif kept:
+                view = replace(view, pages={**kept, **view.pages})
         except (sqlite3.Error, OSError) as exc:
             logger.warning("wordpiece vectors unreadable (%s): recall without the late rerank", exc)
             return None
@@ -197,6 +233,13 @@ def page_scores(view: View, page_ids: Sequence[str], query: np.ndarray) -> np.nd
     pages = [view.pages.get(page_id) for page_id in page_ids]
     weights = late.idf(view.df, view.page_count)
     return late.recall(view.project(query), weights, [p.vectors if p else None for p in pages])
+
+
+def _same_basis(a: View | None, b: View) -> bool:
+    """Whether two reads' rows are in one space: no basis for both, or the same one."""
+    if a is None or a.basis is None or b.basis is None:
+        return a is not None and a.basis is b.basis
+    return a.basis is b.basis or all(np.array_equal(x, y) for x, y in zip(a.basis, b.basis))
 
 
 def _rows(pieces: Wordpieces, text: str, *, page: bool) -> Rows:

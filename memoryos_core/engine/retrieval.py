@@ -20,6 +20,7 @@ from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import EmbeddingError, StorageError
 from memoryos_core._types import ContextUnit, Tier
 from memoryos_core.engine.late import LateIndex, Probe
+from memoryos_core.engine.late_store import View
 from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, tokens
 from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import knowledge_from_record, source_ids
@@ -174,6 +175,12 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
+        # While the query is still being embedded and searched, the late rerank's rows of the pages the
+        # words rank first are read here (most of the fused ranking's first are among them).
+        prefetched = None
+        if self.late is not None and probe is not None and count and not searches.done():
+            best = ranking.top_positions(lexical, self.config.retrieval.late_pages)
+            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], until=searches.done)
         vector, found, knowledge = _wait(searches, embedded)
         newest_records, profile = _wait(reads)
         for record in newest_records:  # (a page waiting in the journal is newer)
@@ -207,7 +214,7 @@ class Retriever:
             trace=trace,
             session=index.sessions(count),
         )
-        self._late_rerank(user_id, index, scores, trace, probe)
+        self._late_rerank(user_id, index, scores, trace, probe, prefetched)
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
         best = ranking.top_positions(scores, k + capacity)
@@ -259,15 +266,17 @@ class Retriever:
         scores: np.ndarray,
         trace: dict[str, np.ndarray],
         probe: Probe | None,
+        prefetched: View | None = None,
     ) -> None:
         """Add to the first ``late_pages`` pages of ``scores`` what their late scores give (in place), and
-        keep them above the others (shifted down together, their order kept)."""
+        keep them above the others (shifted down together, their order kept). ``prefetched``: rows
+        already read (``LateIndex.prefetch``)."""
         depth = self.config.retrieval.late_pages
         if self.late is None or probe is None or probe.rows is None or not depth:
             return
         top = ranking.top_positions(scores, depth + 1)  # (the one after them: the others' best)
         top, others = top[:depth], top[depth:]
-        gains = self.late.lift(user_id, [index.ids[p] for p in top], probe)
+        gains = self.late.lift(user_id, [index.ids[p] for p in top], probe, prefetched)
         if gains is None:
             return
         chosen = np.asarray(top, dtype=np.int64)
