@@ -177,9 +177,9 @@ class Retriever:
         count, lexical, times = self._lexical(index, terms)
         # While the query is still being embedded and searched, the late rerank's rows of the pages the
         # words rank first are read here (most of the fused ranking's first are among them).
-        prefetched = None
-        if self.late is not None and probe is not None and count and not searches.done():
-            best = ranking.top_positions(lexical, self.config.retrieval.late_pages)
+        prefetched, depth = None, self.config.retrieval.late_pages
+        if self.late is not None and probe is not None and depth and count and not searches.done():
+            best = ranking.top_positions(lexical, depth)
             prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], until=searches.done)
         vector, found, knowledge = _wait(searches, embedded)
         newest_records, profile = _wait(reads)
