@@ -5,7 +5,7 @@ user's basis changed in between. The gains are the same as from one read."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,17 +122,9 @@ def test_an_unreadable_file_makes_prefetch_read_nothing(
 
 @pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
 def test_a_recall_whose_query_is_still_embedding_hands_the_prefetched_rows_to_lift(
-    make_memory: Callable[..., MemoryOS], local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+    puppy_memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = make_memory(embedder=local_embedder)
-    memory.add_memories(
-        [
-            {"user_input": "We adopted a puppy from the shelter.", "agent_response": "What breed?"},
-            {"user_input": "The printer jammed again.", "agent_response": "Printers always break."},
-            {"user_input": "A puppy needs a lot of walks.", "agent_response": "And training!"},
-        ]
-    )
-    memory.flush()
+    memory = puppy_memory
     vector = Probe.vector
 
     def slow(self: Probe) -> list[float]:

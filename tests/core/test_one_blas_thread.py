@@ -98,17 +98,9 @@ def test_projection_and_basis_fit_run_on_one_thread(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
 def test_a_recall_scores_its_late_pages_on_one_thread(
-    make_memory: Callable[..., MemoryOS], local_embedder: Any, monkeypatch: pytest.MonkeyPatch
+    puppy_memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = make_memory(embedder=local_embedder)
-    memory.add_memories(
-        [
-            {"user_input": "We adopted a puppy from the shelter.", "agent_response": "What breed?"},
-            {"user_input": "The printer jammed again.", "agent_response": "Printers always break."},
-            {"user_input": "I bought apples at the market.", "agent_response": "Fresh apples!"},
-        ]
-    )
-    memory.flush()
+    memory = puppy_memory
     seen: list[set[int]] = []
     monkeypatch.setattr(late, "recall", _recording(seen, late.recall))
     with threadpool_limits(limits=2, user_api="blas"):
