@@ -4,7 +4,7 @@ numpy's OpenBLAS runs a matrix product of more than about 260k multiply-adds on 
 threads then spin for a while, waiting for the next product. The late rerank's products (a query's
 wordpieces against 100 pages', a batch of pages projected on the user's basis) are that size: on this
 project's 2-core machine the spinning took a core from the next recall's query embedding and word scoring
-(retrieve p50 at 100k pages 13.3 -> 11.4 ms on LoCoMo's messages, 17.1 -> 12.7 ms on the synthetic ones,
+(retrieve p50 at 100k pages 13.3 -> 11.3 ms on LoCoMo's messages, 17.3 -> 12.8 ms on the synthetic ones,
 with the products on one thread; README, "Where a recall's time goes"). On one thread a product of this
 size takes about as long.
 """
