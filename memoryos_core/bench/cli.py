@@ -40,7 +40,7 @@ def scale(
     text: Annotated[
         str,
         typer.Option(
-            help="synthetic (sentences of 60 words: every query word in a third of the pages, the lexical "
+            help="synthetic (sentences of 46 words: every query word in nearly half the pages, the lexical "
             "worst case) or locomo (real messages and questions of --data)."
         ),
     ] = "synthetic",

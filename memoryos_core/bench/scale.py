@@ -40,8 +40,8 @@ def _sentence(rng: random.Random, words: int = 14) -> str:
 class Texts:
     """The benchmark's messages (a page holds two) and queries.
 
-    ``synthetic``: sentences of 14 words, queries of 8, drawn from 60 words, so that every query word is
-    in about a third of the pages: the lexical side's worst case (its work is in the pages holding a query
+    ``synthetic``: sentences of 14 words, queries of 8, drawn from 46 words, so that every query word is
+    in nearly half of the pages: the lexical side's worst case (its work is in the pages holding a query
     word). ``locomo``: real messages (``speaker: text``, as ``bench locomo`` stores them) and questions
     of the LoCoMo-format file ``data``, a page pairing two messages drawn at random (5,882 messages in
     LoCoMo's file: distinct pages, each text many times over at 100k).
