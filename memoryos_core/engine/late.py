@@ -186,9 +186,10 @@ class LateIndex:
                 view = file.read(user_id, page_ids[start : start + PREFETCH_CHUNK], np.zeros(0, np.int32))
             except (sqlite3.Error, OSError):
                 break  # (``lift`` reads them, and says so if it cannot)
-            if read is not None and not _same_basis(read, view):
-                break  # (re-projected meanwhile: ``lift`` compares what it reads with the first chunk's)
-            read = view if read is None else replace(read, pages={**read.pages, **view.pages})
+            joined = view if read is None else _joined(read, view)
+            if joined is None:
+                break  # (re-projected meanwhile: ``lift`` compares what it reads with what was read)
+            read = joined
         return read
 
     def lift(
@@ -202,13 +203,12 @@ class LateIndex:
         if file is None or probe is None or probe.rows is None or len(page_ids) < 2:
             return None
         ids, vectors = probe.rows
-        kept = {} if read is None else {p: read.pages[p] for p in page_ids if p in read.pages}
+        missing = [p for p in page_ids if read is None or p not in read.pages]
         try:
-            view = file.read(user_id, [p for p in page_ids if p not in kept], ids)
-            if kept and not _same_basis(read, view):  # (re-projected meanwhile: read again)
-                view = file.read(user_id, page_ids, ids)
-            elif kept:
-                view = replace(view, pages={**kept, **view.pages})
+            view = file.read(user_id, missing, ids)
+            if read is not None and len(missing) < len(page_ids):
+                joined = _joined(read, view)  # (None: re-projected meanwhile, so all are read again)
+                view = joined if joined is not None else file.read(user_id, page_ids, ids)
         except (sqlite3.Error, OSError) as exc:
             logger.warning("wordpiece vectors unreadable (%s): recall without the late rerank", exc)
             return None
@@ -235,11 +235,12 @@ def page_scores(view: View, page_ids: Sequence[str], query: np.ndarray) -> np.nd
     return late.recall(view.project(query), weights, [p.vectors if p else None for p in pages])
 
 
-def _same_basis(a: View | None, b: View) -> bool:
-    """Whether two reads' rows are in one space: no basis for both, or the same one."""
-    if a is None or a.basis is None or b.basis is None:
-        return a is not None and a.basis is b.basis
-    return a.basis is b.basis or all(np.array_equal(x, y) for x, y in zip(a.basis, b.basis))
+def _joined(first: View, then: View) -> View | None:
+    """``then`` with ``first``'s rows as well, when the two reads' rows are in one space (no basis for
+    both, or the same one); None when the user's basis changed between them."""
+    a, b = first.basis, then.basis
+    same = a is b or (a is not None and b is not None and all(np.array_equal(x, y) for x, y in zip(a, b)))
+    return replace(then, pages={**first.pages, **then.pages}) if same else None
 
 
 def _rows(pieces: Wordpieces, text: str, *, page: bool) -> Rows:
