@@ -153,21 +153,12 @@ class Retriever:
             )
             return vector, found, self._knowledge(user_id, vector)
 
-        # The query's embedding (onnxruntime), Chroma's searches and SQLite's reads run without the
-        # GIL: started first, in threads of the recall pool, they overlap the index's refresh and the
-        # lexical scoring here. The newest pages hold the short-term memory every recall returns; the
-        # profile is read with them.
+        # The query's embedding (onnxruntime) and Chroma's searches run without the GIL: started first,
+        # in a thread of the recall pool, they overlap the index's refresh and the lexical scoring here.
         searches = self._submit(search)
         index = self.index(user_id)
         records: dict[str, Record] = {}
         known: dict[int, float] = {}
-        newest_ids = index.ids[-capacity:]
-        reads = self._submit(
-            lambda: (
-                self.store.get("pages", ids=newest_ids, where={"user_id": user_id}),
-                render_profile(self.repository.profile(user_id)),
-            )
-        )
         pending = self.pending(user_id)
         records.update((r.id, r) for r in pending)
         for record in pending:  # (normally indexed when added)
@@ -175,6 +166,13 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
+        # The newest pages hold the short-term memory every recall returns; the profile is read with
+        # them. Read here, once the words are scored, not in a second thread of the pool: on two cores a
+        # third busy thread slowed the query's embedding and the scoring (a recall at 100k pages
+        # 11.9 -> 9.6 ms p50).
+        newest_ids = index.ids[max(0, count - capacity) : count]
+        newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
+        profile = render_profile(self.repository.profile(user_id))
         # While the query is still being embedded and searched, the late rerank's rows of the pages the
         # words rank first are read here (most of the fused ranking's first are among them).
         prefetched, depth = None, self.config.retrieval.late_pages
@@ -182,7 +180,6 @@ class Retriever:
             best = ranking.top_positions(lexical, depth)
             prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], until=searches.done)
         vector, found, knowledge = _wait(searches, embedded)
-        newest_records, profile = _wait(reads)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
@@ -214,10 +211,13 @@ class Retriever:
             trace=trace,
             session=index.sessions(count),
         )
-        self._late_rerank(user_id, index, scores, trace, probe, prefetched)
+        reranked = self._late_rerank(user_id, index, scores, trace, probe, prefetched)
         # The newest pages hold short-term memory (and pages waiting for consolidation).
         newest = list(range(max(0, count - capacity - self.config.short_term.batch_pages), count))
-        best = ranking.top_positions(scores, k + capacity)
+        if reranked is not None and len(reranked) >= k + capacity:  # (they are above all others)
+            best = reranked[: k + capacity]
+        else:
+            best = ranking.top_positions(scores, k + capacity)
 
         def fetch(positions: list[int]) -> None:
             missing = [index.ids[p] for p in dict.fromkeys(positions) if index.ids[p] not in records]
@@ -267,22 +267,24 @@ class Retriever:
         trace: dict[str, np.ndarray],
         probe: Probe | None,
         prefetched: View | None = None,
-    ) -> None:
+    ) -> list[int] | None:
         """Add to the first ``late_pages`` pages of ``scores`` what their late scores give (in place), and
         keep them above the others (shifted down together, their order kept). ``prefetched``: rows
-        already read (``LateIndex.prefetch``)."""
+        already read (``LateIndex.prefetch``). Returns the re-ranked positions, best first (None when
+        nothing was re-ranked): the first of all pages, found without sorting every page again."""
         depth = self.config.retrieval.late_pages
         if self.late is None or probe is None or probe.rows is None or not depth:
-            return
+            return None
         top = ranking.top_positions(scores, depth + 1)  # (the one after them: the others' best)
         top, others = top[:depth], top[depth:]
         gains = self.late.lift(user_id, [index.ids[p] for p in top], probe, prefetched)
         if gains is None:
-            return
+            return None
         chosen = np.asarray(top, dtype=np.int64)
         shift = rerank_top(scores, chosen, gains, float(scores[others[0]]) if others else None)
         trace["late"] = np.full(len(scores), -shift if shift else 0.0)  # (a page's parts add up to its score)
         trace["late"][chosen] = gains
+        return [int(p) for p in chosen[np.argsort(-scores[chosen], kind="stable")]]
 
     @staticmethod
     def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:

@@ -321,3 +321,37 @@ def test_a_page_added_while_the_user_is_deleted_leaves_no_vectors_behind(
     memory.delete_memory(everything=True)
     assert memory.store.get("pages", where={"user_id": "alice"}) == []
     assert _rows(memory) == {}
+
+
+@pytest.mark.parametrize("store_factory", ["embedded"], indirect=True)
+def test_the_best_pages_come_from_the_re_ranked_ones_in_the_order_of_their_final_scores(
+    make_memory: Callable[..., MemoryOS], local_embedder: Any
+) -> None:
+    """With ``top_k`` + the short-term capacity within ``late_pages``, a recall takes its best pages from the
+    re-ranked ones (above all others) instead of sorting every page again: the same pages, in the same
+    order, as the first of the whole ranked list."""
+    subjects = ["puppy", "printer", "apples", "Berlin", "sailors", "knee", "violin", "garden"]
+    pages = [
+        {
+            "user_input": f"Day {i}: we talked about the {s} and the {subjects[(i * 3) % 8]}.",
+            "agent_response": "I see.",
+        }
+        for i, s in enumerate(subjects * 4)
+    ]
+    config = MemoryConfig(retrieval=RetrievalConfig(late_pages=12))
+    memory = make_memory(embedder=local_embedder, config=config, short_term_capacity=3)
+    memory.add_memories(pages)
+    memory.flush()
+    moved = 0
+    for query in (
+        "Which puppy did they adopt?",
+        "What about the violin and the garden?",
+        "Who went to Berlin?",
+    ):
+        whole = memory.retrieve_memory(query, top_k=len(pages), update_heat=False).units
+        first = memory.retrieve_memory(query, top_k=5, update_heat=False).units
+        ranked = [u for u in whole if u.tier not in ("user_knowledge", "assistant_knowledge")]
+        assert [(u.id, u.score) for u in first] == [(u.id, u.score) for u in ranked[:5]]
+        fused = sorted(ranked, key=lambda u: u.score - u.score_parts["late"], reverse=True)
+        moved += {u.id for u in fused[:5]} != {u.id for u in first}
+    assert moved  # (the rerank changed which pages are first: the order they are taken in matters)

@@ -120,3 +120,23 @@ def test_close_leaves_no_recall_thread(make_memory: Callable[..., MemoryOS]) -> 
     assert started
     memory.close()
     assert not any(t.is_alive() for t in started)
+
+
+def test_the_pool_only_embeds_and_searches_the_reads_run_in_the_calling_thread(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On two cores a third busy thread slowed the query's embedding: the newest pages and the profile
+    are read by the caller once it has scored the words, while the pool embeds and searches."""
+    embedder = ThreadEmbedder()
+    memory = _filled(make_memory, embedder)
+    store, read, readers = memory.store, memory.store.get, []
+
+    def recorded(kind: str, **kwargs: object) -> object:
+        readers.append((kind, threading.current_thread().name))
+        return read(kind, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "get", recorded)
+    context = memory.retrieve_memory("mountain trail", update_heat=False)
+    assert len(context.short_term) == 3 and context.units
+    assert readers and all(name == threading.current_thread().name for _, name in readers)
+    assert {"pages"} <= {kind for kind, _ in readers}
