@@ -18,8 +18,8 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,17 @@ PREFETCH_CHUNK = 25
 
 Rows = tuple[np.ndarray, np.ndarray]
 """A page's kept wordpieces: ids (int32) and unit vectors (float32)."""
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """What ``LateIndex.prefetch`` read, and what it compared of it with the query."""
+
+    view: View
+    rows: Rows | None
+    """The query's wordpieces it compared the pages with (None: not embedded yet when it read)."""
+    maxima: dict[str, np.ndarray]
+    """Per page id, its column of ``policy.late.maxima`` for ``rows`` (in ``view``'s space)."""
 
 
 class Probe:
@@ -169,16 +180,25 @@ class LateIndex:
 
     # --- read side --------------------------------------------------------------------------
     def prefetch(
-        self, user_id: str, page_ids: Sequence[str], until: Callable[[], bool] = lambda: False
-    ) -> View | None:
+        self,
+        user_id: str,
+        page_ids: Sequence[str],
+        until: Callable[[], bool] = lambda: False,
+        probe: Probe | None = None,
+    ) -> Prefetched | None:
         """The rows of pages likely to be among the fused ranking's first, for ``lift``: a recall reads
         them while its query is embedded and searched, ``PREFETCH_CHUNK`` at a time until ``until()``
-        (the search is back: what is left is read by ``lift`` if it is needed). None with the rerank off,
-        the file unreadable or nothing read."""
+        (the search is back: what is left is read by ``lift`` if it is needed). Once ``probe`` holds the
+        query's wordpieces (its embedding is done), the pages read are compared with them as well (their
+        ``policy.late.maxima``: what does not depend on the pages ``lift`` re-ranks). None with the
+        rerank off, the file unreadable or nothing read."""
         file = self.file
         if file is None:
             return None
         read: View | None = None
+        rows: Rows | None = None
+        query: np.ndarray | None = None  # the query's wordpieces in the space of the rows read
+        maxima: dict[str, np.ndarray] = {}
         for start in range(0, len(page_ids), PREFETCH_CHUNK):
             if until():
                 break
@@ -190,32 +210,41 @@ class LateIndex:
             if joined is None:
                 break  # (re-projected meanwhile: ``lift`` compares what it reads with what was read)
             read = joined
-        return read
+            rows = rows or (probe.rows if probe is not None else None)  # (set by the recall pool's thread)
+            if rows is not None and not until():
+                query = read.project(rows[1]) if query is None else query
+                todo = [p for p, page in read.pages.items() if p not in maxima and len(page.ids)]
+                with one_blas_thread():
+                    found = late.maxima(query, [read.pages[p].vectors for p in todo])
+                maxima.update(zip(todo, found.T))
+        return None if read is None else Prefetched(read, rows, maxima)
 
     def lift(
-        self, user_id: str, page_ids: Sequence[str], probe: Probe | None, read: View | None = None
+        self, user_id: str, page_ids: Sequence[str], probe: Probe | None, read: Prefetched | None = None
     ) -> np.ndarray | None:
         """What each of ``page_ids`` (the fused ranking's first) gains from its late score; None when
         there is nothing to re-rank with (no query wordpieces, no file, or it cannot be read).
-        ``read``: what ``prefetch`` read (only the pages it lacks are read here, unless the user's basis
-        changed in between)."""
+        ``read``: what ``prefetch`` read and compared (only the pages it lacks are read and compared
+        here, unless the user's basis changed in between: then all are)."""
         file = self.file
         if file is None or probe is None or probe.rows is None or len(page_ids) < 2:
             return None
         ids, vectors = probe.rows
-        missing = [p for p in page_ids if read is None or p not in read.pages]
+        missing = [p for p in page_ids if read is None or p not in read.view.pages]
+        known: dict[str, np.ndarray] = {}
         try:
             view = file.read(user_id, missing, ids)
             if read is not None and len(missing) < len(page_ids):
-                joined = _joined(read, view)  # (None: re-projected meanwhile, so all are read again)
+                joined = _joined(read.view, view)  # (None: re-projected meanwhile, so all are read again)
                 view = joined if joined is not None else file.read(user_id, page_ids, ids)
+                known = read.maxima if joined is not None and read.rows is probe.rows else {}
         except (sqlite3.Error, OSError) as exc:
             logger.warning("wordpiece vectors unreadable (%s): recall without the late rerank", exc)
             return None
         if not view.pages:
             return None
         with one_blas_thread():  # (its products are the size OpenBLAS spreads over every core)
-            scores = page_scores(view, page_ids, vectors)
+            scores = page_scores(view, page_ids, vectors, known)
         return late.lift(scores, self.config.late_weight)
 
     def close(self) -> None:
@@ -226,13 +255,16 @@ class LateIndex:
                     file.close()
 
 
-def page_scores(view: View, page_ids: Sequence[str], query: np.ndarray) -> np.ndarray:
+def page_scores(
+    view: View, page_ids: Sequence[str], query: np.ndarray, known: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
     """The late score of each of ``page_ids`` for a query's kept wordpieces' unit vectors (``query``, in
     the embedder's space), from what ``view`` read for them (its ``df``: of the query's wordpieces, in
     order); NaN for a page without a row."""
     pages = [view.pages.get(page_id) for page_id in page_ids]
     weights = late.idf(view.df, view.page_count)
-    return late.recall(view.project(query), weights, [p.vectors if p else None for p in pages])
+    columns = [known.get(page_id) for page_id in page_ids] if known else None
+    return late.recall(view.project(query), weights, [p.vectors if p else None for p in pages], columns)
 
 
 def _joined(first: View, then: View) -> View | None:

@@ -19,8 +19,7 @@ import numpy as np
 from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import EmbeddingError, StorageError
 from memoryos_core._types import ContextUnit, Tier
-from memoryos_core.engine.late import LateIndex, Probe
-from memoryos_core.engine.late_store import View
+from memoryos_core.engine.late import LateIndex, Prefetched, Probe
 from memoryos_core.engine.lexical import K1, REFRESH_S, B, PageIndex, tokens
 from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.records import knowledge_from_record, source_ids
@@ -174,11 +173,12 @@ class Retriever:
         newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
         profile = render_profile(self.repository.profile(user_id))
         # While the query is still being embedded and searched, the late rerank's rows of the pages the
-        # words rank first are read here (most of the fused ranking's first are among them).
+        # words rank first are read here (most of the fused ranking's first are among them), and compared
+        # with the query's wordpieces once it is embedded.
         prefetched, depth = None, self.config.retrieval.late_pages
         if self.late is not None and probe is not None and depth and count and not searches.done():
             best = ranking.top_positions(lexical, depth)
-            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], until=searches.done)
+            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], searches.done, probe)
         vector, found, knowledge = _wait(searches, embedded)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
@@ -266,12 +266,13 @@ class Retriever:
         scores: np.ndarray,
         trace: dict[str, np.ndarray],
         probe: Probe | None,
-        prefetched: View | None = None,
+        prefetched: Prefetched | None = None,
     ) -> list[int] | None:
         """Add to the first ``late_pages`` pages of ``scores`` what their late scores give (in place), and
         keep them above the others (shifted down together, their order kept). ``prefetched``: rows
-        already read (``LateIndex.prefetch``). Returns the re-ranked positions, best first (None when
-        nothing was re-ranked): the first of all pages, found without sorting every page again."""
+        already read, and compared with the query (``LateIndex.prefetch``). Returns the re-ranked
+        positions, best first (None when nothing was re-ranked): the first of all pages, found without
+        sorting every page again."""
         depth = self.config.retrieval.late_pages
         if self.late is None or probe is None or probe.rows is None or not depth:
             return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -69,10 +70,29 @@ def idf(df: np.ndarray, pages: int) -> np.ndarray:
     return out
 
 
-def recall(query: np.ndarray, weights: np.ndarray, pages: Sequence[np.ndarray | None]) -> np.ndarray:
+def maxima(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
+    """Each query wordpiece's best cosine to each page's wordpieces: shape (query rows, pages), for pages
+    (unit rows) holding at least one wordpiece. What :func:`recall` weighs; it does not depend on the
+    weights, so a recall can compute it for some pages before it knows them."""
+    sizes = np.fromiter((len(p) for p in pages), dtype=np.int64, count=len(pages))
+    if not len(pages):
+        return np.zeros((len(query), 0), dtype=np.float32)
+    stacked = np.concatenate(pages).astype(np.float32, copy=False)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    best: np.ndarray = np.maximum.reduceat(np.asarray(query, dtype=np.float32) @ stacked.T, starts, axis=1)
+    return best
+
+
+def recall(
+    query: np.ndarray,
+    weights: np.ndarray,
+    pages: Sequence[np.ndarray | None],
+    known: Sequence[np.ndarray | None] | None = None,
+) -> np.ndarray:
     """Each page's late score: over the query's wordpieces (unit rows of ``query``), weighted by
     ``weights``, the mean of each one's best cosine to the page's (unit rows). A page without vectors
-    (None) scores NaN; one without wordpieces -1; with no weight on any query piece, every page 0."""
+    (None) scores NaN; one without wordpieces -1; with no weight on any query piece, every page 0.
+    ``known``: for each page, its column of :func:`maxima` for this query if already computed, or None."""
     out = np.full(len(pages), np.nan)
     sizes = np.fromiter((-1 if p is None else len(p) for p in pages), dtype=np.int64, count=len(pages))
     weights = np.asarray(weights, dtype=np.float64)
@@ -84,10 +104,12 @@ def recall(query: np.ndarray, weights: np.ndarray, pages: Sequence[np.ndarray | 
     out[sizes == 0] = -1.0
     filled = np.flatnonzero(sizes > 0)
     if len(filled):
-        held = [p for p in pages if p is not None and len(p)]
-        stacked = np.concatenate(held).astype(np.float32, copy=False)
-        starts = np.concatenate(([0], np.cumsum(sizes[filled])[:-1]))
-        best = np.maximum.reduceat(np.asarray(query, dtype=np.float32) @ stacked.T, starts, axis=1)
+        columns = [None if known is None else known[i] for i in filled.tolist()]
+        todo = [i for i, column in zip(filled.tolist(), columns) if column is None]
+        best = maxima(query, [cast(np.ndarray, pages[i]) for i in todo])
+        if len(todo) < len(filled):
+            computed = iter(best.T)
+            best = np.stack([next(computed) if c is None else c for c in columns], axis=1)
         out[filled] = (weights @ best) / weights.sum()
     return out
 

@@ -85,6 +85,18 @@ def test_recall_is_the_weighted_mean_of_each_query_pieces_best_match() -> None:
     assert np.isnan(scores[3]) and scores[4] == -1.0
 
 
+def test_recall_uses_the_maxima_known_for_some_pages_and_computes_the_others() -> None:
+    query = _unit_rows([1, 0, 0], [0, 1, 0])
+    pages = [_unit_rows([1, 0, 0], [0, 1, 0]), _unit_rows([1, 0, 0]), None, _unit_rows([0, 0, 1])]
+    weights = np.array([3.0, 1.0])
+    known = late.maxima(query, [pages[1]])  # (query rows, 1)
+    assert known[:, 0] == pytest.approx([1.0, 0.0])
+    both = late.recall(query, weights, pages, [None, known[:, 0], None, None])
+    assert both[[0, 1, 3]] == pytest.approx(late.recall(query, weights, pages)[[0, 1, 3]])
+    made_up = late.recall(query, weights, pages, [None, np.array([0.5, 0.5]), None, None])
+    assert made_up[1] == pytest.approx(0.5) and np.isnan(made_up[2])  # the known column is what counts
+
+
 def test_recall_without_weight_scores_every_stored_page_zero() -> None:
     scores = late.recall(_unit_rows([1, 0]), np.array([0.0]), [_unit_rows([1, 0]), None])
     assert scores[0] == 0.0 and np.isnan(scores[1])
