@@ -350,7 +350,7 @@ class Retriever:
 
 
 WAIT_S = 600.0
-"""Longest a recall waits for a task of its pool (the query's embedding, a search, a read): each
+"""Longest a recall waits for a task of its pool (the query's embedding, a search): each
 normally ends or raises long before (an OpenAI embedder's requests time out); past it the recall
 raises instead of blocking forever."""
 

@@ -73,13 +73,21 @@ def idf(df: np.ndarray, pages: int) -> np.ndarray:
 def maxima(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
     """Each query wordpiece's best cosine to each page's wordpieces: shape (query rows, pages), for pages
     (unit rows) holding at least one wordpiece. What :func:`recall` weighs; it does not depend on the
-    weights, so a recall can compute it for some pages before it knows them."""
-    sizes = np.fromiter((len(p) for p in pages), dtype=np.int64, count=len(pages))
-    if not len(pages):
-        return np.zeros((len(query), 0), dtype=np.float32)
-    stacked = np.concatenate(pages).astype(np.float32, copy=False)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    best: np.ndarray = np.maximum.reduceat(np.asarray(query, dtype=np.float32) @ stacked.T, starts, axis=1)
+    weights, so a recall can compute it for some pages before it knows them.
+
+    Each page is compared in a product of its own: a page's column is the same, to the bit, whichever
+    pages it is compared with (one product over many pages rounds a page's cosines differently by where
+    it falls in it, so a recall that compared some pages early would score them unlike one that did not).
+
+    Raises:
+        ValueError: a page holds no wordpiece.
+    """
+    query = np.asarray(query, dtype=np.float32)
+    best = np.empty((len(query), len(pages)), dtype=np.float32)
+    for column, page in enumerate(pages):
+        if not len(page):
+            raise ValueError("maxima needs pages holding at least one wordpiece")
+        np.max(query @ np.asarray(page, dtype=np.float32).T, axis=1, out=best[:, column])
     return best
 
 

@@ -87,14 +87,26 @@ def test_recall_is_the_weighted_mean_of_each_query_pieces_best_match() -> None:
 
 def test_recall_uses_the_maxima_known_for_some_pages_and_computes_the_others() -> None:
     query = _unit_rows([1, 0, 0], [0, 1, 0])
-    pages = [_unit_rows([1, 0, 0], [0, 1, 0]), _unit_rows([1, 0, 0]), None, _unit_rows([0, 0, 1])]
+    second = _unit_rows([1, 0, 0])
+    pages = [_unit_rows([1, 0, 0], [0, 1, 0]), second, None, _unit_rows([0, 0, 1])]
     weights = np.array([3.0, 1.0])
-    known = late.maxima(query, [pages[1]])  # (query rows, 1)
+    known = late.maxima(query, [second])  # (query rows, 1)
     assert known[:, 0] == pytest.approx([1.0, 0.0])
     both = late.recall(query, weights, pages, [None, known[:, 0], None, None])
-    assert both[[0, 1, 3]] == pytest.approx(late.recall(query, weights, pages)[[0, 1, 3]])
+    assert np.array_equal(both[[0, 1, 3]], late.recall(query, weights, pages)[[0, 1, 3]])
     made_up = late.recall(query, weights, pages, [None, np.array([0.5, 0.5]), None, None])
     assert made_up[1] == pytest.approx(0.5) and np.isnan(made_up[2])  # the known column is what counts
+
+
+def test_a_pages_maxima_are_the_same_bits_whichever_pages_it_is_compared_with() -> None:
+    rng = np.random.default_rng(3)
+    query = late.unit(rng.normal(size=(7, 64)).astype(np.float32))
+    pages = [late.unit(rng.normal(size=(int(n), 64)).astype(np.float32)) for n in rng.integers(1, 40, 30)]
+    together = late.maxima(query, pages)
+    for start, end in ((0, 1), (3, 17), (17, 30), (29, 30)):
+        assert np.array_equal(late.maxima(query, pages[start:end]), together[:, start:end])
+    with pytest.raises(ValueError, match="at least one wordpiece"):
+        late.maxima(query, [pages[0], np.zeros((0, 64), dtype=np.float32)])
 
 
 def test_recall_without_weight_scores_every_stored_page_zero() -> None:
