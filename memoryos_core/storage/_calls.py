@@ -29,6 +29,7 @@ def _is_transient(exc: Exception) -> bool:
     if is_disk_full(exc):  # Chroma's client hangs on a retry after SQLITE_FULL: reopen it instead
         return False
     return name in (
+        "TornReadError",
         "InternalError",
         "ConnectError",
         "ReadError",
@@ -36,6 +37,21 @@ def _is_transient(exc: Exception) -> bool:
         "ConnectTimeout",
         "ConnectionError",
     )
+
+
+class TornReadError(Exception):
+    """A Chroma get whose columns are shorter than its ids: a read that raced a write (seen once, a
+    ``get_memory_stats`` beside the worker's upsert of segments). Retried like Chroma's internal errors."""
+
+
+def _whole(get: Callable[..., Any], **kwargs: Any) -> Any:
+    """``get(**kwargs)``, raising TornReadError when a column it includes is shorter than its ids."""
+    result = get(**kwargs)
+    for column in kwargs.get("include") or ():
+        values = result.get(column)
+        if values is not None and len(values) != len(result["ids"]):
+            raise TornReadError(f"Chroma returned {len(result['ids'])} ids but {len(values)} {column}")
+    return result
 
 
 def is_missing(exc: BaseException | None) -> bool:
@@ -165,7 +181,9 @@ class ChromaCalls:
                 chunk = list(ids[start : start + _PAGE])
                 result = self.run(
                     f"get from {kind}",
-                    functools.partial(collection.get, ids=chunk, where=where_clause(where), include=include),
+                    functools.partial(
+                        _whole, collection.get, ids=chunk, where=where_clause(where), include=include
+                    ),
                 )
                 records += self.records(result["ids"], result, with_embeddings)
             return records[:limit] if limit is not None else records
@@ -175,7 +193,12 @@ class ChromaCalls:
             result = self.run(
                 f"get from {kind}",
                 functools.partial(
-                    collection.get, where=where_clause(where), include=include, limit=size, offset=offset
+                    _whole,
+                    collection.get,
+                    where=where_clause(where),
+                    include=include,
+                    limit=size,
+                    offset=offset,
                 ),
             )
             records += self.records(result["ids"], result, with_embeddings)
