@@ -1,12 +1,12 @@
 """The late rerank's numpy products on one BLAS thread.
 
 numpy's OpenBLAS runs a matrix product of more than about 260k multiply-adds on every core, and its worker
-threads then spin for a while, waiting for the next product. The late rerank's products (a query's
-wordpieces against 100 pages', a batch of pages projected on the user's basis) are that size: on this
-project's 2-core machine the spinning took a core from the next recall's query embedding and word scoring
-(retrieve p50 at 100k pages 13.3 -> 11.3 ms on LoCoMo's messages, 17.3 -> 12.8 ms on the synthetic ones,
-with the products on one thread; README, "Where a recall's time goes"). On one thread a product of this
-size takes about as long.
+threads then spin for a while, waiting for the next product. The late rerank's products can be that size
+(a batch of pages projected on the user's basis; a query's wordpieces against a long page's, 384-d before
+the user has a basis; until session 15, against 100 pages' at once): on this project's 2-core machine the
+spinning took a core from the next recall's query embedding and word scoring (retrieve p50 at 100k pages
+13.3 -> 11.3 ms on LoCoMo's messages, 17.3 -> 12.8 ms on the synthetic ones, with the products on one
+thread; README, "Where a recall's time goes"). On one thread a product of this size takes about as long.
 """
 
 from __future__ import annotations

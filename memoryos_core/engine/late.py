@@ -243,7 +243,9 @@ class LateIndex:
             return None
         if not view.pages:
             return None
-        with one_blas_thread():  # (its products are the size OpenBLAS spreads over every core)
+        # A long page's product with the query, and the projection, can be the size OpenBLAS spreads over
+        # every core.
+        with one_blas_thread():
             scores = page_scores(view, page_ids, vectors, known)
         return late.lift(scores, self.config.late_weight)
 
