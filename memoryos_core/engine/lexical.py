@@ -24,6 +24,7 @@ import numpy as np
 from memoryos_core.engine.lexical_store import Snapshot, State
 from memoryos_core.policy import ranking
 from memoryos_core.policy.dates import places_in_time
+from memoryos_core.policy.sparse import sizes
 from memoryos_core.policy.text import STOPWORDS
 
 K1, B = 0.9, 0.4  # BM25 parameters: measured best on LoCoMo among the usual settings
@@ -75,6 +76,8 @@ class PageIndex:
         # the arrays (a live numpy view of an array.array makes a concurrent append fail).
         self._lock = threading.Lock()
         self._arrays: dict[str, np.ndarray] = {}  # see _cached
+        # the sessions' sizes (see session_sizes), with the ``_cached`` sessions they were counted from
+        self._sizes: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0, np.int64))
         # postings read for queries (see _posting), at most about as many entries as the base
         self._kept: dict[str, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._kept_size = 0
@@ -150,6 +153,14 @@ class PageIndex:
         """The session number of each of the first ``count`` pages (``ranking.sessions`` of their times)."""
         with self._lock:
             return self._cached("sessions", count)
+
+    def session_sizes(self, count: int) -> np.ndarray:
+        """The number of pages of each session among the first ``count`` pages, in order."""
+        with self._lock:
+            sessions = self._cached("sessions", count)
+            if self._sizes[0] is not sessions:  # (computed again when the page count changes)
+                self._sizes = (sessions, sizes(sessions))
+            return self._sizes[1]
 
     def timed_pages(self, count: int) -> np.ndarray:
         """Whether each of the first ``count`` pages places something in time ("last week")."""

@@ -28,6 +28,7 @@ from memoryos_core.policy import ranking, term_context
 from memoryos_core.policy.dates import asks_when, query_window
 from memoryos_core.policy.late import rerank_top
 from memoryos_core.policy.long_term import render_profile
+from memoryos_core.policy.sparse import Sparse, dense_sparse, fuse_sparse
 from memoryos_core.policy.text import cosine
 from memoryos_core.storage.base import Record
 
@@ -139,18 +140,25 @@ class Retriever:
         capacity = self.config.short_term.capacity
         embed = query_vector if callable(query_vector) else lambda: query_vector
         embedded = threading.Event()
+        paged: Future[tuple[Sequence[float], list[tuple[Record, float]]]] = Future()
 
-        def search() -> tuple[Sequence[float], list[tuple[Record, float]], list[tuple[Record, float]]]:
-            vector = embed()
-            embedded.set()
-            found = self.store.query(
-                "pages",
-                vector,
-                where={"user_id": user_id},
-                n_results=max(config.candidate_pages, k),
-                ids_only=True,  # the few pages kept are fetched below
-            )
-            return vector, found, self._knowledge(user_id, vector)
+        def search() -> list[tuple[Record, float]]:
+            """The query's pages to ``paged`` (or what failed), then its knowledge (needed last)."""
+            try:
+                vector = embed()
+                embedded.set()
+                found = self.store.query(
+                    "pages",
+                    vector,
+                    where={"user_id": user_id},
+                    n_results=max(config.candidate_pages, k),
+                    ids_only=True,  # the few pages kept are fetched below
+                )
+            except BaseException as exc:
+                paged.set_exception(exc)
+                raise
+            paged.set_result((vector, found))
+            return self._knowledge(user_id, vector)
 
         # The query's embedding (onnxruntime) and Chroma's searches run without the GIL: started first,
         # in a thread of the recall pool, they overlap the index's refresh and the lexical scoring here.
@@ -165,21 +173,21 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
-        # The newest pages hold the short-term memory every recall returns; the profile is read with
-        # them. Read here, once the words are scored, not in a second thread of the pool: on two cores a
-        # third busy thread slowed the query's embedding and the scoring (a recall at 100k pages
-        # 11.9 -> 9.6 ms p50).
-        newest_ids = index.ids[max(0, count - capacity) : count]
-        newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
         profile = render_profile(self.repository.profile(user_id))
         # While the query is still being embedded and searched, the late rerank's rows of the pages the
         # words rank first are read here (most of the fused ranking's first are among them), and compared
         # with the query's wordpieces once it is embedded.
         prefetched, depth = None, self.config.retrieval.late_pages
-        if self.late is not None and probe is not None and depth and count and not searches.done():
-            best = ranking.top_positions(lexical, depth)
-            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], searches.done, probe)
-        vector, found, knowledge = _wait(searches, embedded)
+        if self.late is not None and probe is not None and depth and count and not paged.done():
+            best = lexical.top(depth)
+            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], paged.done, probe)
+        # The newest pages hold the short-term memory every recall returns: read here if the search is
+        # not back yet, else with the pages kept (one read instead of two).
+        newest_records: list[Record] = []
+        if not paged.done():
+            newest_ids = index.ids[max(0, count - capacity) : count]
+            newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
+        vector, found = _wait(paged, embedded)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
@@ -198,18 +206,19 @@ class Retriever:
             if position is not None and position < count:  # (deleted, or added since the snapshot)
                 known[position] = similarity
         if not count:
-            return self._finish(assistant_id, knowledge, [], [], known, top_k, profile)
+            return self._finish(assistant_id, _wait(searches), [], [], known, top_k, profile)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
-        trace: dict[str, np.ndarray] = {}  # the parts of each score, read for the units kept only
-        scores = ranking.fuse(
+        trace: dict[str, ranking.Part] = {}  # the parts of each score, read for the units kept only
+        # (in the work of the pages with a query word and the dense candidates, over 100k pages)
+        scores = fuse_sparse(
             lexical,
-            ranking.dense_z(count, known),
+            dense_sparse(count, known),
             times,
             query_window(query),
+            session_sizes=index.session_sizes(count),
             timed=index.timed_pages(count) if asks else None,
             when=asks,
             trace=trace,
-            session=index.sessions(count),
         )
         reranked = self._late_rerank(user_id, index, scores, trace, probe, prefetched)
         # The newest pages hold short-term memory (and pages waiting for consolidation).
@@ -257,14 +266,15 @@ class Retriever:
             )
             for p in chosen
         ]
-        return self._finish(assistant_id, knowledge, recent, units, known, top_k, profile)
+        # The knowledge search ran meanwhile, in the pool.
+        return self._finish(assistant_id, _wait(searches), recent, units, known, top_k, profile)
 
     def _late_rerank(
         self,
         user_id: str,
         index: PageIndex,
         scores: np.ndarray,
-        trace: dict[str, np.ndarray],
+        trace: dict[str, ranking.Part],
         probe: Probe | None,
         prefetched: Prefetched | None = None,
     ) -> list[int] | None:
@@ -283,16 +293,16 @@ class Retriever:
             return None
         chosen = np.asarray(top, dtype=np.int64)
         shift = rerank_top(scores, chosen, gains, float(scores[others[0]]) if others else None)
-        trace["late"] = np.full(len(scores), -shift if shift else 0.0)  # (a page's parts add up to its score)
-        trace["late"][chosen] = gains
+        late = np.full(len(scores), -shift if shift else 0.0)  # (a page's parts add up to its score)
+        late[chosen] = gains
+        trace["late"] = late
         return [int(p) for p in chosen[np.argsort(-scores[chosen], kind="stable")]]
 
     @staticmethod
-    def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
+    def _lexical(index: PageIndex, terms: list[str]) -> tuple[int, Sparse, np.ndarray]:
         """(page count, lexical score of every page, page times), consistent with each other."""
-        count, lexical, times = index.snapshot(terms)  # other threads may add pages meanwhile
-        if count:
-            lexical = term_context.lexical(lexical, *index.matches(terms, count), k1=K1, b=B)
+        count, bm25, times = index.snapshot(terms)  # other threads may add pages meanwhile
+        lexical = term_context.lexical_sparse(bm25, *index.matches(terms, count), k1=K1, b=B)
         return count, lexical, times
 
     def _knowledge(self, user_id: str, query_vector: Sequence[float]) -> list[tuple[Record, float]]:

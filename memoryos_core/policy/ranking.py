@@ -12,8 +12,9 @@ ranks them, or many queries' at once (``(queries, pages)``) as ``memoryos bench 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -58,6 +59,19 @@ class Weights:
 
 
 DEFAULT = Weights()
+
+
+class _Scores(Protocol):
+    """One value per page, read one page at a time (``sparse.Sparse``, which holds few of them)."""
+
+    ndim: int
+
+    def __getitem__(self, position: int) -> Any: ...
+
+
+Part: TypeAlias = "np.ndarray | _Scores"
+"""One part of the pages' scores in a ``trace``: an array (0-d: the same for every page) or one value per
+page read at a position."""
 
 
 RELATIVE_SPREAD = 1e-5
@@ -225,7 +239,7 @@ SCORE_PARTS = ("lexical", "dense", "session", "neighbours", "date", "late")
 """The parts of a page's score, as :func:`score_parts` names them (``late``: the engine's late rerank)."""
 
 
-def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]:
+def score_parts(trace: Mapping[str, Part], position: int) -> dict[str, float]:
     """The parts of one page's score from a single query's ``trace`` (filled by :func:`fuse`), in O(1).
 
     ``lexical`` is the BM25 z-score, ``dense`` the weighted dense z-score, ``session`` the share of
@@ -237,13 +251,13 @@ def score_parts(trace: dict[str, np.ndarray], position: int) -> dict[str, float]
 
     def at(key: str) -> float:
         value = trace[key]
-        return float(value[position]) if value.ndim else float(value)
+        return float(value[position]) if value.ndim else float(np.asarray(value))
 
-    shared = trace["shared"]
-    previous, following = (float(share) for share in trace["shares"])
+    shared = np.asarray(trace["shared"])
+    previous, following = (float(share) for share in np.asarray(trace["shares"]))
     neighbours = 0.0
     if shared.shape[-1] >= 2 and (previous or following):
-        floor = float(trace["floor"])
+        floor = float(np.asarray(trace["floor"]))
         before = float(shared[position - 1]) if position > 0 else floor
         after = float(shared[position + 1]) if position + 1 < shared.shape[-1] else floor
         neighbours = previous * before + following * after

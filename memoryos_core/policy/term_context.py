@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memoryos_core.policy.sparse import Sparse
+
 COVERAGE_WEIGHT = 1.0
 """A page matching all of the query's idf mass has its BM25 scaled by 1 + this (0: off)."""
 NEIGHBOUR_TEXT_SHARE = 0.5
@@ -212,7 +214,21 @@ def lexical(
     b: float,
     weights: Weights = DEFAULT,
 ) -> np.ndarray:
-    """The lexical score of every page: its BM25 (``bm25``) scaled by its query-term coverage, z-scaled,
+    """:func:`lexical_sparse` as one score per page."""
+    return lexical_sparse(bm25, postings, lengths, k1=k1, b=b, weights=weights).full()
+
+
+def lexical_sparse(
+    bm25: np.ndarray,
+    postings: Sequence[Posting],
+    lengths: np.ndarray,
+    *,
+    k1: float,
+    b: float,
+    weights: Weights = DEFAULT,
+) -> Sparse:
+    """The lexical score of every page (as a :class:`Sparse`: the pages without a query word share one):
+    its BM25 (``bm25``) scaled by its query-term coverage, z-scaled,
     plus the z-scaled BM25 of its words with its neighbours' where it holds a query word itself;
     given back on BM25's own mean and spread (so that a breakdown of the score reads it as BM25),
     and ``bm25`` itself when neither signal tells the pages apart (or both weights are 0).
@@ -225,7 +241,7 @@ def lexical(
     count = len(bm25)
     held = np.flatnonzero(bm25 > 0)
     if not len(held) or not (weights.coverage or weights.neighbour_text):
-        return bm25
+        return Sparse(held, bm25[held], 0.0, count)  # (``bm25`` itself)
     own = bm25[held].astype(np.float64)
     score = own * (1.0 + weights.coverage * coverage(postings, count)[held]) if weights.coverage else own
     combined, rest = _z_of_held(score, count)
@@ -239,9 +255,8 @@ def lexical(
         combined[best] = own_z[best] + weights.neighbour_text * around_z
         rest += weights.neighbour_text * around_rest
     if not combined.any() and not rest:
-        return bm25
+        return Sparse(held, bm25[held], 0.0, count)
     center = float(own.sum()) / count  # BM25's own mean and spread, from its nonzero scores
     spread = math.sqrt((float(np.square(own - center).sum()) + (count - len(held)) * center**2) / count)
-    out = np.full(count, center + (spread or 1.0) * rest, dtype=np.float32)
-    out[held] = center + (spread or 1.0) * combined
-    return out
+    values = (center + (spread or 1.0) * combined).astype(np.float32)
+    return Sparse(held, values, float(np.float32(center + (spread or 1.0) * rest)), count)

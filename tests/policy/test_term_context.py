@@ -95,7 +95,7 @@ def test_coverage_lifts_the_page_holding_every_query_word_over_one_repeating_a_w
     bm25, postings, lengths = _signals(documents, "lemon basil")
     assert bm25[0] > bm25[1]  # BM25 alone prefers the page repeating one word
     plain = term_context.lexical(bm25, postings, lengths, k1=K1, b=B, weights=term_context.Weights(0, 0.5, 0))
-    assert plain is bm25  # both signals off: the page index's BM25 itself
+    assert np.array_equal(plain, bm25)  # both signals off: the page index's BM25 itself
     only = term_context.Weights(coverage=1.0, neighbour_text=0.0)
     scaled = term_context.lexical(bm25, postings, lengths, k1=K1, b=B, weights=only)
     expected = bm25 * (1 + term_context.coverage(postings, len(bm25)))
@@ -145,9 +145,10 @@ def test_no_page_or_no_matching_word_leaves_the_scores_alone() -> None:
     assert term_context.lexical(empty, [], empty, k1=K1, b=B).shape == (0,)
     bm25, postings, lengths = _signals(["alpha beta", "gamma"], "zeta")
     assert postings == []
-    assert term_context.lexical(bm25, postings, lengths, k1=K1, b=B) is bm25
+    assert np.array_equal(term_context.lexical(bm25, postings, lengths, k1=K1, b=B), bm25)
     same, postings, lengths = _signals(["tomato garden"] * 5, "garden")
-    assert term_context.lexical(same, postings, lengths, k1=K1, b=B) is same  # nothing tells them apart
+    # nothing tells them apart
+    assert np.array_equal(term_context.lexical(same, postings, lengths, k1=K1, b=B), same)
 
 
 def test_matches_leaves_out_pages_added_after_the_snapshot() -> None:
