@@ -28,7 +28,7 @@ from memoryos_core.policy import ranking, term_context
 from memoryos_core.policy.dates import asks_when, query_window
 from memoryos_core.policy.late import rerank_top
 from memoryos_core.policy.long_term import render_profile
-from memoryos_core.policy.sparse import Sparse, dense_sparse, fuse_sparse
+from memoryos_core.policy.sparse import Sparse, fuse_query
 from memoryos_core.policy.text import cosine
 from memoryos_core.storage.base import Record
 
@@ -209,12 +209,13 @@ class Retriever:
             return self._finish(assistant_id, _wait(searches), [], [], known, top_k, profile)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, ranking.Part] = {}  # the parts of each score, read for the units kept only
-        # (in the work of the pages with a query word and the dense candidates, over 100k pages)
-        scores = fuse_sparse(
+        # (over a large store, in the work of the pages with a query word and the dense candidates)
+        scores = fuse_query(
             lexical,
-            dense_sparse(count, known),
+            known,
             times,
             query_window(query),
+            session=index.sessions(count),
             session_sizes=index.session_sizes(count),
             timed=index.timed_pages(count) if asks else None,
             when=asks,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -37,8 +38,13 @@ class Sparse:
     ndim = 1
 
     def __getitem__(self, position: int) -> float:
-        """The score at ``position``."""
-        return float(self.take(np.asarray([position]))[0])
+        """The score at ``position`` (from :meth:`full`, made at the first read: a recall reads a few
+        dozen when it explains the scores of the units it returns)."""
+        return float(self._full[position])
+
+    @cached_property
+    def _full(self) -> np.ndarray:
+        return self.full()
 
     def top(self, count: int) -> list[int]:
         """Positions of the ``count`` best scores, best first: of ``values`` (``rest`` below them all, as
@@ -163,6 +169,48 @@ def fuse_sparse(
         trace["shares"] = np.asarray([weights.previous, weights.next], dtype=np.float64)
         trace["floor"] = shared.min() if count else np.asarray(0.0)
     fused: np.ndarray = score
+    return fused
+
+
+SPARSE_FROM = 8_192
+"""From this many pages :func:`fuse_query` computes on the pages that differ; below, the passes over every
+page cost less than the steps on them (measured at LoCoMo's ~300 pages: ~0.35 ms less per recall)."""
+
+
+def fuse_query(
+    lexical: Sparse,
+    known: dict[int, float],
+    page_times: np.ndarray,
+    window: tuple[float, float] | None,
+    *,
+    session: np.ndarray,
+    session_sizes: np.ndarray,
+    timed: np.ndarray | None = None,
+    when: bool = False,
+    trace: dict[str, ranking.Part] | None = None,
+) -> np.ndarray:
+    """One query's fused scores (``ranking.fuse``, with ``ranking.dense_z(len, known)``): by
+    :func:`fuse_sparse` from ``SPARSE_FROM`` pages, by ``ranking.fuse`` below. ``session``: the pages'
+    session numbers (``ranking.sessions``), ``session_sizes`` their :func:`sizes`."""
+    count = lexical.count
+    if count >= SPARSE_FROM:
+        return fuse_sparse(
+            lexical,
+            dense_sparse(count, known),
+            page_times,
+            window,
+            session_sizes=session_sizes,
+            timed=timed,
+            when=when,
+            trace=trace,
+        )
+    parts: dict[str, np.ndarray] = {}
+    dense_z = ranking.dense_z(count, known)
+    fused = ranking.fuse(
+        lexical.full(), dense_z, page_times, window, timed=timed, when=when, trace=parts, session=session
+    )
+    if trace is not None:
+        trace.update(parts)
     return fused
 
 

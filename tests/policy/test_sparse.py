@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from memoryos_core.policy import ranking
-from memoryos_core.policy.sparse import Sparse, dense_sparse, fuse_sparse, sizes
+from memoryos_core.policy.sparse import SPARSE_FROM, Sparse, dense_sparse, fuse_query, fuse_sparse, sizes
 
 
 def _case(seed: int, count: int) -> tuple[Sparse, dict[int, float], np.ndarray]:
@@ -98,3 +98,23 @@ def test_sizes_counts_each_sessions_pages() -> None:
         3,
         1,
     ]
+
+
+@pytest.mark.parametrize("count", [300, SPARSE_FROM])
+def test_fuse_query_gives_fuses_scores_and_parts_at_every_size(count: int) -> None:
+    lexical, known, times = _case(3, count)
+    session = ranking.sessions(times)
+    expected_parts: dict[str, ranking.Part] = {}
+    parts: dict[str, ranking.Part] = {}
+    expected = ranking.fuse(
+        lexical.full(), ranking.dense_z(count, known), times, None, trace=expected_parts, session=session
+    )
+    fused = fuse_query(
+        lexical, known, times, None, session=session, session_sizes=sizes(session), trace=parts
+    )
+    np.testing.assert_allclose(fused, expected, rtol=0, atol=2e-5)
+    if count < SPARSE_FROM:  # (below it, ``ranking.fuse`` itself)
+        np.testing.assert_array_equal(fused, expected)
+    for position in (0, count // 2, count - 1):
+        got, want = ranking.score_parts(parts, position), ranking.score_parts(expected_parts, position)
+        assert all(abs(got[key] - want[key]) < 2e-5 for key in want)
