@@ -40,17 +40,26 @@ def _is_transient(exc: Exception) -> bool:
 
 
 class TornReadError(Exception):
-    """A Chroma get whose columns are shorter than its ids: a read that raced a write (seen once, a
-    ``get_memory_stats`` beside the worker's upsert of segments). Retried like Chroma's internal errors."""
+    """A Chroma get or query whose columns are shorter than its ids: a read that raced a write (seen
+    once, a ``get_memory_stats`` beside the worker's upsert of segments). Retried like Chroma's internal
+    errors."""
 
 
-def _whole(get: Callable[..., Any], **kwargs: Any) -> Any:
-    """``get(**kwargs)``, raising TornReadError when a column it includes is shorter than its ids."""
-    result = get(**kwargs)
+def whole(read: Callable[..., Any], **kwargs: Any) -> Any:
+    """``read(**kwargs)`` (a collection's ``get``, or its ``query``: one list per query vector), raising
+    TornReadError when a column it includes is shorter than its ids."""
+    result = read(**kwargs)
+    answers = result["ids"] if "query_embeddings" in kwargs else [result["ids"]]
     for column in kwargs.get("include") or ():
         values = result.get(column)
-        if values is not None and len(values) != len(result["ids"]):
-            raise TornReadError(f"Chroma returned {len(result['ids'])} ids but {len(values)} {column}")
+        if values is None:
+            continue
+        columns = values if "query_embeddings" in kwargs else [values]
+        for ids, found in zip(answers, columns, strict=False):
+            if len(found) != len(ids):
+                raise TornReadError(f"Chroma returned {len(ids)} ids but {len(found)} {column}")
+        if len(columns) != len(answers):
+            raise TornReadError(f"Chroma answered {len(answers)} queries but {len(columns)} with {column}")
     return result
 
 
@@ -182,7 +191,7 @@ class ChromaCalls:
                 result = self.run(
                     f"get from {kind}",
                     functools.partial(
-                        _whole, collection.get, ids=chunk, where=where_clause(where), include=include
+                        whole, collection.get, ids=chunk, where=where_clause(where), include=include
                     ),
                 )
                 records += self.records(result["ids"], result, with_embeddings)
@@ -193,7 +202,7 @@ class ChromaCalls:
             result = self.run(
                 f"get from {kind}",
                 functools.partial(
-                    _whole,
+                    whole,
                     collection.get,
                     where=where_clause(where),
                     include=include,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from memoryos_core._exceptions import DimensionMismatchError, StorageError
-from memoryos_core.storage._calls import is_missing, where_clause
+from memoryos_core.storage._calls import is_missing, where_clause, whole
 from memoryos_core.storage._connection import ChromaConnection, chroma_client
 from memoryos_core.storage.base import Kind, Record, Where
 
@@ -315,7 +315,9 @@ class ChromaStore(ChromaConnection):
             f"query {kind}",
             lambda c: self._calls.run(
                 f"query {kind}",
-                lambda: c.query(
+                functools.partial(
+                    whole,
+                    c.query,
                     query_embeddings=[list(embedding)],
                     n_results=n_results,
                     where=where_clause(rest),

@@ -64,3 +64,25 @@ def test_an_answer_that_stays_torn_raises_storage_error(store: Any, monkeypatch:
     with pytest.raises(StorageError, match="5 ids but 0 embeddings"):
         store.get("segments", where={"user_id": "alice"}, with_embeddings=True)
     assert len(calls) == 4  # the first answer and three retries
+
+
+def test_a_torn_query_answer_is_read_again_then_raises(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    vector = [1.0] * DIM
+    whole = store.query("segments", vector, where={"user_id": "alice"}, n_results=3)
+    calls: list[int] = []
+    query = Collection.query
+
+    def torn(self: Collection, *args: Any, **kwargs: Any) -> Any:
+        result = query(self, *args, **kwargs)
+        calls.append(len(result["ids"][0]))
+        if len(calls) in (1, 3, 4, 5, 6):  # torn, whole, then torn for good
+            result["distances"] = [result["distances"][0][:1]]
+        return result
+
+    monkeypatch.setattr(Collection, "query", torn)
+    monkeypatch.setattr(_calls, "_RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    assert store.query("segments", vector, where={"user_id": "alice"}, n_results=3) == whole
+    assert len(calls) == 2 and len(whole) == 3
+    with pytest.raises(StorageError, match="3 ids but 1 distances"):
+        store.query("segments", vector, where={"user_id": "alice"}, n_results=3)
+    assert len(calls) == 6  # the first answer and three retries
