@@ -173,6 +173,14 @@ class Retriever:
                 index.add(record.id, record.document, float(record.metadata.get("ts_s", 0.0)))
         terms = tokens(query)
         count, lexical, times = self._lexical(index, terms)
+        # The newest pages hold the short-term memory every recall returns: read here if the search is
+        # not back yet (as the words are scored first, on a large store it may be), else with the pages
+        # kept (one read instead of two). Read in this thread, not in a second one of the pool: on two
+        # cores a third busy thread slowed the query's embedding and the scoring.
+        newest_records: list[Record] = []
+        if not paged.done():
+            newest_ids = index.ids[max(0, count - capacity) : count]
+            newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
         profile = render_profile(self.repository.profile(user_id))
         # While the query is still being embedded and searched, the late rerank's rows of the pages the
         # words rank first are read here (most of the fused ranking's first are among them), and compared
@@ -181,12 +189,6 @@ class Retriever:
         if self.late is not None and probe is not None and depth and count and not paged.done():
             best = lexical.top(depth)
             prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], paged.done, probe)
-        # The newest pages hold the short-term memory every recall returns: read here if the search is
-        # not back yet, else with the pages kept (one read instead of two).
-        newest_records: list[Record] = []
-        if not paged.done():
-            newest_ids = index.ids[max(0, count - capacity) : count]
-            newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
         vector, found = _wait(paged, embedded)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)

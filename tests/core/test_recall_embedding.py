@@ -140,3 +140,47 @@ def test_the_pool_only_embeds_and_searches_the_reads_run_in_the_calling_thread(
     assert len(context.short_term) == 3 and context.units
     assert readers and all(name == threading.current_thread().name for _, name in readers)
     assert {"pages"} <= {kind for kind, _ in readers}
+
+
+def test_when_the_search_is_back_first_the_newest_pages_are_read_with_the_pages_kept(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = ThreadEmbedder()
+    memory = _filled(make_memory, embedder)
+    store = memory._retriever.store
+    query, get, lexical = store.query, store.get, retrieval.Retriever._lexical
+    searched, profiled = threading.Event(), threading.Event()
+    reads: list[tuple[str, tuple[str, ...]]] = []
+
+    def query_then_tell(kind: str, *args: object, **kwargs: object) -> object:
+        if kind == "knowledge":  # (searched once the pages' search is back)
+            searched.set()
+        return query(kind, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_get(kind: str, **kwargs: object) -> object:
+        reads.append((kind, tuple(kwargs.get("ids") or ())))  # type: ignore[arg-type]
+        if kind == "state":  # the profile, read after the newest pages: the query may be embedded now
+            profiled.set()
+        return get(kind, **kwargs)  # type: ignore[arg-type]
+
+    def score(index: object, terms: list[str]) -> object:
+        if embedder.release is None:
+            assert searched.wait(30)  # the search is back before the words are scored
+        return lexical(index, terms)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "query", query_then_tell)
+    monkeypatch.setattr(store, "get", counted_get)
+    monkeypatch.setattr(retrieval.Retriever, "_lexical", staticmethod(score))
+    embedder.release = profiled  # first the words (and the newest pages), then the search
+    later = memory.retrieve_memory("mountain trail boots", update_heat=False)
+    embedder.release = None
+    late_reads = [ids for kind, ids in reads if kind == "pages" and ids]
+    reads.clear()
+    searched.clear()
+    first = memory.retrieve_memory("mountain trail boots", update_heat=False)
+    first_reads = [ids for kind, ids in reads if kind == "pages" and ids]
+    assert len(first_reads) == len(late_reads) - 1  # the newest pages were read with the best
+    newest = {p.id for p in later.short_term}
+    assert set(late_reads[0]) == newest and newest <= set(first_reads[0])
+    assert repr(first.short_term) == repr(later.short_term) and len(first.short_term) == 3
+    assert repr(first.units) == repr(later.units)
