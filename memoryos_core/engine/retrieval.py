@@ -140,25 +140,18 @@ class Retriever:
         capacity = self.config.short_term.capacity
         embed = query_vector if callable(query_vector) else lambda: query_vector
         embedded = threading.Event()
-        paged: Future[tuple[Sequence[float], list[tuple[Record, float]]]] = Future()
 
-        def search() -> list[tuple[Record, float]]:
-            """The query's pages to ``paged`` (or what failed), then its knowledge (needed last)."""
-            try:
-                vector = embed()
-                embedded.set()
-                found = self.store.query(
-                    "pages",
-                    vector,
-                    where={"user_id": user_id},
-                    n_results=max(config.candidate_pages, k),
-                    ids_only=True,  # the few pages kept are fetched below
-                )
-            except BaseException as exc:
-                paged.set_exception(exc)
-                raise
-            paged.set_result((vector, found))
-            return self._knowledge(user_id, vector)
+        def search() -> tuple[Sequence[float], list[tuple[Record, float]], list[tuple[Record, float]]]:
+            vector = embed()
+            embedded.set()
+            found = self.store.query(
+                "pages",
+                vector,
+                where={"user_id": user_id},
+                n_results=max(config.candidate_pages, k),
+                ids_only=True,  # the few pages kept are fetched below
+            )
+            return vector, found, self._knowledge(user_id, vector)
 
         # The query's embedding (onnxruntime) and Chroma's searches run without the GIL: started first,
         # in a thread of the recall pool, they overlap the index's refresh and the lexical scoring here.
@@ -178,7 +171,7 @@ class Retriever:
         # kept (one read instead of two). Read in this thread, not in a second one of the pool: on two
         # cores a third busy thread slowed the query's embedding and the scoring.
         newest_records: list[Record] = []
-        if not paged.done():
+        if not searches.done():
             newest_ids = index.ids[max(0, count - capacity) : count]
             newest_records = self.store.get("pages", ids=newest_ids, where={"user_id": user_id})
         profile = render_profile(self.repository.profile(user_id))
@@ -186,10 +179,10 @@ class Retriever:
         # words rank first are read here (most of the fused ranking's first are among them), and compared
         # with the query's wordpieces once it is embedded.
         prefetched, depth = None, self.config.retrieval.late_pages
-        if self.late is not None and probe is not None and depth and count and not paged.done():
+        if self.late is not None and probe is not None and depth and count and not searches.done():
             best = lexical.top(depth)
-            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], paged.done, probe)
-        vector, found = _wait(paged, embedded)
+            prefetched = self.late.prefetch(user_id, [index.ids[p] for p in best], searches.done, probe)
+        vector, found, knowledge = _wait(searches, embedded)
         for record in newest_records:  # (a page waiting in the journal is newer)
             records.setdefault(record.id, record)
         # A handful of pages waiting to be written: compared with the query here (with write-behind,
@@ -208,7 +201,7 @@ class Retriever:
             if position is not None and position < count:  # (deleted, or added since the snapshot)
                 known[position] = similarity
         if not count:
-            return self._finish(assistant_id, _wait(searches), [], [], known, top_k, profile)
+            return self._finish(assistant_id, knowledge, [], [], known, top_k, profile)
         asks = bool(ranking.DEFAULT.when) and asks_when(query)  # the "when" boost is off by default
         trace: dict[str, ranking.Part] = {}  # the parts of each score, read for the units kept only
         # (over a large store, in the work of the pages with a query word and the dense candidates)
@@ -269,8 +262,7 @@ class Retriever:
             )
             for p in chosen
         ]
-        # The knowledge search ran meanwhile, in the pool.
-        return self._finish(assistant_id, _wait(searches), recent, units, known, top_k, profile)
+        return self._finish(assistant_id, knowledge, recent, units, known, top_k, profile)
 
     def _late_rerank(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 
 import pytest
 
@@ -148,14 +149,14 @@ def test_when_the_search_is_back_first_the_newest_pages_are_read_with_the_pages_
     embedder = ThreadEmbedder()
     memory = _filled(make_memory, embedder)
     store = memory._retriever.store
-    query, get, lexical = store.query, store.get, retrieval.Retriever._lexical
-    searched, profiled = threading.Event(), threading.Event()
+    get, lexical, submit = store.get, retrieval.Retriever._lexical, retrieval.Retriever._submit
+    profiled = threading.Event()
+    searches: list[Future[object]] = []
     reads: list[tuple[str, tuple[str, ...]]] = []
 
-    def query_then_tell(kind: str, *args: object, **kwargs: object) -> object:
-        if kind == "knowledge":  # (searched once the pages' search is back)
-            searched.set()
-        return query(kind, *args, **kwargs)  # type: ignore[arg-type]
+    def kept(self: retrieval.Retriever, call: Callable[[], object]) -> Future[object]:
+        searches.append(submit(self, call))
+        return searches[-1]
 
     def counted_get(kind: str, **kwargs: object) -> object:
         reads.append((kind, tuple(kwargs.get("ids") or ())))  # type: ignore[arg-type]
@@ -165,10 +166,10 @@ def test_when_the_search_is_back_first_the_newest_pages_are_read_with_the_pages_
 
     def score(index: object, terms: list[str]) -> object:
         if embedder.release is None:
-            assert searched.wait(30)  # the search is back before the words are scored
+            wait([searches[-1]], timeout=30)  # the search is back before the words are scored
         return lexical(index, terms)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "query", query_then_tell)
+    monkeypatch.setattr(retrieval.Retriever, "_submit", kept)
     monkeypatch.setattr(store, "get", counted_get)
     monkeypatch.setattr(retrieval.Retriever, "_lexical", staticmethod(score))
     embedder.release = profiled  # first the words (and the newest pages), then the search
@@ -176,7 +177,6 @@ def test_when_the_search_is_back_first_the_newest_pages_are_read_with_the_pages_
     embedder.release = None
     late_reads = [ids for kind, ids in reads if kind == "pages" and ids]
     reads.clear()
-    searched.clear()
     first = memory.retrieve_memory("mountain trail boots", update_heat=False)
     first_reads = [ids for kind, ids in reads if kind == "pages" and ids]
     assert len(first_reads) == len(late_reads) - 1  # the newest pages were read with the best
