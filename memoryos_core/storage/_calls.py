@@ -49,17 +49,18 @@ def whole(read: Callable[..., Any], **kwargs: Any) -> Any:
     """``read(**kwargs)`` (a collection's ``get``, or its ``query``: one list per query vector), raising
     TornReadError when a column it includes is shorter than its ids."""
     result = read(**kwargs)
-    answers = result["ids"] if "query_embeddings" in kwargs else [result["ids"]]
+    nested = "query_embeddings" in kwargs
+    answers = result["ids"] if nested else [result["ids"]]
     for column in kwargs.get("include") or ():
         values = result.get(column)
         if values is None:
             continue
-        columns = values if "query_embeddings" in kwargs else [values]
-        for ids, found in zip(answers, columns, strict=False):
-            if len(found) != len(ids):
-                raise TornReadError(f"Chroma returned {len(ids)} ids but {len(found)} {column}")
+        columns = values if nested else [values]
         if len(columns) != len(answers):
             raise TornReadError(f"Chroma answered {len(answers)} queries but {len(columns)} with {column}")
+        for ids, found in zip(answers, columns, strict=True):
+            if len(found) != len(ids):
+                raise TornReadError(f"Chroma returned {len(ids)} ids but {len(found)} {column}")
     return result
 
 
