@@ -15,11 +15,15 @@ writes it to Chroma, in one upsert per user. Until then:
 - every other operation that reads pages calls ``flush`` first.
 
 Journal files are ``<store folder>/.memoryos-pending/<pid>-<n>.jsonl``, each held under an
-exclusive ``flock`` by the process writing it. At start, files no live process holds (their
-writer died) are replayed: pages not yet in Chroma are embedded (a line may carry its vector:
-journals of earlier versions did, and that vector is used as it is) and written, pages already
-there are left alone (they may have been consolidated since), then the file is removed. A failed
-embedding or write keeps the pages pending, in memory and on disk, and is retried with backoff.
+exclusive ``flock`` by the process writing it from before it has that name (it is created under a
+name no replay reads, locked, then renamed). Files no live process holds (their writer died) are
+replayed: pages not yet in Chroma are embedded (a line may carry its vector: journals of earlier
+versions did, and that vector is used as it is) and written, pages already there are left alone
+(they may have been consolidated since), then the file is removed. A process replays them when it
+opens the store, before any call that reads or changes stored pages (``Runtime.settled``: so a
+delete or an export sees the pages a dead process accepted), and while its writer thread is idle,
+every ``ADOPT_S``. A failed embedding or write keeps the pages pending, in memory and on disk, and
+is retried with backoff.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
@@ -43,6 +49,14 @@ from memoryos_core.storage.base import MemoryStore, Record
 logger = logging.getLogger("memoryos")
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 _REPLAY_CHUNK = 512  # pages embedded and written at a time when a journal is replayed
+_OPENING = ".opening"
+"""The suffix of a journal being created (locked, then renamed to ``.jsonl``): replays do not read it."""
+_STALE_S = 60.0
+"""Age past which an unlocked journal still being created is a dead process's (removed: it is empty)."""
+ADOPT_S = 5.0
+"""How often an idle writer thread looks for journals of dead processes to replay."""
+_REPLAYING = threading.Lock()
+"""One replay at a time in this process (another process's is kept out by the journal's lock)."""
 
 Embed = Callable[[Sequence[str]], list[list[float]]]
 """``Embedder.embed``: one vector per text, in order."""
@@ -98,6 +112,8 @@ class PendingPages:
             page must come with its vector.
         on_stored: called with (user, pages) after pages were written to the store (the late
             rerank's wordpieces are written then); must not raise.
+        on_adopted: called after pages of a dead process's journal were written (to schedule
+            their consolidation); must not raise.
     """
 
     def __init__(
@@ -109,17 +125,20 @@ class PendingPages:
         is_fsync: bool = True,
         embed: Embed | None = None,
         on_stored: Stored | None = None,
+        on_adopted: Callable[[], None] = lambda: None,
     ) -> None:
         self.store, self.folder, self.delay_s, self.is_fsync = store, Path(folder), delay_s, is_fsync
         self._embed = embed
         self._on_stored = on_stored
+        self._on_adopted = on_adopted
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
         self._embed_lock = threading.Lock()  # a page is embedded once, by a flush or a recall
         self._wake = threading.Condition(self._lock)
-        self._journal: IO[bytes] | None = None
-        self._written: list[IO[bytes]] = []  # journals whose pages are being or failed to be flushed
+        self._journal: tuple[IO[bytes], Path] | None = None  # the open journal and its path
+        # journals whose pages are being or failed to be written
+        self._written: list[tuple[IO[bytes], Path]] = []
         self._failures = 0
         self._stopped = False
         self._stop = threading.Event()
@@ -135,6 +154,18 @@ class PendingPages:
         replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
+        return replayed
+
+    def adopt(self) -> int:
+        """Replay the journals of processes that died since the store was opened (``on_adopted`` is
+        called when there were pages to write); returns the pages written.
+
+        Raises:
+            StorageError, EmbeddingError: as ``replay_journals`` (the journal stays for the next try).
+        """
+        replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
+        if replayed:
+            self._on_adopted()
         return replayed
 
     def close(self) -> None:
@@ -158,7 +189,7 @@ class PendingPages:
         with self._lock:
             if self._journal is None:
                 self._journal = self._open_journal()
-            fd = self._journal.fileno()
+            fd = self._journal[0].fileno()
             size = os.lseek(fd, 0, os.SEEK_END)
             try:
                 written = os.write(fd, data)
@@ -230,26 +261,41 @@ class PendingPages:
                         self._pages.pop(user, None)
             with self._lock:
                 done, self._written = self._written, []
-            for journal in done:
-                os.unlink(journal.name)
+            for journal, path in done:
+                os.unlink(path)
                 journal.close()  # closing releases the flock
 
     # --- internals ------------------------------------------------------------------------
-    def _open_journal(self) -> IO[bytes]:
-        path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:16]}.jsonl"
-        journal = open(path, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
-        fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
+    def _open_journal(self) -> tuple[IO[bytes], Path]:
+        """A new journal, locked before it takes its ``.jsonl`` name: a replay in another process never
+        finds it unlocked (it would take it for a dead process's and remove it, and the pages written
+        to it after would be in no file once this process died)."""
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        opening = self.folder / f".{name}{_OPENING}"
+        journal = open(opening, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
+        try:
+            fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
+            path = self.folder / f"{name}.jsonl"
+            os.rename(opening, path)  # (the lock is the file's: it holds under the new name)
+        except OSError:
+            journal.close()
+            opening.unlink(missing_ok=True)
+            raise
         if self.is_fsync:  # a new file's name is in the folder, which needs its own fsync
             _fsync_folder(self.folder)
-        return journal
+        return journal, path
 
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._pages and not self._stopped:
-                    self._wake.wait()
+                idle = False
+                while not self._pages and not self._stopped and not idle:
+                    idle = not self._wake.wait(ADOPT_S)
                 if self._stopped:
                     return
+            if idle:
+                self._adopt_quietly()
+                continue
             delay = self.delay_s if not self._failures else _BACKOFF_S[min(self._failures, 4) - 1]
             if self._stop.wait(delay):  # let more pages gather; close() ends the wait
                 return
@@ -259,6 +305,12 @@ class PendingPages:
             except Exception as exc:  # kept pending and retried; reads merge them meanwhile
                 self._failures += 1
                 logger.warning("writing %d pending pages failed, retrying: %s", len(self), exc)
+
+    def _adopt_quietly(self) -> None:
+        try:
+            self.adopt()
+        except Exception as exc:  # the journal stays: the next look, or the next open, replays it
+            logger.warning("replaying a journal of a dead process failed, will retry: %s", exc)
 
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
@@ -285,13 +337,22 @@ def replay_journals(
     Raises:
         StorageError, EmbeddingError: the store or the embedder failed; the journal stays.
     """
+    if not folder.is_dir():
+        return 0
+    with _REPLAYING:  # a thread of this process replaying one waits for another's replay to end
+        return _replay(store, folder, embed, on_stored)
+
+
+def _replay(store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None) -> int:
     replayed = 0
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        with open(path, "rb") as journal:
-            try:
-                fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live process is still writing it
+    for path in sorted(folder.glob(f".*{_OPENING}")):
+        with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
+            if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
+                path.unlink(missing_ok=True)  # its writer died before naming it: nothing was written to it
+    for path in sorted(folder.glob("*.jsonl")):
+        with _orphan(path) as journal:
+            if journal is None:
+                continue
             by_user: dict[str, dict[str, Record]] = {}
             bad: list[bytes] = []
             for line in journal:
@@ -320,10 +381,29 @@ def replay_journals(
                     replayed += len(chunk)
             if bad:
                 _quarantine(path, bad)
-            path.unlink()
+            path.unlink(missing_ok=True)
     if replayed:
         logger.info("wrote %d journaled pages left by an earlier process", replayed)
     return replayed
+
+
+@contextmanager
+def _orphan(path: Path) -> Iterator[IO[bytes] | None]:
+    """The file at ``path``, open and locked, when no live process holds it; None when one does, or
+    when it is gone (another process replayed it meanwhile: a file unlinked after it was opened here
+    is not read again, so a page deleted since is not written back)."""
+    try:
+        file = open(path, "rb")  # noqa: SIM115  (closed below)
+    except FileNotFoundError:
+        yield None
+        return
+    with file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process is still writing it
+            yield None
+            return
+        yield file if os.fstat(file.fileno()).st_nlink else None
 
 
 def _quarantine(path: Path, lines: list[bytes]) -> None:

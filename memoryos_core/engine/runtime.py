@@ -38,7 +38,8 @@ class Runtime:
         on_event: called with (event name, details); a failing hook is logged, never raised.
         is_write_behind: journal new pages and write them to the store in batches (when the
             store has a local folder and ``config.write_behind_s`` > 0).
-        on_open: called once, right after the store was opened (to schedule work left pending).
+        on_open: called right after the store was opened, and after pages a dead process journaled were
+            written (to schedule work left pending).
         late: the pages' wordpiece vectors (embedded through it, written once stored).
     """
 
@@ -115,6 +116,7 @@ class Runtime:
                     is_fsync=self.config.durability == "fsync",
                     embed=late.embed,
                     on_stored=late.add,
+                    on_adopted=self._on_open,
                 )
                 pending.start()
                 self.pending = pending
@@ -143,10 +145,17 @@ class Runtime:
                 adopt(space)  # a default precision stays this store's
 
     def settled(self) -> None:
-        """Open the store and write any pages still waiting in the journal (before reading pages)."""
+        """Open the store and write any pages still waiting in the journal (before reading pages), this
+        process's and those a process that died since the store was opened left in its own (their
+        users' consolidation is scheduled then)."""
         self.ready()
         if self.pending is not None:
+            self.pending.adopt()
             self.pending.flush()
+            return
+        folder = journal_folder(self.store)
+        if folder is not None and replay_journals(self.store, folder, self.late.embed, self.late.add):
+            self._on_open()
 
     def pending_of(self, user_id: str) -> list[Record]:
         """The user's new pages not yet written to the store (with write-behind, some may have

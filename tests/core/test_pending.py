@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, StorageError
+from memoryos_core.engine import pending as pending_module
 from memoryos_core.engine.pending import PendingPages
 from memoryos_core.storage.base import Kind, Record
 from memoryos_core.storage.chroma import ChromaStore
@@ -128,6 +130,92 @@ def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
         for record in memory.store.get("pages", where={"user_id": "alice"}, with_embeddings=True):
             want = HashingEmbedder(64).embed([record.document])[0]  # embedded when replayed
             assert record.embedding == pytest.approx(want, abs=1e-6)
+    finally:
+        memory.close()
+
+
+def _killed_writer(path: Path) -> list[str]:
+    """Run ``_CHILD`` on the store at ``path``: the ids of the 12 pages it accepted and left journaled."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == -9, done.stderr
+    accepted = done.stdout.split()
+    assert len(accepted) == 12 and len(_journals(path)) == 1
+    return accepted
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_live_process_writes_the_pages_of_one_that_died_since_it_opened_the_store(
+    tmp_path: Path, background: bool
+) -> None:
+    live = (
+        _memory(tmp_path)
+        if background
+        else MemoryOS(store=ChromaStore(path=str(tmp_path)), embedder=HashingEmbedder(64), background=False)
+    )
+    try:
+        live.get_memory_stats(user_id="alice")  # open before the other process writes
+        accepted = _killed_writer(tmp_path)
+        pages = [p["id"] for p in live.export_memory(user_id="alice")["pages"]]  # reads adopt first
+        assert sorted(pages) == sorted(accepted) and _journals(tmp_path) == []
+        live.flush()  # the dead process's pages are consolidated as the live one's would be
+        stats = live.get_memory_stats(user_id="alice")
+        assert stats.short_term_pages <= live.config.short_term.capacity and stats.pending_pages == 0
+    finally:
+        live.close()
+
+
+def test_a_page_a_dead_process_accepted_can_be_deleted_for_good(tmp_path: Path) -> None:
+    live = _memory(tmp_path)
+    try:
+        live.get_memory_stats(user_id="alice")
+        gone, *kept = _killed_writer(tmp_path)
+        assert live.delete_memory(gone, user_id="alice") == 1
+    finally:
+        live.close()
+    reopened = _memory(tmp_path)  # (a journal left behind would be replayed here)
+    try:
+        pages = [p["id"] for p in reopened.export_memory(user_id="alice")["pages"]]
+        assert sorted(pages) == sorted(kept) and gone not in pages
+    finally:
+        reopened.close()
+
+
+def test_an_idle_writer_thread_writes_the_pages_of_a_dead_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pending_module, "ADOPT_S", 0.05)
+    live = _memory(tmp_path)
+    try:
+        live.get_memory_stats(user_id="alice")
+        accepted = _killed_writer(tmp_path)
+        for _ in range(400):  # no call of the live process: its writer thread looks by itself
+            if len(_stored(live)) == len(accepted):
+                break
+            time.sleep(0.025)
+        assert sorted(r.id for r in _stored(live)) == sorted(accepted) and _journals(tmp_path) == []
+        found = live.retrieve_memory("page 7", user_id="alice").all_units
+        assert any(unit.page_ids == (accepted[7],) for unit in found)
+    finally:
+        live.close()
+
+
+def test_a_journal_being_created_is_named_once_locked_and_a_dead_ones_leftover_goes(tmp_path: Path) -> None:
+    folder = tmp_path / ".memoryos-pending"
+    folder.mkdir()
+    stale, young = folder / ".1-dead.opening", folder / ".2-starting.opening"
+    stale.write_bytes(b"")
+    young.write_bytes(b"")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    memory = _memory(tmp_path)
+    try:
+        memory.add_memory("hello", "hi")
+        [journal] = _journals(tmp_path)
+        with open(journal, "rb") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held under its final name
+        assert not stale.exists() and young.exists()  # (a young one may be a live writer's)
+        assert sorted(p.name for p in folder.iterdir()) == sorted([journal.name, young.name])
     finally:
         memory.close()
 
