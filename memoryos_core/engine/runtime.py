@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from memoryos_core._config import MemoryConfig
-from memoryos_core._exceptions import DimensionMismatchError
+from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError
 from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
 from memoryos_core.engine.late import LateIndex
@@ -149,13 +149,23 @@ class Runtime:
         process's and those a process that died since the store was opened left in its own (their
         users' consolidation is scheduled then)."""
         self.ready()
+        self._adopt()
         if self.pending is not None:
-            self.pending.adopt()
             self.pending.flush()
-            return
-        folder = journal_folder(self.store)
-        if folder is not None and replay_journals(self.store, folder, self.late.embed, self.late.add):
-            self._on_open()
+
+    def _adopt(self) -> None:
+        """Replay the page journals of processes that died since the store was opened. A failure is
+        logged, not raised: those pages stay journaled for the next try, and this process's own
+        calls go on."""
+        try:
+            if self.pending is not None:
+                self.pending.adopt()
+            elif (folder := journal_folder(self.store)) is not None and replay_journals(
+                self.store, folder, self.late.embed, self.late.add
+            ):
+                self._on_open()
+        except MemoryOSError as exc:
+            logger.warning("replaying the page journal of a dead process failed, will retry: %s", exc)
 
     def pending_of(self, user_id: str) -> list[Record]:
         """The user's new pages not yet written to the store (with write-behind, some may have

@@ -182,6 +182,36 @@ def test_a_page_a_dead_process_accepted_can_be_deleted_for_good(tmp_path: Path) 
         reopened.close()
 
 
+class _RefusingAlice(ChromaStore):
+    """Refuses to write pages of user alice (the dead writer's) while ``refusing``."""
+
+    refusing = True
+
+    def upsert(self, kind: Kind, records: Any) -> None:
+        if kind == "pages" and self.refusing and any(r.metadata.get("user_id") == "alice" for r in records):
+            raise StorageError("alice's pages refused", backend=self.backend)
+        super().upsert(kind, records)
+
+
+def test_a_dead_process_journal_that_cannot_be_written_yet_blocks_no_call_of_a_live_one(
+    tmp_path: Path,
+) -> None:
+    store = _RefusingAlice(path=str(tmp_path))
+    live = _memory(tmp_path, store=store)
+    try:
+        live.get_memory_stats(user_id="carol")
+        accepted = _killed_writer(tmp_path)
+        mine = live.add_memory("carol's own page", "ok", user_id="carol").page_id
+        assert [p["id"] for p in live.export_memory(user_id="carol")["pages"]] == [mine]
+        assert len(_journals(tmp_path)) == 1  # kept for the next try
+        store.refusing = False
+        assert sorted(p["id"] for p in live.export_memory(user_id="alice")["pages"]) == sorted(accepted)
+        assert _journals(tmp_path) == []
+    finally:
+        store.refusing = False
+        live.close()
+
+
 def test_an_idle_writer_thread_writes_the_pages_of_a_dead_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
