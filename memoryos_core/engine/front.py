@@ -452,6 +452,7 @@ class SyncMemoryOS:
     def close(self) -> None:
         """Stop the background worker, write journaled pages and pending heat visits; pages
         waiting for consolidation stay in the store and are consolidated at the next start."""
+        self._runtime.stop_adopting()
         self._scheduler.stop()
         self._retriever.close()
         self._runtime.close_journal()

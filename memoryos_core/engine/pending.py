@@ -48,7 +48,7 @@ from memoryos_core.storage.base import MemoryStore, Record
 
 logger = logging.getLogger("memoryos")
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
-_REPLAY_CHUNK = 512  # pages embedded and written at a time when a journal is replayed
+_REPLAY_CHUNK = 64  # pages embedded and written at a time when a journal is replayed (a stop waits one)
 _OPENING = ".opening"
 """The suffix of a journal being created (locked, then renamed to ``.jsonl``): replays do not read it."""
 _STALE_S = 60.0
@@ -142,6 +142,8 @@ class PendingPages:
         self._failures = 0
         self._stopped = False
         self._stop = threading.Event()
+        self._no_adopt = threading.Event()  # set once closing: a replay under way stops between chunks
+        self._adopted_at = time.monotonic()
         self._thread: threading.Thread | None = None
 
     # --- start and stop -------------------------------------------------------------------
@@ -163,13 +165,22 @@ class PendingPages:
         Raises:
             StorageError, EmbeddingError: as ``replay_journals`` (the journal stays for the next try).
         """
-        replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
+        replayed = replay_journals(
+            self.store, self.folder, self._embed, self._on_stored, stop=self._no_adopt.is_set
+        )
+        self._adopted_at = time.monotonic()
         if replayed:
             self._on_adopted()
         return replayed
 
+    def stop_adopting(self) -> None:
+        """No more replays of other processes' journals; one under way stops after its chunk (the
+        journal stays, for the next process to open the store: its pages written already are skipped)."""
+        self._no_adopt.set()
+
     def close(self) -> None:
         """Write everything pending and stop; pages that cannot be written stay in the journal."""
+        self.stop_adopting()
         with self._lock:
             self._stopped = True
             self._stop.set()
@@ -288,13 +299,14 @@ class PendingPages:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                idle = False
-                while not self._pages and not self._stopped and not idle:
-                    idle = not self._wake.wait(ADOPT_S)
+                while not self._pages and not self._stopped and not self._adoption_due():
+                    self._wake.wait(max(0.0, self._adopted_at + ADOPT_S - time.monotonic()))
                 if self._stopped:
                     return
-            if idle:
+                has_pages = bool(self._pages)
+            if self._adoption_due():  # (also between batches: a process that always has pages looks too)
                 self._adopt_quietly()
+            if not has_pages:
                 continue
             delay = self.delay_s if not self._failures else _BACKOFF_S[min(self._failures, 4) - 1]
             if self._stop.wait(delay):  # let more pages gather; close() ends the wait
@@ -306,10 +318,14 @@ class PendingPages:
                 self._failures += 1
                 logger.warning("writing %d pending pages failed, retrying: %s", len(self), exc)
 
+    def _adoption_due(self) -> bool:
+        return time.monotonic() - self._adopted_at >= ADOPT_S
+
     def _adopt_quietly(self) -> None:
         try:
             self.adopt()
         except Exception as exc:  # the journal stays: the next look, or the next open, replays it
+            self._adopted_at = time.monotonic()
             logger.warning("replaying a journal of a dead process failed, will retry: %s", exc)
 
 
@@ -325,13 +341,19 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def replay_journals(
-    store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None = None
+    store: MemoryStore,
+    folder: Path,
+    embed: Embed | None,
+    on_stored: Stored | None = None,
+    *,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Write the pages of journals that no live process holds (their writer died), then remove
     them; pages already in the store are left as they are, pages without a vector are embedded
     with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write
     (and with the pages already stored, as the store holds them: their writer may have died
-    between its write and its call).
+    between its write and its call). Once ``stop()`` is true it stops before the next chunk of
+    ``_REPLAY_CHUNK`` pages, leaving the journal (its pages written so far are skipped next time).
     Returns the pages written.
 
     Raises:
@@ -340,16 +362,20 @@ def replay_journals(
     if not folder.is_dir():
         return 0
     with _REPLAYING:  # a thread of this process replaying one waits for another's replay to end
-        return _replay(store, folder, embed, on_stored)
+        return _replay(store, folder, embed, on_stored, stop)
 
 
-def _replay(store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None) -> int:
+def _replay(
+    store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None, stop: Callable[[], bool]
+) -> int:
     replayed = 0
     for path in sorted(folder.glob(f".*{_OPENING}")):
         with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
             if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
                 path.unlink(missing_ok=True)  # its writer died before naming it: nothing was written to it
     for path in sorted(folder.glob("*.jsonl")):
+        if stop():
+            break
         with _orphan(path) as journal:
             if journal is None:
                 continue
@@ -369,6 +395,8 @@ def _replay(store: MemoryStore, folder: Path, embed: Embed | None, on_stored: St
                 if stored and on_stored is not None:  # its writer may have died before calling it
                     on_stored(user, stored)
                 for start in range(0, len(missing), _REPLAY_CHUNK):
+                    if stop():
+                        return _replayed(replayed)  # (the journal stays whole)
                     chunk = missing[start : start + _REPLAY_CHUNK]
                     try:
                         written = with_vectors(chunk, embed)
@@ -382,9 +410,13 @@ def _replay(store: MemoryStore, folder: Path, embed: Embed | None, on_stored: St
             if bad:
                 _quarantine(path, bad)
             path.unlink(missing_ok=True)
-    if replayed:
-        logger.info("wrote %d journaled pages left by an earlier process", replayed)
-    return replayed
+    return _replayed(replayed)
+
+
+def _replayed(count: int) -> int:
+    if count:
+        logger.info("wrote %d journaled pages left by an earlier process", count)
+    return count
 
 
 @contextmanager

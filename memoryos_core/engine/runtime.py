@@ -68,6 +68,7 @@ class Runtime:
         self._on_open = on_open
         self._is_open = False
         self._open_lock = threading.Lock()
+        self._closing = threading.Event()  # no more replays of other processes' journals
         self._guard = threading.Lock()
         self._user_locks: dict[str, threading.RLock] = {}
         self._session_cost: dict[str, Cost] = {}
@@ -157,11 +158,13 @@ class Runtime:
         """Replay the page journals of processes that died since the store was opened. A failure is
         logged, not raised: those pages stay journaled for the next try, and this process's own
         calls go on."""
+        if self._closing.is_set():
+            return
         try:
             if self.pending is not None:
                 self.pending.adopt()
             elif (folder := journal_folder(self.store)) is not None and replay_journals(
-                self.store, folder, self.late.embed, self.late.add
+                self.store, folder, self.late.embed, self.late.add, stop=self._closing.is_set
             ):
                 self._on_open()
         except MemoryOSError as exc:
@@ -182,6 +185,13 @@ class Runtime:
             warm_up(self.embedder)
         except Exception:  # the embed that needs the model raises it again, to its caller
             logger.debug("loading the embedder ahead failed", exc_info=True)
+
+    def stop_adopting(self) -> None:
+        """Closing: replays of other processes' journals stop (one under way, after its chunk), so the
+        background threads end promptly; the journals stay for the next process to open the store."""
+        self._closing.set()
+        if self.pending is not None:
+            self.pending.stop_adopting()
 
     def close_journal(self) -> None:
         """Embed the journaled pages, write them to the store and stop the journal's writer (a

@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, StorageError
+from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, ShortTermConfig, StorageError
 from memoryos_core.engine import pending as pending_module
 from memoryos_core.engine.pending import PendingPages
 from memoryos_core.storage.base import Kind, Record
@@ -34,7 +36,11 @@ def _memory(path: Path, config: MemoryConfig = SLOW, store: ChromaStore | None =
 
 
 def _stored(memory: MemoryOS) -> list[Record]:
-    return memory.store.get("pages", where={"user_id": "alice"})
+    return _stored_of(memory, "alice")
+
+
+def _stored_of(memory: MemoryOS, user: str) -> list[Record]:
+    return memory.store.get("pages", where={"user_id": user})
 
 
 def _journals(path: Path) -> list[Path]:
@@ -89,11 +95,13 @@ def test_write_behind_is_off_for_a_server_inline_mode_or_zero(tmp_path: Path, ch
 _CHILD = textwrap.dedent(
     """
     import os, sys
-    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS, ShortTermConfig
     from memoryos_core.storage.chroma import ChromaStore
+    # (no consolidation either: its passes would write the journaled pages before the kill)
+    config = MemoryConfig(write_behind_s=30.0, short_term=ShortTermConfig(capacity=1000))
     memory = MemoryOS(user_id="alice", store=ChromaStore(path=sys.argv[1]), embedder=HashingEmbedder(64),
-                      config=MemoryConfig(write_behind_s=30.0), background=True)
-    ids = [memory.add_memory(f"page {i}", "ok").page_id for i in range(12)]
+                      config=config, background=True)
+    ids = [memory.add_memory(f"page {i}", "ok").page_id for i in range(int(sys.argv[2]))]
     print(" ".join(ids), flush=True)
     os.kill(os.getpid(), 9)
     """
@@ -105,7 +113,7 @@ def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
     tmp_path: Path, background: bool
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        [sys.executable, "-c", _CHILD, str(tmp_path), "12"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -134,14 +142,18 @@ def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
         memory.close()
 
 
-def _killed_writer(path: Path) -> list[str]:
-    """Run ``_CHILD`` on the store at ``path``: the ids of the 12 pages it accepted and left journaled."""
+def _killed_writer(path: Path, pages: int = 12) -> list[str]:
+    """Run ``_CHILD`` on the store at ``path``: the ids of the pages it accepted and left journaled."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", _CHILD, str(path), str(pages)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == -9, done.stderr
     accepted = done.stdout.split()
-    assert len(accepted) == 12 and len(_journals(path)) == 1
+    assert len(accepted) == pages and len(_journals(path)) == 1
     return accepted
 
 
@@ -229,6 +241,62 @@ def test_an_idle_writer_thread_writes_the_pages_of_a_dead_process(
         assert any(unit.page_ids == (accepted[7],) for unit in found)
     finally:
         live.close()
+
+
+def test_a_process_that_keeps_adding_still_writes_the_pages_of_a_dead_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pending_module, "ADOPT_S", 0.1)
+    # (no consolidation, whose passes would look for dead journals too: the journal thread alone)
+    config = MemoryConfig(write_behind_s=0.02, short_term=ShortTermConfig(capacity=1000))
+    live = _memory(tmp_path, config)
+    try:
+        live.get_memory_stats(user_id="alice")
+        accepted = _killed_writer(tmp_path)
+        for i in range(200):  # a page every 10 ms: the journal thread is never idle for ADOPT_S
+            live.add_memory(f"carol's page {i}", "ok", user_id="carol")
+            if {r.id for r in _stored(live)} >= set(accepted):
+                break
+            time.sleep(0.01)
+        assert sorted(r.id for r in _stored(live)) == sorted(accepted)
+    finally:
+        live.close()
+
+
+class _SlowEmbedder(HashingEmbedder):
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        time.sleep(0.004 * len(texts))
+        return super().embed(texts)
+
+
+def test_close_stops_a_replay_under_way_and_the_journal_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pending_module, "ADOPT_S", 0.05)
+    live = MemoryOS(
+        user_id="carol",
+        store=ChromaStore(path=str(tmp_path)),
+        embedder=_SlowEmbedder(64),
+        config=SLOW,
+        background=True,
+    )
+    live.get_memory_stats()
+    accepted = _killed_writer(tmp_path, pages=400)  # ~1.6 s of embedding at 4 ms a page
+    for _ in range(400):
+        if _stored_of(live, "alice"):
+            break  # the journal thread is replaying it
+        time.sleep(0.01)
+    started = time.monotonic()
+    live.close()
+    assert time.monotonic() - started < 1.0  # one chunk of 64 pages (0.26 s) at most, not the rest
+    assert not [t for t in threading.enumerate() if t.name in ("memoryos-pending", "memoryos-worker")]
+    assert 0 < len(_stored_of(live, "alice")) < len(accepted) and len(_journals(tmp_path)) == 1
+    reopened = _memory(tmp_path)  # the next process to open the store writes the rest, once each
+    try:
+        pages = [p["id"] for p in reopened.export_memory(user_id="alice")["pages"]]
+        assert sorted(pages) == sorted(accepted) and _journals(tmp_path) == []
+    finally:
+        reopened.close()
 
 
 def test_a_journal_being_created_is_named_once_locked_and_a_dead_ones_leftover_goes(tmp_path: Path) -> None:
