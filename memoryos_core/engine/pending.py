@@ -21,9 +21,9 @@ replayed: pages not yet in Chroma are embedded (a line may carry its vector: jou
 versions did, and that vector is used as it is) and written, pages already there are left alone
 (they may have been consolidated since), then the file is removed. A process replays them when it
 opens the store, before any call that reads or changes stored pages (``Runtime.settled``: so a
-delete or an export sees the pages a dead process accepted), and while its writer thread is idle,
-every ``ADOPT_S``. A failed embedding or write keeps the pages pending, in memory and on disk, and
-is retried with backoff.
+delete or an export sees the pages a dead process accepted), and from its writer thread every
+``ADOPT_S``. A failed embedding or write keeps the pages pending, in memory and on disk, and is
+retried with backoff.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _OPENING = ".opening"
 _STALE_S = 60.0
 """Age past which an unlocked journal still being created is a dead process's (removed: it is empty)."""
 ADOPT_S = 5.0
-"""How often an idle writer thread looks for journals of dead processes to replay."""
+"""How often the writer thread looks for journals of dead processes to replay (busy or idle)."""
 _REPLAYING = threading.Lock()
 """One replay at a time in this process (another process's is kept out by the journal's lock)."""
 
