@@ -112,16 +112,7 @@ _CHILD = textwrap.dedent(
 def test_pages_journaled_by_a_killed_process_are_written_once_at_the_next_start(
     tmp_path: Path, background: bool
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path), "12"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == -9, done.stderr
-    accepted = done.stdout.split()
-    assert len(accepted) == 12 and len(_journals(tmp_path)) == 1
+    accepted = _killed_writer(tmp_path)
     lines = [json.loads(line) for line in _journals(tmp_path)[0].read_text().splitlines()]
     assert all(line["vec"] == [] for line in lines)  # journaled before any embedding
     memory = _memory(tmp_path)
