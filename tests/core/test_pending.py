@@ -328,6 +328,51 @@ def test_a_replayed_journal_never_overwrites_a_page_already_stored(tmp_path: Pat
         reopened.close()
 
 
+def _dead_journal(tmp_path: Path) -> tuple[ChromaStore, Path]:
+    """A store and, in ``tmp_path / "journal"``, a journal no process holds, of one page of alice."""
+    store = ChromaStore(path=str(tmp_path))
+    store.open(dim=2, embedder_name="t")
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    (folder / "1-dead.jsonl").write_bytes(
+        pending_module._line(Record("p0", "doc", {"user_id": "alice"}, [1.0, 0.0]))
+    )
+    return store, folder
+
+
+def test_a_journal_another_process_replayed_while_this_one_opened_it_is_not_replayed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, folder = _dead_journal(tmp_path)
+    real_flock = fcntl.flock
+
+    def lock_after_the_other(fd: int, operation: int) -> None:  # it replayed the file and removed it
+        (folder / "1-dead.jsonl").unlink(missing_ok=True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(pending_module.fcntl, "flock", lock_after_the_other)
+    assert pending_module.replay_journals(store, folder, None) == 0
+    monkeypatch.undo()
+    assert store.get("pages", where={"user_id": "alice"}) == []  # (the user may have deleted it since)
+    store.close()
+
+
+def test_a_journal_gone_between_listing_and_opening_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, folder = _dead_journal(tmp_path)
+
+    def gone(path: Any, *args: Any, **kwargs: Any) -> Any:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(pending_module, "open", gone, raising=False)
+    assert pending_module.replay_journals(store, folder, None) == 0
+    monkeypatch.undo()
+    assert pending_module.replay_journals(store, folder, None) == 1  # (here it was still there)
+    assert [r.id for r in store.get("pages", where={"user_id": "alice"})] == ["p0"]
+    store.close()
+
+
 def test_a_journal_held_by_a_live_process_is_left_alone(tmp_path: Path) -> None:
     first = _memory(tmp_path)
     second = _memory(tmp_path)
