@@ -153,6 +153,7 @@ class PendingPages:
         os.chmod(self.folder, DIR_MODE)  # the pages of every user pass through here
         if self.is_fsync:
             _fsync_folder(self.folder.parent)  # the journal folder's own name
+        remove_dead_openings(self.folder)
         replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
@@ -369,10 +370,6 @@ def _replay(
     store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None, stop: Callable[[], bool]
 ) -> int:
     replayed = 0
-    for path in sorted(folder.glob(f".*{_OPENING}")):
-        with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
-            if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
-                path.unlink(missing_ok=True)  # its writer died before naming it: nothing was written to it
     for path in sorted(folder.glob("*.jsonl")):
         if stop():
             break
@@ -411,6 +408,16 @@ def _replay(
                 _quarantine(path, bad)
             path.unlink(missing_ok=True)
     return _replayed(replayed)
+
+
+def remove_dead_openings(folder: Path) -> None:
+    """Remove the journals a dead process left while creating them (unlocked ``.opening`` files older
+    than ``_STALE_S``: nothing was written to them). Run when the store is opened, not before every
+    replay: such a file is empty, and one glob fewer on the calls that look for dead journals."""
+    for path in sorted(folder.glob(f".*{_OPENING}")) if folder.is_dir() else []:
+        with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
+            if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
+                path.unlink(missing_ok=True)
 
 
 def _replayed(count: int) -> int:

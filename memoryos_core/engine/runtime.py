@@ -18,7 +18,7 @@ from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
 from memoryos_core.engine.late import LateIndex
 from memoryos_core.engine.lease import LEASE_TTL_S, Leases
-from memoryos_core.engine.pending import PendingPages, journal_folder, replay_journals
+from memoryos_core.engine.pending import PendingPages, journal_folder, remove_dead_openings, replay_journals
 from memoryos_core.llm.base import LLM
 from memoryos_core.storage.base import MemoryStore, Record
 
@@ -122,6 +122,7 @@ class Runtime:
                 pending.start()
                 self.pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on
+                remove_dead_openings(folder)
                 replay_journals(self.store, folder, late.embed, late.add)
             self._is_open = True
         self._on_open()
