@@ -3,9 +3,12 @@ profile views and stats. Every call opens the store; every change holds the user
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +26,9 @@ from memoryos_core.llm.usage import measure
 from memoryos_core.policy import text as text_policy
 from memoryos_core.policy.heat import HeatState, heat
 from memoryos_core.policy.long_term import hot_segments, render_profile
-from memoryos_core.storage.base import KINDS, ErasableStore
+from memoryos_core.storage.base import KINDS, ErasableStore, Record
+
+logger = logging.getLogger("memoryos")
 
 
 class DataManager:
@@ -192,17 +197,48 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             if everything:
-                runtime.late.drop(user)  # first: a file that cannot be written stops it before anything goes
-                self._indexes.forget(user)
-                self._scheduler.forget(user)
-                self._repository.unregister(user)
-                deleted = self._delete_user(user)
+                # First the note that lets other processes erase the pages they accepted before now and
+                # write later (then a file that cannot be written stops it before anything goes).
+                self._repository.mark_erased(user, time.time_ns())
+                runtime.late.drop(user)
+                deleted = self._forget_user(user)
                 runtime.late.drop(user)  # again: adds take no user lock, and one may have written meanwhile
+                self._erase_deleted()
                 return deleted
             page_id = check_id(page_id, "page_id")
             runtime.late.remove(user, [page_id])  # its wordpieces erased, then its words,
             self._indexes.remove(user, [page_id])  # before the store deletes the page
-            return self._delete_page(user, page_id)
+            deleted = self._delete_page(user, page_id)
+            self._erase_deleted()
+            return deleted
+
+    def erase_if_deleted(self, user: str, records: Sequence[Record]) -> None:
+        """Erase the pages of ``records`` (just written to the store from a page journal) that were
+        accepted before the user's memory was deleted, by another process, while they waited: the
+        delete found them in no store. Called after the write, it sees the note that delete writes
+        before it removes anything, so a page is either removed by the delete or erased here.
+
+        Raises:
+            StorageError: the store failed (the caller keeps the check for its next call).
+            LeaseBusyError: another process held the user's lease too long.
+        """
+        erased_ns = self._repository.erased_ns(user)
+        if erased_ns is None:
+            return
+        stale = [r.id for r in records if int(r.metadata.get("created_ns", 0)) <= erased_ns]
+        if not stale:
+            return
+        runtime, store = self._runtime, self._runtime.store
+        with runtime.hold(user):
+            runtime.late.remove(user, stale)
+            self._indexes.remove(user, stale)
+            for page_id in stale:
+                with contextlib.suppress(NotFoundError):  # the delete removed it, or it was deleted since
+                    self._delete_page(user, page_id)
+            if not store.count("pages", where={"user_id": user}):  # what the write recreated goes too
+                self._forget_user(user)
+        self._erase_deleted()
+        logger.info("erased %d pages of user %s accepted before their memory was deleted", len(stale), user)
 
     def delete_knowledge(self, user: str, knowledge_id: str) -> None:
         """Delete one user or assistant knowledge item; its pages stay."""
@@ -261,18 +297,22 @@ class DataManager:
         return count
 
     # --- deletion -----------------------------------------------------------------------------
-    def _delete_user(self, user: str) -> int:
-        """Remove every record of the user from every collection; returns pages removed."""
+    def _forget_user(self, user: str) -> int:
+        """Remove every record of the user from every collection and what this process keeps of
+        them (not erased yet: see ``_erase_deleted``); returns pages removed."""
+        self._indexes.forget(user)
+        self._scheduler.forget(user)
+        self._repository.unregister(user)
         store = self._runtime.store
         pages = len(store.get("pages", where={"user_id": user}))
         for kind in KINDS:
             store.delete(kind, where={"user_id": user})
-        self._erase_deleted()
         return pages
 
     def _delete_page(self, user: str, page_id: str) -> int:
         """Delete one page and what was derived from it: its segment is rebuilt from the pages
-        left (or deleted), and knowledge and profile traits citing it are deleted."""
+        left (or deleted), and knowledge and profile traits citing it are deleted (not erased yet:
+        see ``_erase_deleted``)."""
         store = self._runtime.store
         page = self._repository.page(user, page_id)
         store.delete("pages", ids=[page_id], where={"user_id": user})
@@ -295,7 +335,6 @@ class DataManager:
         if state.data["cursor"] == page_id:
             state.data["cursor"] = ""
             store.upsert("state", [state.record()])
-        self._erase_deleted()
         return 1
 
     def _rebuild_segment(self, user: str, segment_id: str, page_id: str) -> None:

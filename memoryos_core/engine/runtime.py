@@ -41,6 +41,9 @@ class Runtime:
         on_open: called right after the store was opened, and after pages a dead process journaled were
             written (to schedule work left pending).
         late: the pages' wordpiece vectors (embedded through it, written once stored).
+        on_journal_written: called with (user, pages) after a page journal's pages were written to
+            the store and their wordpieces kept (to erase those whose user was deleted meanwhile);
+            what it raises is logged, and the pages are passed again with the next call.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Runtime:
         is_write_behind: bool,
         on_open: Callable[[], None],
         late: LateIndex,
+        on_journal_written: Callable[[str, list[Record]], None] = lambda user, records: None,
     ) -> None:
         self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
         self.late = late
@@ -72,6 +76,8 @@ class Runtime:
         self._guard = threading.Lock()
         self._user_locks: dict[str, threading.RLock] = {}
         self._session_cost: dict[str, Cost] = {}
+        self._on_journal_written = on_journal_written
+        self._unchecked: dict[str, dict[str, Record]] = {}  # pages on_journal_written failed on
 
     # --- time and events ----------------------------------------------------------------------
     def now(self) -> datetime:
@@ -116,16 +122,38 @@ class Runtime:
                     self.config.write_behind_s,
                     is_fsync=self.config.durability == "fsync",
                     embed=late.embed,
-                    on_stored=late.add,
+                    on_stored=self._journal_written,
                     on_adopted=self._on_open,
                 )
                 pending.start()
                 self.pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on
                 remove_dead_openings(folder)
-                replay_journals(self.store, folder, late.embed, late.add)
+                replay_journals(self.store, folder, late.embed, self._journal_written)
             self._is_open = True
         self._on_open()
+
+    def _journal_written(self, user_id: str, records: list[Record]) -> None:
+        """A page journal's pages are in the store: their wordpieces are kept, then
+        ``on_journal_written`` runs, on them and on any it failed on before (never raises)."""
+        self.late.add(user_id, records)
+        with self._guard:
+            self._unchecked.setdefault(user_id, {}).update((r.id, r) for r in records)
+            users = list(self._unchecked)
+        for user in users:
+            with self._guard:
+                pages = list(self._unchecked.get(user, {}).values())
+            try:
+                self._on_journal_written(user, pages)
+            except MemoryOSError as exc:
+                logger.warning("could not check %d pages of user %s, will retry: %s", len(pages), user, exc)
+                continue
+            with self._guard:
+                left = self._unchecked.get(user, {})
+                for record in pages:
+                    left.pop(record.id, None)
+                if not left:
+                    self._unchecked.pop(user, None)
 
     def _open_store(self) -> None:
         """Open the store for the embedder's vector space. An embedder that can make the vectors of
@@ -165,7 +193,7 @@ class Runtime:
             if self.pending is not None:
                 self.pending.adopt()
             elif (folder := journal_folder(self.store)) is not None and replay_journals(
-                self.store, folder, self.late.embed, self.late.add, stop=self._closing.is_set
+                self.store, folder, self.late.embed, self._journal_written, stop=self._closing.is_set
             ):
                 self._on_open()
         except MemoryOSError as exc:

@@ -5,6 +5,7 @@ Real embedded Chroma in real folders; files are checked by their modes and by sc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typer.testing import CliRunner
 from memoryos_core import ChromaStore, HashingEmbedder, MemoryConfig, MemoryOS
 from memoryos_core._config import MidTermConfig, ShortTermConfig
 from memoryos_core.app.cli import app
+from memoryos_core.bench.reliability_child import child_env
 from memoryos_core.engine import pending as pending_module
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage._scrub import HNSW_HEAP_FILES
@@ -217,6 +219,78 @@ def test_deleting_a_page_erases_its_words_from_every_file(tmp_path: Path) -> Non
         assert again.retrieve_memory("dog mountain trail").all_units
     finally:
         again.close()
+
+
+WRITE_BEHIND_WRITER = textwrap.dedent("""
+    import sys
+    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+    from memoryos_core._config import ShortTermConfig
+    # The journal's writer waits: the pages stay in this process's journal until close.
+    config = MemoryConfig(write_behind_s=30.0, short_term=ShortTermConfig(capacity=1000))
+    memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
+                      config=config)
+    print(memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.").page_id, flush=True)
+    sys.stdin.readline()  # another process deletes alice's memory meanwhile
+    print(memory.add_memory("My new hobby is rowing.", "Noted.").page_id, flush=True)
+    memory.close()  # writes both pages to the store
+""")
+
+
+def test_a_page_a_live_process_accepted_before_a_delete_is_erased_when_it_lands(tmp_path: Path) -> None:
+    """Process A has accepted a page of alice's (journaled, not in the store yet) when process B
+    deletes alice's memory: once A writes it, it is erased; A's page accepted after the delete stays."""
+    data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
+    deleter = memory_at(data)
+    try:
+        deleter.list_users()  # the store exists before the writer opens it
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITE_BEHIND_WRITER, str(data), marker],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        assert writer.stdin is not None and writer.stdout is not None
+        before = writer.stdout.readline().strip()
+        assert before and deleter.export_memory()["pages"] == []  # journaled in the writer only
+        assert deleter.delete_memory(everything=True) == 0
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        after = writer.stdout.readline().strip()
+        assert writer.wait(timeout=120) == 0
+        assert [p["id"] for p in deleter.export_memory()["pages"]] == [after]
+        assert all(before not in u.page_ids for u in deleter.retrieve_memory(f"secret {marker}").all_units)
+    finally:
+        deleter.close()
+    assert outside_hnsw_files(marker_hits(data, marker)) == {}
+
+
+def test_a_page_a_dead_process_journaled_before_a_delete_is_erased_when_replayed(tmp_path: Path) -> None:
+    """A dead process's journal being replayed elsewhere (here: locked) while alice's memory is
+    deleted: the replay that writes it later erases the page, and nothing of alice remains."""
+    data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
+    killed = textwrap.dedent("""
+        import os, sys
+        from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+        memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
+                          config=MemoryConfig(write_behind_s=30.0))
+        memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.")
+        os.kill(os.getpid(), 9)
+    """)
+    run = subprocess.run([sys.executable, "-c", killed, str(data), marker], env=child_env(), timeout=120)
+    assert run.returncode == -9
+    (journal,) = (data / "chroma" / ".memoryos-pending").glob("*.jsonl")
+    deleter = memory_at(data)
+    try:
+        with open(journal, "rb") as replaying:
+            fcntl.flock(replaying.fileno(), fcntl.LOCK_EX)  # as a process replaying it would
+            deleter.add_memory("I am bob.", "Hi bob.", user_id="bob")
+            assert deleter.delete_memory(everything=True) == 0  # the journal's page is not in the store
+        assert deleter.export_memory()["pages"] == []  # replayed now (before the read), then erased
+        assert not journal.exists() and deleter.list_users() == ["bob"]
+    finally:
+        deleter.close()
+    assert outside_hnsw_files(marker_hits(data, marker)) == {}
 
 
 def test_erasure_beside_recalls_in_other_threads_breaks_nothing(tmp_path: Path) -> None:
