@@ -15,8 +15,9 @@ from typing import Any
 from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
-from memoryos_core.engine import transfer
+from memoryos_core.engine import erasure, transfer
 from memoryos_core.engine.lexical_shared import PageIndexes
+from memoryos_core.engine.pending import journal_folder
 from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
 from memoryos_core.engine.records import source_ids as record_source_ids
 from memoryos_core.engine.repository import Repository
@@ -197,11 +198,13 @@ class DataManager:
         runtime.settled()
         with runtime.hold(user):
             if everything:
-                # First the note that lets other processes erase the pages they accepted before now and
-                # write later (then a file that cannot be written stops it before anything goes).
-                self._repository.mark_erased(user, time.time_ns())
-                runtime.late.drop(user)
-                deleted = self._forget_user(user)
+                runtime.late.drop(user)  # first: a file that cannot be written stops it before anything goes
+                if journal_folder(runtime.store) is not None:  # other processes may have pages in flight
+                    erasure.mark(runtime.store, user, time.time_ns())  # (before anything is removed)
+                self._indexes.forget(user)
+                self._scheduler.forget(user)
+                self._repository.unregister(user)
+                deleted = self._delete_user(user)
                 runtime.late.drop(user)  # again: adds take no user lock, and one may have written meanwhile
                 self._erase_deleted()
                 return deleted
@@ -219,24 +222,22 @@ class DataManager:
         before it removes anything, so a page is either removed by the delete or erased here.
 
         Raises:
-            StorageError: the store failed (the caller keeps the check for its next call).
-            LeaseBusyError: another process held the user's lease too long.
+            StorageError: the store failed (the caller keeps the pages' journal and calls again).
+            LeaseBusyError: another thread or process is changing the user's memory (the same).
         """
-        erased_ns = self._repository.erased_ns(user)
+        erased_ns = erasure.erased_ns(self._runtime.store, user)
         if erased_ns is None:
             return
         stale = [r.id for r in records if int(r.metadata.get("created_ns", 0)) <= erased_ns]
         if not stale:
             return
-        runtime, store = self._runtime, self._runtime.store
-        with runtime.hold(user):
+        runtime = self._runtime
+        with runtime.hold(user, wait_s=None):  # (no wait: the writer's thread would hold up every flush)
             runtime.late.remove(user, stale)
             self._indexes.remove(user, stale)
             for page_id in stale:
                 with contextlib.suppress(NotFoundError):  # the delete removed it, or it was deleted since
                     self._delete_page(user, page_id)
-            if not store.count("pages", where={"user_id": user}):  # what the write recreated goes too
-                self._forget_user(user)
         self._erase_deleted()
         logger.info("erased %d pages of user %s accepted before their memory was deleted", len(stale), user)
 
@@ -297,12 +298,9 @@ class DataManager:
         return count
 
     # --- deletion -----------------------------------------------------------------------------
-    def _forget_user(self, user: str) -> int:
-        """Remove every record of the user from every collection and what this process keeps of
-        them (not erased yet: see ``_erase_deleted``); returns pages removed."""
-        self._indexes.forget(user)
-        self._scheduler.forget(user)
-        self._repository.unregister(user)
+    def _delete_user(self, user: str) -> int:
+        """Remove every record of the user from every collection (not erased yet: see
+        ``_erase_deleted``); returns pages removed."""
         store = self._runtime.store
         pages = len(store.get("pages", where={"user_id": user}))
         for kind in KINDS:

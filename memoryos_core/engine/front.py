@@ -109,7 +109,7 @@ class SyncMemoryOS:
             is_write_behind=background,
             on_open=lambda: self._scheduler.schedule_pending_work(),
             late=self._late,
-            on_journal_written=lambda user, records: self._data.erase_if_deleted(user, records),
+            check=lambda user, records: self._data.erase_if_deleted(user, records),
         )
         runtime = self._runtime
         self._repository = Repository(self.store)

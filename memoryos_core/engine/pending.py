@@ -14,7 +14,7 @@ writes it to Chroma, in one upsert per user. Until then:
 - lookups by id or ``meta_data`` read them as they are (``of``: no vector needed);
 - every other operation that reads pages calls ``flush`` first.
 
-Journal files are ``<store folder>/.memoryos-pending/<pid>-<n>.jsonl``, each held under an
+Journal files are ``<store folder>/.memoryos-pending/<created ns>-<pid>-<n>.jsonl``, each held under an
 exclusive ``flock`` by the process writing it from before it has that name (it is created under a
 name no replay reads, locked, then renamed). Files no live process holds (their writer died) are
 replayed: pages not yet in Chroma are embedded (a line may carry its vector: journals of earlier
@@ -23,7 +23,8 @@ versions did, and that vector is used as it is) and written, pages already there
 opens the store, before any call that reads or changes stored pages (``Runtime.settled``: so a
 delete or an export sees the pages a dead process accepted), and from its writer thread every
 ``ADOPT_S``. A failed embedding or write keeps the pages pending, in memory and on disk, and is
-retried with backoff.
+retried with backoff. Once written, a journal's pages go to ``check`` (a delete in another process
+may have missed them: ``engine/erasure.py``); the journal stays until the check passes.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ Embed = Callable[[Sequence[str]], list[list[float]]]
 """``Embedder.embed``: one vector per text, in order."""
 Stored = Callable[[str, list[Record]], None]
 """Called with a user and their pages just written to the store."""
+Check = Callable[[str, list[Record]], None]
+"""Called with a user and their pages once written (and ``Stored`` called); raises MemoryOSError when
+it cannot tell yet whether they may stay (their journal is kept, and they are checked again later)."""
 
 
 def _line(record: Record) -> bytes:
@@ -114,6 +118,8 @@ class PendingPages:
             rerank's wordpieces are written then); must not raise.
         on_adopted: called after pages of a dead process's journal were written (to schedule
             their consolidation); must not raise.
+        check: called with (user, pages) after ``on_stored``; while it raises MemoryOSError the pages'
+            journal is kept, and it is called again with them at the next flush.
     """
 
     def __init__(
@@ -126,11 +132,14 @@ class PendingPages:
         embed: Embed | None = None,
         on_stored: Stored | None = None,
         on_adopted: Callable[[], None] = lambda: None,
+        check: Check | None = None,
     ) -> None:
         self.store, self.folder, self.delay_s, self.is_fsync = store, Path(folder), delay_s, is_fsync
         self._embed = embed
         self._on_stored = on_stored
         self._on_adopted = on_adopted
+        self._check = check
+        self._unchecked: dict[str, dict[str, Record]] = {}  # written, not checked yet (under _flush_lock)
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -154,7 +163,7 @@ class PendingPages:
         if self.is_fsync:
             _fsync_folder(self.folder.parent)  # the journal folder's own name
         remove_dead_openings(self.folder)
-        replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored)
+        replayed = replay_journals(self.store, self.folder, self._embed, self._on_stored, check=self._check)
         self._thread = threading.Thread(target=self._loop, name="memoryos-pending", daemon=True)
         self._thread.start()
         return replayed
@@ -167,7 +176,12 @@ class PendingPages:
             StorageError, EmbeddingError: as ``replay_journals`` (the journal stays for the next try).
         """
         replayed = replay_journals(
-            self.store, self.folder, self._embed, self._on_stored, stop=self._no_adopt.is_set
+            self.store,
+            self.folder,
+            self._embed,
+            self._on_stored,
+            check=self._check,
+            stop=self._no_adopt.is_set,
         )
         self._adopted_at = time.monotonic()
         if replayed:
@@ -189,7 +203,10 @@ class PendingPages:
         if self._thread is not None:
             self._thread.join()
         try:
-            self.flush()
+            if not self.flush():
+                logger.warning(
+                    "pages written but not checked yet at close: their journal stays in %s", self.folder
+                )
         except MemoryOSError as exc:
             logger.warning("pending pages could not be written at close, kept in %s: %s", self.folder, exc)
 
@@ -242,12 +259,14 @@ class PendingPages:
         with self._lock:
             return sum(len(pages) for pages in self._pages.values())
 
-    def flush(self) -> None:
-        """Write every pending page to the store now.
+    def flush(self) -> bool:
+        """Write every pending page to the store now; returns whether every page written was checked
+        (``check``: the journals go only then).
 
         Pages without a vector are embedded first, one batch per user. Every page of the journals
         closed here is in the batch (pages leave ``_pages`` only once written), so those journals
-        can go; pages added meanwhile may be written too (their new journal stays until the next flush).
+        can go once checked; pages added meanwhile may be written too (their new journal stays until
+        the next flush).
 
         Raises:
             StorageError: the store failed; the pages stay pending (memory and journal).
@@ -265,24 +284,40 @@ class PendingPages:
                     self.store.upsert("pages", records)
                     if self._on_stored is not None:
                         self._on_stored(user, records)
+                    self._unchecked.setdefault(user, {}).update((r.id, r) for r in records)
                 with self._lock:
                     left = self._pages.get(user, {})
                     for record in records:
                         left.pop(record.id, None)
                     if not left:
                         self._pages.pop(user, None)
+            if not self._checked():
+                return False
             with self._lock:
                 done, self._written = self._written, []
             for journal, path in done:
                 os.unlink(path)
                 journal.close()  # closing releases the flock
+            return True
+
+    def _checked(self) -> bool:
+        """``check`` the pages written and not checked yet (under ``_flush_lock``); whether all passed."""
+        for user in list(self._unchecked):
+            if self._check is not None:
+                try:
+                    self._check(user, list(self._unchecked[user].values()))
+                except MemoryOSError as exc:
+                    logger.warning("pages of user %s written, not checked yet (journal kept): %s", user, exc)
+                    continue
+            del self._unchecked[user]
+        return not self._unchecked
 
     # --- internals ------------------------------------------------------------------------
     def _open_journal(self) -> tuple[IO[bytes], Path]:
         """A new journal, locked before it takes its ``.jsonl`` name: a replay in another process never
         finds it unlocked (it would take it for a dead process's and remove it, and the pages written
         to it after would be in no file once this process died)."""
-        name = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:16]}"  # (its time: ``oldest_journal_ns``)
         opening = self.folder / f".{name}{_OPENING}"
         journal = open(opening, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
         try:
@@ -300,11 +335,13 @@ class PendingPages:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._pages and not self._stopped and not self._adoption_due():
+                while (
+                    not self._pages and not self._unchecked and not self._stopped and not self._adoption_due()
+                ):
                     self._wake.wait(max(0.0, self._adopted_at + ADOPT_S - time.monotonic()))
                 if self._stopped:
                     return
-                has_pages = bool(self._pages)
+                has_pages = bool(self._pages or self._unchecked)
             if self._adoption_due():  # (also between batches: a process that always has pages looks too)
                 self._adopt_quietly()
             if not has_pages:
@@ -313,8 +350,7 @@ class PendingPages:
             if self._stop.wait(delay):  # let more pages gather; close() ends the wait
                 return
             try:
-                self.flush()
-                self._failures = 0
+                self._failures = 0 if self.flush() else self._failures + 1
             except Exception as exc:  # kept pending and retried; reads merge them meanwhile
                 self._failures += 1
                 logger.warning("writing %d pending pages failed, retrying: %s", len(self), exc)
@@ -347,15 +383,17 @@ def replay_journals(
     embed: Embed | None,
     on_stored: Stored | None = None,
     *,
+    check: Check | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Write the pages of journals that no live process holds (their writer died), then remove
     them; pages already in the store are left as they are, pages without a vector are embedded
     with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write
     (and with the pages already stored, as the store holds them: their writer may have died
-    between its write and its call). Once ``stop()`` is true it stops before the next chunk of
-    ``_REPLAY_CHUNK`` pages, leaving the journal (its pages written so far are skipped next time).
-    Returns the pages written.
+    between its write and its call), ``check`` with each user's pages at the end of a journal (one
+    it raises MemoryOSError for stays, for the next look). Once ``stop()`` is true it stops before
+    the next chunk of ``_REPLAY_CHUNK`` pages, leaving the journal (its pages written so far are
+    skipped next time). Returns the pages written.
 
     Raises:
         StorageError, EmbeddingError: the store or the embedder failed; the journal stays.
@@ -363,11 +401,16 @@ def replay_journals(
     if not folder.is_dir():
         return 0
     with _REPLAYING:  # a thread of this process replaying one waits for another's replay to end
-        return _replay(store, folder, embed, on_stored, stop)
+        return _replay(store, folder, embed, on_stored, check, stop)
 
 
 def _replay(
-    store: MemoryStore, folder: Path, embed: Embed | None, on_stored: Stored | None, stop: Callable[[], bool]
+    store: MemoryStore,
+    folder: Path,
+    embed: Embed | None,
+    on_stored: Stored | None,
+    check: Check | None,
+    stop: Callable[[], bool],
 ) -> int:
     replayed = 0
     for path in sorted(folder.glob("*.jsonl")):
@@ -378,6 +421,7 @@ def _replay(
                 continue
             by_user: dict[str, dict[str, Record]] = {}
             bad: list[bytes] = []
+            kept = False  # a check failed: the journal stays
             for line in journal:
                 record = _record(line)
                 user = record.metadata.get("user_id") if record is not None else None
@@ -391,6 +435,7 @@ def _replay(
                 missing = [r for r in pages.values() if r.id not in present]
                 if stored and on_stored is not None:  # its writer may have died before calling it
                     on_stored(user, stored)
+                landed = list(stored)
                 for start in range(0, len(missing), _REPLAY_CHUNK):
                     if stop():
                         return _replayed(replayed)  # (the journal stays whole)
@@ -404,6 +449,17 @@ def _replay(
                         bad += [_line(r) for r in chunk]
                         continue
                     replayed += len(chunk)
+                    landed += written
+                if check is not None and landed:
+                    try:
+                        check(user, landed)
+                    except MemoryOSError as exc:
+                        logger.warning(
+                            "replayed pages of user %s not checked yet, %s kept: %s", user, path, exc
+                        )
+                        kept = True
+            if kept:
+                continue
             if bad:
                 _quarantine(path, bad)
             path.unlink(missing_ok=True)
@@ -418,6 +474,24 @@ def remove_dead_openings(folder: Path) -> None:
         with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
             if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
                 path.unlink(missing_ok=True)
+
+
+def oldest_journal_ns(folder: Path) -> int:
+    """A time (``time.time_ns``) before which no journal in ``folder``, finished or being created,
+    was created: the oldest one's (read from its name; a name of an earlier version, without it,
+    reads as a time long past), or now when there is none."""
+    now = time.time_ns()
+    if not folder.is_dir():
+        return now
+    # Listed twice: a journal renamed from ``.opening`` while a listing runs may be missing from it.
+    names = set(os.listdir(folder)) | set(os.listdir(folder))
+    created = [
+        int(stem) if stem.isdigit() else 0
+        for name in names
+        if name.endswith(".jsonl") or name.endswith(_OPENING)
+        for stem in [name.lstrip(".").split("-", 1)[0]]
+    ]
+    return min([now, *created])
 
 
 def _replayed(count: int) -> int:

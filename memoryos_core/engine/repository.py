@@ -6,7 +6,6 @@ reads and writes built on them that several collaborators share.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -93,20 +92,6 @@ class Repository:
         with self._lock:
             self._registered.discard(user_id)
 
-    def mark_erased(self, user_id: str, erased_ns: int) -> None:
-        """Note that the user's memory is being deleted as of ``erased_ns`` (wall clock, ns): a page
-        accepted before it that another process writes to the store later is erased then (see
-        ``DataManager.erase_if_deleted``). The note holds no word of the user, not even their id
-        (a digest of it), and stays: a journal of a dead process may be replayed any time later."""
-        self.store.upsert(
-            "state", [Record(_erased_id(user_id), json.dumps({"erased_ns": erased_ns}), {"key": "erased"})]
-        )
-
-    def erased_ns(self, user_id: str) -> int | None:
-        """When the user's memory was last deleted (``mark_erased``), or None if never."""
-        found = self.store.get("state", ids=[_erased_id(user_id)])
-        return int(json.loads(found[0].document)["erased_ns"]) if found else None
-
     def users(self) -> list[str]:
         """Every user with memory in the store, sorted."""
         return sorted({str(r.metadata["user_id"]) for r in self.store.get("state", where={"key": "user"})})
@@ -192,7 +177,3 @@ class Repository:
             }
             for i in items
         ]
-
-
-def _erased_id(user_id: str) -> str:
-    return "erased:" + hashlib.sha256(user_id.encode()).hexdigest()[:32]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +17,17 @@ from memoryos_core._config import MemoryConfig
 from memoryos_core._exceptions import DimensionMismatchError, MemoryOSError
 from memoryos_core._types import Cost
 from memoryos_core.embeddings.base import Embedder, vector_space, warm_up
+from memoryos_core.engine import erasure
 from memoryos_core.engine.late import LateIndex
-from memoryos_core.engine.lease import LEASE_TTL_S, Leases
-from memoryos_core.engine.pending import PendingPages, journal_folder, remove_dead_openings, replay_journals
+from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError, Leases
+from memoryos_core.engine.pending import (
+    ADOPT_S,
+    Check,
+    PendingPages,
+    journal_folder,
+    remove_dead_openings,
+    replay_journals,
+)
 from memoryos_core.llm.base import LLM
 from memoryos_core.storage.base import MemoryStore, Record
 
@@ -41,9 +50,9 @@ class Runtime:
         on_open: called right after the store was opened, and after pages a dead process journaled were
             written (to schedule work left pending).
         late: the pages' wordpiece vectors (embedded through it, written once stored).
-        on_journal_written: called with (user, pages) after a page journal's pages were written to
-            the store and their wordpieces kept (to erase those whose user was deleted meanwhile);
-            what it raises is logged, and the pages are passed again with the next call.
+        check: called with (user, pages) after a page journal's pages were written to the store (to
+            erase those whose user was deleted meanwhile: ``engine/erasure.py``); while it raises
+            MemoryOSError their journal stays.
     """
 
     def __init__(
@@ -58,7 +67,7 @@ class Runtime:
         is_write_behind: bool,
         on_open: Callable[[], None],
         late: LateIndex,
-        on_journal_written: Callable[[str, list[Record]], None] = lambda user, records: None,
+        check: Check | None = None,
     ) -> None:
         self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
         self.late = late
@@ -76,8 +85,8 @@ class Runtime:
         self._guard = threading.Lock()
         self._user_locks: dict[str, threading.RLock] = {}
         self._session_cost: dict[str, Cost] = {}
-        self._on_journal_written = on_journal_written
-        self._unchecked: dict[str, dict[str, Record]] = {}  # pages on_journal_written failed on
+        self._check = check
+        self._pruned_at = -ADOPT_S  # (monotonic) when the delete notes no journal needs were last removed
 
     # --- time and events ----------------------------------------------------------------------
     def now(self) -> datetime:
@@ -122,38 +131,17 @@ class Runtime:
                     self.config.write_behind_s,
                     is_fsync=self.config.durability == "fsync",
                     embed=late.embed,
-                    on_stored=self._journal_written,
+                    on_stored=late.add,
                     on_adopted=self._on_open,
+                    check=self._check,
                 )
                 pending.start()
                 self.pending = pending
             elif folder is not None:  # pages journaled by a process that died, with write-behind on
                 remove_dead_openings(folder)
-                replay_journals(self.store, folder, late.embed, self._journal_written)
+                replay_journals(self.store, folder, late.embed, late.add, check=self._check)
             self._is_open = True
         self._on_open()
-
-    def _journal_written(self, user_id: str, records: list[Record]) -> None:
-        """A page journal's pages are in the store: their wordpieces are kept, then
-        ``on_journal_written`` runs, on them and on any it failed on before (never raises)."""
-        self.late.add(user_id, records)
-        with self._guard:
-            self._unchecked.setdefault(user_id, {}).update((r.id, r) for r in records)
-            users = list(self._unchecked)
-        for user in users:
-            with self._guard:
-                pages = list(self._unchecked.get(user, {}).values())
-            try:
-                self._on_journal_written(user, pages)
-            except MemoryOSError as exc:
-                logger.warning("could not check %d pages of user %s, will retry: %s", len(pages), user, exc)
-                continue
-            with self._guard:
-                left = self._unchecked.get(user, {})
-                for record in pages:
-                    left.pop(record.id, None)
-                if not left:
-                    self._unchecked.pop(user, None)
 
     def _open_store(self) -> None:
         """Open the store for the embedder's vector space. An embedder that can make the vectors of
@@ -190,12 +178,21 @@ class Runtime:
         if self._closing.is_set():
             return
         try:
+            folder = journal_folder(self.store)
             if self.pending is not None:
                 self.pending.adopt()
-            elif (folder := journal_folder(self.store)) is not None and replay_journals(
-                self.store, folder, self.late.embed, self._journal_written, stop=self._closing.is_set
+            elif folder is not None and replay_journals(
+                self.store,
+                folder,
+                self.late.embed,
+                self.late.add,
+                check=self._check,
+                stop=self._closing.is_set,
             ):
                 self._on_open()
+            if folder is not None and time.monotonic() - self._pruned_at >= ADOPT_S:
+                self._pruned_at = time.monotonic()
+                erasure.prune(self.store, folder)
         except MemoryOSError as exc:
             logger.warning("replaying the page journal of a dead process failed, will retry: %s", exc)
 
@@ -237,16 +234,24 @@ class Runtime:
             return self._user_locks.setdefault(user_id, threading.RLock())
 
     @contextmanager
-    def hold(self, user_id: str, *, wait_s: float = LEASE_TTL_S) -> Iterator[Callable[[], None]]:
+    def hold(self, user_id: str, *, wait_s: float | None = LEASE_TTL_S) -> Iterator[Callable[[], None]]:
         """Hold the user's lock (this process) and lease (other processes) while changing their memory.
 
-        Yields the lease's ``renew()``, to call between long steps.
+        Yields the lease's ``renew()``, to call between long steps. ``wait_s=None``: no wait at all,
+        for the lock either (which otherwise waits for this process's other threads).
 
         Raises:
-            LeaseBusyError: another process still holds the lease after ``wait_s``.
+            LeaseBusyError: another process still holds the lease after ``wait_s`` (or, with
+                ``wait_s=None``, another thread of this process holds the lock).
         """
-        with self.lock(user_id), self.leases.hold(user_id, wait_s=wait_s) as renew:
-            yield renew
+        lock = self.lock(user_id)
+        if not lock.acquire(blocking=wait_s is not None):
+            raise LeaseBusyError(f"user {user_id} is busy in another thread of this process")
+        try:
+            with self.leases.hold(user_id, wait_s=wait_s or 0.0) as renew:
+                yield renew
+        finally:
+            lock.release()
 
     def account(self, user_id: str, cost: Cost) -> None:
         """Add to what this session spent for the user."""

@@ -443,3 +443,22 @@ def test_a_short_write_accepts_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     pending.add("alice", [Record("p2", "doc", {"user_id": "alice"}, [0.0, 1.0])])
     assert [json.loads(line)["id"] for line in journal.read_bytes().splitlines()] == ["p0", "p2"]
     pending.close()
+
+
+def test_a_journal_carries_its_creation_time_and_the_oldest_is_found(tmp_path: Path) -> None:
+    folder = tmp_path / ".memoryos-pending"
+    started = time.time_ns()
+    assert started <= pending_module.oldest_journal_ns(folder) <= time.time_ns()  # none: now
+    memory = _memory(tmp_path)
+    try:
+        memory.add_memory("hello", "hi")
+        (journal,) = _journals(tmp_path)
+        created = pending_module.oldest_journal_ns(folder)
+        assert started <= created <= time.time_ns() and journal.name.startswith(f"{created}-")
+        (folder / f".{started - 5}-1-ab.opening").touch()  # one being created counts too
+        (folder / f"{started - 9}-1-cd.quarantined").touch()  # lines set aside do not
+        assert pending_module.oldest_journal_ns(folder) == started - 5
+        (folder / "4242-0123456789abcdef.jsonl").touch()  # an earlier version's name: long past
+        assert pending_module.oldest_journal_ns(folder) < started - 5
+    finally:
+        memory.close()

@@ -5,6 +5,7 @@ Real embedded Chroma in real folders; files are checked by their modes and by sc
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -30,6 +31,7 @@ from memoryos_core import ChromaStore, HashingEmbedder, MemoryConfig, MemoryOS
 from memoryos_core._config import MidTermConfig, ShortTermConfig
 from memoryos_core.app.cli import app
 from memoryos_core.bench.reliability_child import child_env
+from memoryos_core.engine import erasure
 from memoryos_core.engine import pending as pending_module
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage._scrub import HNSW_HEAP_FILES
@@ -232,13 +234,23 @@ WRITE_BEHIND_WRITER = textwrap.dedent("""
     print(memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.").page_id, flush=True)
     sys.stdin.readline()  # another process deletes alice's memory meanwhile
     print(memory.add_memory("My new hobby is rowing.", "Noted.").page_id, flush=True)
+    sys.stdin.readline()
     memory.close()  # writes both pages to the store
 """)
 
 
-def test_a_page_a_live_process_accepted_before_a_delete_is_erased_when_it_lands(tmp_path: Path) -> None:
+def _notes(memory: MemoryOS) -> list[str]:
+    return [r.id for r in memory.store.get("state", where={"key": erasure.KEY})]
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_page_a_live_process_accepted_before_a_delete_is_erased_when_it_lands(
+    tmp_path: Path, busy: bool
+) -> None:
     """Process A has accepted a page of alice's (journaled, not in the store yet) when process B
-    deletes alice's memory: once A writes it, it is erased; A's page accepted after the delete stays."""
+    deletes alice's memory: once A writes it, it is erased; A's page accepted after the delete stays.
+    ``busy``: B holds alice's lease when A writes (A cannot erase then): A's journal stays, and the
+    page is erased by the process that replays it (here B, at its next read)."""
     data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
     deleter = memory_at(data)
     try:
@@ -254,12 +266,26 @@ def test_a_page_a_live_process_accepted_before_a_delete_is_erased_when_it_lands(
         before = writer.stdout.readline().strip()
         assert before and deleter.export_memory()["pages"] == []  # journaled in the writer only
         assert deleter.delete_memory(everything=True) == 0
+        assert len(_notes(deleter)) == 1
         writer.stdin.write("\n")
         writer.stdin.flush()
         after = writer.stdout.readline().strip()
-        assert writer.wait(timeout=120) == 0
+        folder = data / "chroma" / ".memoryos-pending"
+        with deleter._runtime.hold("alice") if busy else contextlib.nullcontext():
+            writer.stdin.write("\n")
+            writer.stdin.flush()
+            assert writer.wait(timeout=120) == 0
+            if busy:  # written, not checked: the journal stays, and the note with it
+                assert len(list(folder.glob("*.jsonl"))) == 1
+                assert erasure.prune(deleter.store, folder) == 0
+                assert sorted(r.id for r in deleter.store.get("pages", where={"user_id": "alice"})) == sorted(
+                    [before, after]
+                )
         assert [p["id"] for p in deleter.export_memory()["pages"]] == [after]
         assert all(before not in u.page_ids for u in deleter.retrieve_memory(f"secret {marker}").all_units)
+        assert list(folder.glob("*.jsonl")) == []
+        erasure.prune(deleter.store, folder)  # (the reads above may have done it already)
+        assert _notes(deleter) == []  # no journal left that could need it
     finally:
         deleter.close()
     assert outside_hnsw_files(marker_hits(data, marker)) == {}
