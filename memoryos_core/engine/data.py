@@ -16,6 +16,7 @@ from memoryos_core._exceptions import InvalidInputError, NotFoundError
 from memoryos_core._types import AddResult, Cost, MemoryStats, Page, SegmentInfo, UserProfile
 from memoryos_core._validation import check_id, check_meta, check_text
 from memoryos_core.engine import erasure, transfer
+from memoryos_core.engine.lease import LeaseBusyError
 from memoryos_core.engine.lexical_shared import PageIndexes
 from memoryos_core.engine.pending import journal_folder
 from memoryos_core.engine.records import page_from_record, page_record, segment_from_record, segment_record
@@ -215,31 +216,37 @@ class DataManager:
             self._erase_deleted()
             return deleted
 
-    def erase_if_deleted(self, user: str, records: Sequence[Record]) -> None:
+    def erase_if_deleted(self, user: str, records: Sequence[Record]) -> list[Record]:
         """Erase the pages of ``records`` (just written to the store from a page journal) that were
         accepted before the user's memory was deleted, by another process, while they waited: the
         delete found them in no store. Called after the write, it sees the note that delete writes
         before it removes anything, so a page is either removed by the delete or erased here.
 
+        Returns the pages it must erase and cannot now (another thread or process is changing the
+        user's memory: it does not wait), for the caller to keep journaled and pass again.
+
         Raises:
-            StorageError: the store failed (the caller keeps the pages' journal and calls again).
-            LeaseBusyError: another thread or process is changing the user's memory (the same).
+            StorageError: the store failed (the caller keeps them all).
         """
         erased_ns = erasure.erased_ns(self._runtime.store, user)
         if erased_ns is None:
-            return
-        stale = [r.id for r in records if int(r.metadata.get("created_ns", 0)) <= erased_ns]
+            return []
+        stale = [r for r in records if int(r.metadata.get("created_ns", 0)) <= erased_ns]
         if not stale:
-            return
+            return []
         runtime = self._runtime
-        with runtime.hold(user, wait_s=None):  # (no wait: the writer's thread would hold up every flush)
-            runtime.late.remove(user, stale)
-            self._indexes.remove(user, stale)
-            for page_id in stale:
-                with contextlib.suppress(NotFoundError):  # the delete removed it, or it was deleted since
-                    self._delete_page(user, page_id)
+        try:
+            with runtime.hold(user, wait_s=None):  # (the writer's thread would hold up every flush)
+                runtime.late.remove(user, [r.id for r in stale])
+                self._indexes.remove(user, [r.id for r in stale])
+                for record in stale:
+                    with contextlib.suppress(NotFoundError):  # the delete removed it, or it was deleted since
+                        self._delete_page(user, record.id)
+        except LeaseBusyError:
+            return stale
         self._erase_deleted()
         logger.info("erased %d pages of user %s accepted before their memory was deleted", len(stale), user)
+        return []
 
     def delete_knowledge(self, user: str, knowledge_id: str) -> None:
         """Delete one user or assistant knowledge item; its pages stay."""

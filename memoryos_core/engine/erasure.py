@@ -28,25 +28,28 @@ KEY = "erased"
 """The ``key`` of the notes in the ``state`` collection (no ``user_id``: a user's delete keeps them)."""
 
 
-def note_id(user_id: str) -> str:
-    return f"{KEY}:" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
+def _subject(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
 def mark(store: MemoryStore, user_id: str, erased_ns: int) -> None:
-    """Note that the user's memory is deleted as of ``erased_ns`` (wall clock, ns)."""
-    store.upsert("state", [Record(note_id(user_id), json.dumps({"erased_ns": erased_ns}), {"key": KEY})])
+    """Note that the user's memory is deleted as of ``erased_ns`` (wall clock, ns). Each delete has a
+    note of its own, so that ``prune`` never removes one written since it looked."""
+    subject = _subject(user_id)
+    note = Record(
+        f"{KEY}:{subject}:{erased_ns}", json.dumps({"erased_ns": erased_ns}), {"key": KEY, "subject": subject}
+    )
+    store.upsert("state", [note])
 
 
 def erased_ns(store: MemoryStore, user_id: str) -> int | None:
-    """When the user's memory was deleted, if a note of it is kept; None otherwise (or unreadable)."""
-    found = store.get("state", ids=[note_id(user_id)])
-    if not found:
-        return None
-    try:
-        return int(json.loads(found[0].document)["erased_ns"])
-    except (ValueError, TypeError, KeyError) as exc:
-        logger.warning("unreadable delete note %s ignored: %s", found[0].id, exc)
-        return None
+    """When the user's memory was last deleted, if a note of it is kept; None otherwise."""
+    times = [
+        t
+        for t in (_time(r) for r in store.get("state", where={"subject": _subject(user_id)}))
+        if t is not None
+    ]
+    return max(times) if times else None
 
 
 def prune(store: MemoryStore, folder: Path) -> int:
@@ -56,13 +59,15 @@ def prune(store: MemoryStore, folder: Path) -> int:
     if not notes:
         return 0
     before = oldest_journal_ns(folder)
-    stale = []
-    for record in notes:
-        try:
-            if int(json.loads(record.document)["erased_ns"]) < before:
-                stale.append(record.id)
-        except (ValueError, TypeError, KeyError):
-            stale.append(record.id)  # (unreadable: no check can use it)
+    stale = [r.id for r in notes if (_time(r) or 0) < before]  # (unreadable: no check can use it)
     if stale:
         store.delete("state", ids=stale)
     return len(stale)
+
+
+def _time(note: Record) -> int | None:
+    try:
+        return int(json.loads(note.document)["erased_ns"])
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("unreadable delete note %s ignored: %s", note.id, exc)
+        return None

@@ -24,7 +24,8 @@ opens the store, before any call that reads or changes stored pages (``Runtime.s
 delete or an export sees the pages a dead process accepted), and from its writer thread every
 ``ADOPT_S``. A failed embedding or write keeps the pages pending, in memory and on disk, and is
 retried with backoff. Once written, a journal's pages go to ``check`` (a delete in another process
-may have missed them: ``engine/erasure.py``); the journal stays until the check passes.
+may have missed them: ``engine/erasure.py``); those it cannot settle yet move to a journal of their
+own, named with their oldest page's time, and are passed to it again later.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ _STALE_S = 60.0
 """Age past which an unlocked journal still being created is a dead process's (removed: it is empty)."""
 ADOPT_S = 5.0
 """How often the writer thread looks for journals of dead processes to replay (busy or idle)."""
+_RECHECK_S = 1.0
+"""How often pages ``check`` could not settle are passed to it again (besides every flush)."""
 _REPLAYING = threading.Lock()
 """One replay at a time in this process (another process's is kept out by the journal's lock)."""
 
@@ -63,9 +66,9 @@ Embed = Callable[[Sequence[str]], list[list[float]]]
 """``Embedder.embed``: one vector per text, in order."""
 Stored = Callable[[str, list[Record]], None]
 """Called with a user and their pages just written to the store."""
-Check = Callable[[str, list[Record]], None]
-"""Called with a user and their pages once written (and ``Stored`` called); raises MemoryOSError when
-it cannot tell yet whether they may stay (their journal is kept, and they are checked again later)."""
+Check = Callable[[str, list[Record]], list[Record]]
+"""Called with a user and their pages once written (and ``Stored`` called); returns those it cannot
+settle yet (raises MemoryOSError when it cannot tell: all of them), kept journaled and passed again."""
 
 
 def _line(record: Record) -> bytes:
@@ -118,8 +121,9 @@ class PendingPages:
             rerank's wordpieces are written then); must not raise.
         on_adopted: called after pages of a dead process's journal were written (to schedule
             their consolidation); must not raise.
-        check: called with (user, pages) after ``on_stored``; while it raises MemoryOSError the pages'
-            journal is kept, and it is called again with them at the next flush.
+        check: called with (user, pages) after ``on_stored``; the pages it returns (all of them when it
+            raises MemoryOSError) are kept in a journal of their own and passed again at the next flush
+            (at least every ``_RECHECK_S``).
     """
 
     def __init__(
@@ -139,7 +143,10 @@ class PendingPages:
         self._on_stored = on_stored
         self._on_adopted = on_adopted
         self._check = check
-        self._unchecked: dict[str, dict[str, Record]] = {}  # written, not checked yet (under _flush_lock)
+        # pages written that ``check`` did not settle, and their journal (both under _flush_lock)
+        self._unchecked: dict[str, dict[str, Record]] = {}
+        self._held: tuple[IO[bytes], Path, frozenset[str]] | None = None
+        self._checked_at = time.monotonic()
         self._pages: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()  # guards _pages and the journal
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -203,12 +210,20 @@ class PendingPages:
         if self._thread is not None:
             self._thread.join()
         try:
-            if not self.flush():
-                logger.warning(
-                    "pages written but not checked yet at close: their journal stays in %s", self.folder
-                )
+            self.flush()
         except MemoryOSError as exc:
             logger.warning("pending pages could not be written at close, kept in %s: %s", self.folder, exc)
+        # Journals left (pages not written, or not settled) are closed, not removed: unlocked, they are
+        # a dead process's for the next replay, here or in another process.
+        with self._lock:
+            left = [*self._written, *filter(None, [self._journal])]
+            self._written, self._journal = [], None
+        if self._held is not None:  # (its pages are the next replay's to settle, not this instance's)
+            left.append(self._held[:2])
+            self._held, self._unchecked = None, {}
+            logger.warning("pages not settled at close: their journal stays in %s", self.folder)
+        for journal, _ in left:
+            journal.close()
 
     # --- write path ---------------------------------------------------------------------------
     def add(self, user_id: str, records: Sequence[Record]) -> None:
@@ -259,14 +274,13 @@ class PendingPages:
         with self._lock:
             return sum(len(pages) for pages in self._pages.values())
 
-    def flush(self) -> bool:
-        """Write every pending page to the store now; returns whether every page written was checked
-        (``check``: the journals go only then).
+    def flush(self) -> None:
+        """Write every pending page to the store now, and pass them to ``check``.
 
         Pages without a vector are embedded first, one batch per user. Every page of the journals
         closed here is in the batch (pages leave ``_pages`` only once written), so those journals
-        can go once checked; pages added meanwhile may be written too (their new journal stays until
-        the next flush).
+        can go once the pages ``check`` did not settle are in a journal of their own; pages added
+        meanwhile may be written too (their new journal stays until the next flush).
 
         Raises:
             StorageError: the store failed; the pages stay pending (memory and journal).
@@ -291,57 +305,73 @@ class PendingPages:
                         left.pop(record.id, None)
                     if not left:
                         self._pages.pop(user, None)
-            if not self._checked():
-                return False
+            self._settle()
             with self._lock:
                 done, self._written = self._written, []
             for journal, path in done:
                 os.unlink(path)
                 journal.close()  # closing releases the flock
-            return True
 
-    def _checked(self) -> bool:
-        """``check`` the pages written and not checked yet (under ``_flush_lock``); whether all passed."""
+    def _settle(self) -> None:
+        """Pass the pages written and not settled yet to ``check`` (under ``_flush_lock``); those it
+        leaves go to a journal of their own (``_held``), so that the ones they came from can go.
+
+        Raises:
+            StorageError: that journal cannot be written (the others stay).
+        """
+        self._checked_at = time.monotonic()
         for user in list(self._unchecked):
-            if self._check is not None:
-                try:
-                    self._check(user, list(self._unchecked[user].values()))
-                except MemoryOSError as exc:
-                    logger.warning("pages of user %s written, not checked yet (journal kept): %s", user, exc)
-                    continue
-            del self._unchecked[user]
-        return not self._unchecked
+            pages = list(self._unchecked[user].values())
+            try:
+                left = self._check(user, pages) if self._check is not None else []
+            except MemoryOSError as exc:
+                logger.warning("pages of user %s written, not settled yet (kept journaled): %s", user, exc)
+                left = pages
+            if left:
+                self._unchecked[user] = {r.id: r for r in left}
+            else:
+                del self._unchecked[user]
+        held = [r for pages in self._unchecked.values() for r in pages.values()]
+        ids = frozenset(r.id for r in held)
+        old = self._held
+        if old is not None and old[2] == ids:
+            return
+        self._held = None
+        if held:
+            try:
+                self._held = (*spool(self.folder, held, is_fsync=self.is_fsync), ids)
+            except OSError as exc:
+                self._held = old
+                raise StorageError(
+                    f"cannot write the page journal in {self.folder}: {exc}", backend="journal"
+                ) from exc
+        if old is not None:
+            os.unlink(old[1])
+            old[0].close()
 
     # --- internals ------------------------------------------------------------------------
     def _open_journal(self) -> tuple[IO[bytes], Path]:
         """A new journal, locked before it takes its ``.jsonl`` name: a replay in another process never
         finds it unlocked (it would take it for a dead process's and remove it, and the pages written
         to it after would be in no file once this process died)."""
-        name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:16]}"  # (its time: ``oldest_journal_ns``)
-        opening = self.folder / f".{name}{_OPENING}"
-        journal = open(opening, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
-        try:
-            fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
-            path = self.folder / f"{name}.jsonl"
-            os.rename(opening, path)  # (the lock is the file's: it holds under the new name)
-        except OSError:
-            journal.close()
-            opening.unlink(missing_ok=True)
-            raise
-        if self.is_fsync:  # a new file's name is in the folder, which needs its own fsync
-            _fsync_folder(self.folder)
-        return journal, path
+        return _new_journal(self.folder, time.time_ns(), is_fsync=self.is_fsync)
 
     def _loop(self) -> None:
         while True:
             with self._lock:
                 while (
-                    not self._pages and not self._unchecked and not self._stopped and not self._adoption_due()
+                    not self._pages
+                    and not self._stopped
+                    and not self._adoption_due()
+                    and not self._recheck_due()
                 ):
-                    self._wake.wait(max(0.0, self._adopted_at + ADOPT_S - time.monotonic()))
+                    wake_at = self._adopted_at + ADOPT_S
+                    if self._unchecked:
+                        wake_at = min(wake_at, self._checked_at + _RECHECK_S)
+                    self._wake.wait(max(0.0, wake_at - time.monotonic()))
                 if self._stopped:
                     return
-                has_pages = bool(self._pages or self._unchecked)
+                has_pages = bool(self._pages) or self._recheck_due()
             if self._adoption_due():  # (also between batches: a process that always has pages looks too)
                 self._adopt_quietly()
             if not has_pages:
@@ -350,10 +380,14 @@ class PendingPages:
             if self._stop.wait(delay):  # let more pages gather; close() ends the wait
                 return
             try:
-                self._failures = 0 if self.flush() else self._failures + 1
+                self.flush()
+                self._failures = 0
             except Exception as exc:  # kept pending and retried; reads merge them meanwhile
                 self._failures += 1
                 logger.warning("writing %d pending pages failed, retrying: %s", len(self), exc)
+
+    def _recheck_due(self) -> bool:
+        return bool(self._unchecked) and time.monotonic() - self._checked_at >= _RECHECK_S
 
     def _adoption_due(self) -> bool:
         return time.monotonic() - self._adopted_at >= ADOPT_S
@@ -404,6 +438,44 @@ def replay_journals(
         return _replay(store, folder, embed, on_stored, check, stop)
 
 
+def _new_journal(folder: Path, created_ns: int, *, is_fsync: bool) -> tuple[IO[bytes], Path]:
+    """A new journal named with ``created_ns`` (``oldest_journal_ns``), locked before it takes its
+    ``.jsonl`` name: a replay in another process never finds it unlocked (it would take it for a dead
+    process's and remove it, and the pages written to it after would be in no file once this process
+    died)."""
+    name = f"{created_ns}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+    opening = folder / f".{name}{_OPENING}"
+    journal = open(opening, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
+    try:
+        fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
+        path = folder / f"{name}.jsonl"
+        os.rename(opening, path)  # (the lock is the file's: it holds under the new name)
+    except OSError:
+        journal.close()
+        opening.unlink(missing_ok=True)
+        raise
+    if is_fsync:  # a new file's name is in the folder, which needs its own fsync
+        _fsync_folder(folder)
+    return journal, path
+
+
+def spool(folder: Path, records: Sequence[Record], *, is_fsync: bool) -> tuple[IO[bytes], Path]:
+    """A new journal holding ``records`` (written and flushed), locked: named with the oldest page's
+    time, so that the delete notes those pages may need are kept while it is there."""
+    created = min(int(r.metadata.get("created_ns", 0)) for r in records)
+    journal, path = _new_journal(folder, created, is_fsync=is_fsync)
+    try:
+        data = b"".join(_line(r) for r in records)
+        if os.write(journal.fileno(), data) != len(data):
+            raise OSError("short write")
+        _fdatasync(journal.fileno())
+    except OSError:
+        journal.close()
+        path.unlink(missing_ok=True)
+        raise
+    return journal, path
+
+
 def _replay(
     store: MemoryStore,
     folder: Path,
@@ -416,12 +488,14 @@ def _replay(
     for path in sorted(folder.glob("*.jsonl")):
         if stop():
             break
+        if _resting(path):
+            continue
         with _orphan(path) as journal:
             if journal is None:
                 continue
             by_user: dict[str, dict[str, Record]] = {}
             bad: list[bytes] = []
-            kept = False  # a check failed: the journal stays
+            unsettled: list[Record] = []  # pages ``check`` did not settle: moved to a journal of their own
             for line in journal:
                 record = _record(line)
                 user = record.metadata.get("user_id") if record is not None else None
@@ -452,14 +526,22 @@ def _replay(
                     landed += written
                 if check is not None and landed:
                     try:
-                        check(user, landed)
+                        unsettled += check(user, landed)
                     except MemoryOSError as exc:
                         logger.warning(
-                            "replayed pages of user %s not checked yet, %s kept: %s", user, path, exc
+                            "replayed pages of user %s not settled yet (kept journaled): %s", user, exc
                         )
-                        kept = True
-            if kept:
-                continue
+                        unsettled += landed
+            if unsettled:  # (their own journal, left to rest before the next replay tries them again)
+                try:
+                    moved, moved_path = spool(folder, unsettled, is_fsync=True)
+                    with moved:
+                        later = time.time() + ADOPT_S
+                        os.utime(moved_path, (later, later))
+                except OSError as exc:  # (this journal stays)
+                    raise StorageError(
+                        f"cannot write the page journal in {folder}: {exc}", backend="journal"
+                    ) from exc
             if bad:
                 _quarantine(path, bad)
             path.unlink(missing_ok=True)
@@ -476,6 +558,15 @@ def remove_dead_openings(folder: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+def _resting(path: Path) -> bool:
+    """Whether the journal is one of pages a replay could not settle, not to be tried again yet (its
+    modification time set ahead), or gone."""
+    try:
+        return path.stat().st_mtime > time.time()
+    except FileNotFoundError:
+        return True
+
+
 def oldest_journal_ns(folder: Path) -> int:
     """A time (``time.time_ns``) before which no journal in ``folder``, finished or being created,
     was created: the oldest one's (read from its name; a name of an earlier version, without it,
@@ -486,7 +577,7 @@ def oldest_journal_ns(folder: Path) -> int:
     # Listed twice: a journal renamed from ``.opening`` while a listing runs may be missing from it.
     names = set(os.listdir(folder)) | set(os.listdir(folder))
     created = [
-        int(stem) if stem.isdigit() else 0
+        int(stem) if stem.isascii() and stem.isdigit() else 0
         for name in names
         if name.endswith(".jsonl") or name.endswith(_OPENING)
         for stem in [name.lstrip(".").split("-", 1)[0]]

@@ -51,8 +51,8 @@ class Runtime:
             written (to schedule work left pending).
         late: the pages' wordpiece vectors (embedded through it, written once stored).
         check: called with (user, pages) after a page journal's pages were written to the store (to
-            erase those whose user was deleted meanwhile: ``engine/erasure.py``); while it raises
-            MemoryOSError their journal stays.
+            erase those whose user was deleted meanwhile: ``engine/erasure.py``); the pages it returns
+            stay journaled and are passed again later (``pending.Check``).
     """
 
     def __init__(

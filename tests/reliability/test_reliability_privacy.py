@@ -19,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -315,6 +316,87 @@ def test_a_page_a_dead_process_journaled_before_a_delete_is_erased_when_replayed
         assert deleter.export_memory()["pages"] == []  # replayed now (before the read), then erased
         assert not journal.exists() and deleter.list_users() == ["bob"]
     finally:
+        deleter.close()
+    assert outside_hnsw_files(marker_hits(data, marker)) == {}
+
+
+def test_pages_not_erasable_yet_are_journaled_alone_and_erased_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead process's journal holds pages of alice (deleted since, her memory busy in another
+    thread when it is replayed) and of bob: alice's pages move to a journal of their own, so bob's
+    page deleted by id meanwhile is not written back by a later replay; alice's are erased once she
+    is free."""
+    monkeypatch.setattr(pending_module, "ADOPT_S", 0.2)  # (a journal left to rest: this long)
+    data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
+    killed = textwrap.dedent("""
+        import os, sys
+        from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+        memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
+                          config=MemoryConfig(write_behind_s=30.0))
+        memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.")
+        print(memory.add_memory("I collect stamps.", "Nice.", user_id="bob").page_id, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    run = subprocess.run(
+        [sys.executable, "-c", killed, str(data), marker],
+        env=child_env(),
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    bob_page = run.stdout.strip()
+    (journal,) = (data / "chroma" / ".memoryos-pending").glob("*.jsonl")
+    memory = memory_at(data)
+    try:
+        with open(journal, "rb") as replaying:
+            fcntl.flock(replaying.fileno(), fcntl.LOCK_EX)  # as a process replaying it would
+            memory.delete_memory(everything=True)
+        busy, release = threading.Event(), threading.Event()
+
+        def change_alice() -> None:  # another thread changing alice's memory
+            with memory._runtime.hold("alice"):
+                busy.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=change_alice)
+        holder.start()
+        busy.wait(60)
+        try:
+            assert [p["id"] for p in memory.export_memory(user_id="bob")["pages"]] == [bob_page]
+            assert not journal.exists()  # replayed; alice's pages in a journal of their own
+            assert memory.delete_memory(bob_page, user_id="bob") == 1
+            time.sleep(0.3)
+            assert memory.export_memory(user_id="bob")["pages"] == []  # not written back
+        finally:
+            release.set()
+            holder.join()
+        time.sleep(0.3)
+        assert memory.export_memory()["pages"] == []  # alice's erased by the replay after her turn
+        assert list((data / "chroma" / ".memoryos-pending").glob("*.jsonl")) == []
+        assert memory.export_memory(user_id="bob")["pages"] == []
+    finally:
+        memory.close()
+    assert outside_hnsw_files(marker_hits(data, marker)) == {}
+
+
+def test_pages_not_settled_at_close_are_erased_by_the_next_instance(tmp_path: Path) -> None:
+    """An instance closes while the pages it wrote cannot be erased yet (the user's lease is held
+    elsewhere): their journal is closed, not kept locked, and another instance in the same process
+    replays it and erases them."""
+    data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
+    writer = memory_at(data, config=MemoryConfig(write_behind_s=30.0))
+    deleter = memory_at(data)
+    try:
+        writer.add_memory(f"My secret is {marker}.", "Noted.")
+        deleter.delete_memory(everything=True)  # the page is only in the writer's journal
+        with deleter._runtime.hold("alice"):
+            writer.close()  # written, not erasable now
+            assert len(deleter.store.get("pages", where={"user_id": "alice"})) == 1
+        assert deleter.export_memory()["pages"] == []
+        assert list((data / "chroma" / ".memoryos-pending").glob("*.jsonl")) == []
+    finally:
+        writer.close()
         deleter.close()
     assert outside_hnsw_files(marker_hits(data, marker)) == {}
 
