@@ -28,41 +28,40 @@ KEY = "erased"
 """The ``key`` of the notes in the ``state`` collection (no ``user_id``: a user's delete keeps them)."""
 
 
-def _subject(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode()).hexdigest()[:32]
+def _note_id(user_id: str) -> str:
+    return f"{KEY}:" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
 def mark(store: MemoryStore, user_id: str, erased_ns: int) -> None:
-    """Note that the user's memory is deleted as of ``erased_ns`` (wall clock, ns). Each delete has a
-    note of its own, so that ``prune`` never removes one written since it looked."""
-    subject = _subject(user_id)
-    note = Record(
-        f"{KEY}:{subject}:{erased_ns}", json.dumps({"erased_ns": erased_ns}), {"key": KEY, "subject": subject}
-    )
-    store.upsert("state", [note])
+    """Note that the user's memory is deleted as of ``erased_ns`` (wall clock, ns; a later delete
+    of the same user moves it)."""
+    store.upsert("state", [Record(_note_id(user_id), json.dumps({"erased_ns": erased_ns}), {"key": KEY})])
 
 
 def erased_ns(store: MemoryStore, user_id: str) -> int | None:
     """When the user's memory was last deleted, if a note of it is kept; None otherwise."""
-    times = [
-        t
-        for t in (_time(r) for r in store.get("state", where={"subject": _subject(user_id)}))
-        if t is not None
-    ]
-    return max(times) if times else None
+    found = store.get("state", ids=[_note_id(user_id)])
+    return _time(found[0]) if found else None
 
 
 def prune(store: MemoryStore, folder: Path) -> int:
     """Remove the notes that no journal in ``folder`` can still need (every journal there was
-    created after them); returns how many."""
-    notes = store.get("state", where={"key": KEY})
-    if not notes:
+    created after them); returns how many. The removal is decided again under the store's
+    exclusive lock (taken only then: it makes every process reload), so that a delete does not
+    move a note between the look at its time and its removal."""
+
+    def stale() -> list[str]:
+        notes = store.get("state", where={"key": KEY})
+        before = oldest_journal_ns(folder) if notes else 0
+        return [r.id for r in notes if (_time(r) or 0) < before]  # (unreadable: no check can use it)
+
+    if not stale():
         return 0
-    before = oldest_journal_ns(folder)
-    stale = [r.id for r in notes if (_time(r) or 0) < before]  # (unreadable: no check can use it)
-    if stale:
-        store.delete("state", ids=stale)
-    return len(stale)
+    with store.exclusive():
+        ids = stale()
+        if ids:
+            store.delete("state", ids=ids)
+    return len(ids)
 
 
 def _time(note: Record) -> int | None:
