@@ -311,7 +311,14 @@ class DataManager:
         store = self._runtime.store
         pages = len(store.get("pages", where={"user_id": user}))
         for kind in KINDS:
-            store.delete(kind, where={"user_id": user})
+            if kind != "state":
+                store.delete(kind, where={"user_id": user})
+                continue
+            # All but the user's lease, which the delete holds until it is over (``hold`` gives it back):
+            # gone now, another process could take it while the delete still erases.
+            keys = {str(r.metadata.get("key")) for r in store.get("state", where={"user_id": user})}
+            if keys - {"lease"}:
+                store.delete("state", where={"user_id": user, "key": sorted(keys - {"lease"})})
         return pages
 
     def _delete_page(self, user: str, page_id: str) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from memoryos_core import InvalidInputError, MemoryOS, NotFoundError
+from memoryos_core.engine.lease import LeaseBusyError, Leases
 from memoryos_core.llm.rules import RuleBasedLLM
 
 KINDS = ("pages", "segments", "knowledge", "state")
@@ -60,6 +61,31 @@ def test_deleting_a_user_removes_every_trace_and_touches_no_one_else(
     assert memory.retrieve_memory("sailing").all_units == ()
     assert memory.get_user_profile().traits == ()
     assert memory.export_memory("bob") == bob_before
+
+
+def test_a_user_delete_holds_their_lease_until_it_is_over(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting the user's records does not delete the lease the delete holds: another process
+    cannot take it while the delete still erases (the wordpieces are dropped again last)."""
+    memory = _filled(make_memory)
+    other = Leases(memory.store)  # another process's
+    drop, seen = memory._runtime.late.drop, []
+
+    def drop_and_look(user_id: str) -> None:
+        drop(user_id)
+        try:
+            with other.hold(user_id, wait_s=0.0):
+                seen.append("taken")
+        except LeaseBusyError:
+            seen.append("held")
+
+    monkeypatch.setattr(memory._runtime.late, "drop", drop_and_look)
+    assert memory.delete_memory(everything=True) == 8
+    assert seen == ["held", "held"]  # before the records went, and after
+    assert _records(memory, "alice") == 0  # the lease given back too
+    with other.hold("alice", wait_s=0.0):
+        pass
 
 
 def test_deleting_a_page_removes_what_was_derived_from_it(make_memory: Callable[..., MemoryOS]) -> None:
