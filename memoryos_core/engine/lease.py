@@ -64,12 +64,21 @@ class Leases:
             "state", [Record(f"lease:{user_id}", json.dumps(payload), {"user_id": user_id, "key": "lease"})]
         )
 
+    def _taken(self, user_id: str) -> bool:
+        """Whether another holder's lease on the user is in force."""
+        current = self._read(user_id)
+        expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
+        return bool(
+            current and current.get("owner") != self.owner and expires > time.time() and _alive(current)
+        )
+
     def _claim(self, user_id: str) -> bool:
+        # A look first, without the exclusive lock: taking it makes every process reload its client.
+        if self._taken(user_id):
+            return False
         # An embedded store's exclusive lock makes read-then-write atomic among processes.
         with self.store.exclusive() as atomic:
-            current = self._read(user_id)
-            expires = float(current.get("expires", 0)) if current else 0.0  # type: ignore[arg-type]
-            if current and current.get("owner") != self.owner and expires > time.time() and _alive(current):
+            if self._taken(user_id):
                 return False
             self._write(user_id)
         if atomic:

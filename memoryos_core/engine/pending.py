@@ -51,6 +51,10 @@ from memoryos_core.storage.base import MemoryStore, Record
 logger = logging.getLogger("memoryos")
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 _REPLAY_CHUNK = 64  # pages embedded and written at a time when a journal is replayed (a stop waits one)
+_SETTLING = ".settling"
+"""The name of a journal of pages already written and to be passed to ``check`` again ends with this
+before ``.jsonl``: a replay re-checks those still stored and never writes one that is not (it was
+erased, or deleted since)."""
 _OPENING = ".opening"
 """The suffix of a journal being created (locked, then renamed to ``.jsonl``): replays do not read it."""
 _STALE_S = 60.0
@@ -224,6 +228,9 @@ class PendingPages:
             logger.warning("pages not settled at close: their journal stays in %s", self.folder)
         for journal, _ in left:
             journal.close()
+        with self._lock:  # (their pages are the next replay's now: written again from here, after it,
+            self._pages = {}  # one could come back after a delete)
+        self._unchecked = {}
 
     # --- write path ---------------------------------------------------------------------------
     def add(self, user_id: str, records: Sequence[Record]) -> None:
@@ -438,7 +445,9 @@ def replay_journals(
         return _replay(store, folder, embed, on_stored, check, stop)
 
 
-def _new_journal(folder: Path, created_ns: int, *, is_fsync: bool) -> tuple[IO[bytes], Path]:
+def _new_journal(
+    folder: Path, created_ns: int, *, is_fsync: bool, suffix: str = ""
+) -> tuple[IO[bytes], Path]:
     """A new journal named with ``created_ns`` (``oldest_journal_ns``), locked before it takes its
     ``.jsonl`` name: a replay in another process never finds it unlocked (it would take it for a dead
     process's and remove it, and the pages written to it after would be in no file once this process
@@ -448,7 +457,7 @@ def _new_journal(folder: Path, created_ns: int, *, is_fsync: bool) -> tuple[IO[b
     journal = open(opening, "ab", opener=open_private)  # noqa: SIM115  (closed once its pages are in the store)
     try:
         fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
-        path = folder / f"{name}.jsonl"
+        path = folder / f"{name}{suffix}.jsonl"
         os.rename(opening, path)  # (the lock is the file's: it holds under the new name)
     except OSError:
         journal.close()
@@ -460,10 +469,12 @@ def _new_journal(folder: Path, created_ns: int, *, is_fsync: bool) -> tuple[IO[b
 
 
 def spool(folder: Path, records: Sequence[Record], *, is_fsync: bool) -> tuple[IO[bytes], Path]:
-    """A new journal holding ``records`` (written and flushed), locked: named with the oldest page's
-    time, so that the delete notes those pages may need are kept while it is there."""
+    """A new journal holding ``records``, pages already written that ``check`` has still to settle
+    (written and flushed), locked: named with the oldest page's time, so that the delete notes those
+    pages may need are kept while it is there, and marked (``_SETTLING``), so that a replay never
+    writes one of them again."""
     created = min(int(r.metadata.get("created_ns", 0)) for r in records)
-    journal, path = _new_journal(folder, created, is_fsync=is_fsync)
+    journal, path = _new_journal(folder, created, is_fsync=is_fsync, suffix=_SETTLING)
     try:
         data = b"".join(_line(r) for r in records)
         if os.write(journal.fileno(), data) != len(data):
@@ -506,7 +517,8 @@ def _replay(
             for user, pages in by_user.items():
                 stored = store.get("pages", ids=list(pages), where={"user_id": user})
                 present = {r.id for r in stored}
-                missing = [r for r in pages.values() if r.id not in present]
+                settling = path.name.endswith(f"{_SETTLING}.jsonl")  # (a page not stored went for good)
+                missing = [] if settling else [r for r in pages.values() if r.id not in present]
                 if stored and on_stored is not None:  # its writer may have died before calling it
                     on_stored(user, stored)
                 landed = list(stored)
@@ -537,7 +549,11 @@ def _replay(
                     moved, moved_path = spool(folder, unsettled, is_fsync=True)
                     with moved:
                         later = time.time() + ADOPT_S
-                        os.utime(moved_path, (later, later))
+                        try:
+                            os.utime(moved_path, (later, later))
+                        except OSError:
+                            moved_path.unlink(missing_ok=True)
+                            raise
                 except OSError as exc:  # (this journal stays)
                     raise StorageError(
                         f"cannot write the page journal in {folder}: {exc}", backend="journal"
@@ -560,11 +576,13 @@ def remove_dead_openings(folder: Path) -> None:
 
 def _resting(path: Path) -> bool:
     """Whether the journal is one of pages a replay could not settle, not to be tried again yet (its
-    modification time set ahead), or gone."""
+    modification time set up to ``ADOPT_S`` ahead: further, the clock went back, and it is tried), or
+    gone."""
     try:
-        return path.stat().st_mtime > time.time()
+        ahead = path.stat().st_mtime - time.time()
     except FileNotFoundError:
         return True
+    return 0 < ahead <= ADOPT_S + 1
 
 
 def oldest_journal_ns(folder: Path) -> int:

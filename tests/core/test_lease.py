@@ -6,11 +6,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from memoryos_core import ChromaStore, MemoryOS, Record
 from memoryos_core.engine.lease import LeaseBusyError, Leases
+from memoryos_core.storage._folder import GENERATION_NAME
 from tests.conftest import topic_pages
 
 
@@ -71,3 +73,20 @@ def test_a_busy_user_is_retried_later_and_nothing_is_lost(
     second.flush()
     stats = second.get_memory_stats()
     assert (stats.pending_pages, stats.mid_term_pages) == (0, 8)
+
+
+def test_a_refused_claim_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """A claim of a lease held elsewhere takes no exclusive lock: that would make every process
+    sharing the folder reload its Chroma client."""
+    store = ChromaStore(path=str(tmp_path))
+    store.open(dim=8, embedder_name="test")
+    generation = tmp_path / GENERATION_NAME
+    try:
+        with Leases(store).hold("alice"):
+            before = generation.read_bytes()
+            for _ in range(3):
+                with pytest.raises(LeaseBusyError), Leases(store).hold("alice", wait_s=0.0):
+                    pass
+            assert generation.read_bytes() == before
+    finally:
+        store.close()

@@ -462,3 +462,49 @@ def test_a_journal_carries_its_creation_time_and_the_oldest_is_found(tmp_path: P
         assert pending_module.oldest_journal_ns(folder) < started - 5
     finally:
         memory.close()
+
+
+def test_a_journal_of_pages_to_settle_never_writes_one_that_is_not_stored(tmp_path: Path) -> None:
+    memory = _memory(tmp_path, MemoryConfig(write_behind_s=0.0))  # (pages straight to the store)
+    try:
+        kept = memory.add_memory("kept page", "ok").page_id
+        gone = memory.add_memory("page deleted by id", "ok").page_id
+        records = memory.store.get("pages", ids=[kept, gone], where={"user_id": "alice"})
+        assert memory.delete_memory(gone) == 1
+        folder = tmp_path / ".memoryos-pending"
+        folder.mkdir(exist_ok=True)
+        journal, path = pending_module.spool(folder, records, is_fsync=False)  # (from before the delete)
+        journal.close()  # left by a dead process
+        checked: list[list[str]] = []
+        replayed = pending_module.replay_journals(
+            memory.store, folder, None, check=lambda user, pages: checked.append([r.id for r in pages]) or []
+        )
+        assert replayed == 0 and checked == [[kept]] and not path.exists()
+        assert [r.id for r in _stored(memory)] == [kept]  # the deleted page was not written back
+    finally:
+        memory.close()
+
+
+def test_a_journal_left_to_rest_is_tried_again_when_the_clock_went_back(tmp_path: Path) -> None:
+    path = tmp_path / "1-2-ab.settling.jsonl"
+    path.touch()
+    for ahead, resting in [(-1.0, False), (2.0, True), (pending_module.ADOPT_S + 60, False)]:
+        os.utime(path, (time.time() + ahead, time.time() + ahead))
+        assert pending_module._resting(path) is resting
+
+
+def test_pages_not_written_at_close_are_left_to_their_journal_not_written_later(tmp_path: Path) -> None:
+    """A close whose flush fails unlocks the journal for the next replay and forgets the pages: a later
+    close (at exit, say) does not write them after that replay, nor after a delete since."""
+    store = _RefusingAlice(path=str(tmp_path))
+    memory = _memory(tmp_path, store=store)
+    memory.add_memory("refused for now", "ok")
+    memory.close()  # the write fails: the journal stays, unlocked
+    (journal,) = _journals(tmp_path)
+    with open(journal, "rb") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # (no one holds it)
+    pending = memory._runtime.pending
+    assert pending is not None and len(pending) == 0
+    store.refusing = False
+    memory.close()  # again, as at exit
+    assert _stored(memory) == [] and _journals(tmp_path) == [journal]  # the next replay's to write
