@@ -431,10 +431,11 @@ def replay_journals(
     them; pages already in the store are left as they are, pages without a vector are embedded
     with ``embed`` first (a line with its vector keeps it), ``on_stored`` called after each write
     (and with the pages already stored, as the store holds them: their writer may have died
-    between its write and its call), ``check`` with each user's pages at the end of a journal (one
-    it raises MemoryOSError for stays, for the next look). Once ``stop()`` is true it stops before
-    the next chunk of ``_REPLAY_CHUNK`` pages, leaving the journal (its pages written so far are
-    skipped next time). Returns the pages written.
+    between its write and its call), ``check`` with each user's pages at the end of a journal (those
+    it returns, all of them when it raises MemoryOSError, move to a ``_SETTLING`` journal that rests
+    ``ADOPT_S`` before a replay tries it again). Once ``stop()`` is true it stops before the next
+    chunk of ``_REPLAY_CHUNK`` pages, leaving the journal (its pages written so far are skipped next
+    time). Returns the pages written.
 
     Raises:
         StorageError, EmbeddingError: the store or the embedder failed; the journal stays.
