@@ -287,7 +287,8 @@ class PendingPages:
         Pages without a vector are embedded first, one batch per user. Every page of the journals
         closed here is in the batch (pages leave ``_pages`` only once written), so those journals
         can go once the pages ``check`` did not settle are in a journal of their own; pages added
-        meanwhile may be written too (their new journal stays until the next flush).
+        meanwhile may be written too (their new journal goes as well when they all were, else it
+        stays until the next flush).
 
         Raises:
             StorageError: the store failed; the pages stay pending (memory and journal).
@@ -315,6 +316,9 @@ class PendingPages:
             self._settle()
             with self._lock:
                 done, self._written = self._written, []
+                if self._journal is not None and not self._pages:  # (pages added meanwhile, all written)
+                    done.append(self._journal)  # (kept, a replay would write one deleted since back)
+                    self._journal = None
             for journal, path in done:
                 os.unlink(path)
                 journal.close()  # closing releases the flock

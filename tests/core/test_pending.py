@@ -508,3 +508,34 @@ def test_pages_not_written_at_close_are_left_to_their_journal_not_written_later(
     store.refusing = False
     memory.close()  # again, as at exit
     assert _stored(memory) == [] and _journals(tmp_path) == [journal]  # the next replay's to write
+
+
+class _AddingDuringWrite(ChromaStore):
+    """Its first write of pages journals a page of another user (as a thread would, meanwhile)."""
+
+    memory: MemoryOS | None = None
+
+    def upsert(self, kind: Kind, records: Any) -> None:
+        memory, self.memory = self.memory, None
+        if kind == "pages" and memory is not None:
+            memory.add_memory("added while the flush writes", "ok", user_id="zoe")
+        super().upsert(kind, records)
+
+
+def test_a_journal_whose_pages_a_flush_wrote_meanwhile_goes_with_the_flush(tmp_path: Path) -> None:
+    """A page journaled during a flush and written by it leaves no journal behind (a process killed
+    while idle would have it replayed: a page deleted by id meanwhile would come back)."""
+    store = _AddingDuringWrite(path=str(tmp_path))
+    memory = _memory(tmp_path, store=store)
+    try:
+        memory.get_memory_stats()  # (opens the store)
+        memory.add_memory("first", "ok")  # alice's: written first (the users in the order they came)
+        memory.add_memory("zoe's first", "ok", user_id="zoe")
+        store.memory = memory  # zoe's second page comes while alice's are written: in this flush too
+        pending = memory._runtime.pending
+        assert pending is not None
+        pending.flush()
+        assert len(pending) == 0 and len(_stored_of(memory, "zoe")) == 2
+        assert _journals(tmp_path) == []
+    finally:
+        memory.close()
