@@ -524,7 +524,8 @@ def _replay(
                 present = {r.id for r in stored}
                 settling = path.name.endswith(f"{_SETTLING}.jsonl")  # (a page not stored went for good)
                 missing = [] if settling else [r for r in pages.values() if r.id not in present]
-                if stored and on_stored is not None:  # its writer may have died before calling it
+                # Its writer may have died before calling it (a settling journal's pages had it called).
+                if stored and on_stored is not None and not settling:
                     on_stored(user, stored)
                 landed = list(stored)
                 for start in range(0, len(missing), _REPLAY_CHUNK):

@@ -476,10 +476,16 @@ def test_a_journal_of_pages_to_settle_never_writes_one_that_is_not_stored(tmp_pa
         journal, path = pending_module.spool(folder, records, is_fsync=False)  # (from before the delete)
         journal.close()  # left by a dead process
         checked: list[list[str]] = []
+        stored: list[str] = []
         replayed = pending_module.replay_journals(
-            memory.store, folder, None, check=lambda user, pages: checked.append([r.id for r in pages]) or []
+            memory.store,
+            folder,
+            None,
+            lambda user, pages: stored.extend(r.id for r in pages),
+            check=lambda user, pages: checked.append([r.id for r in pages]) or [],
         )
         assert replayed == 0 and checked == [[kept]] and not path.exists()
+        assert stored == []  # (their wordpieces were kept when they were written: not encoded again)
         assert [r.id for r in _stored(memory)] == [kept]  # the deleted page was not written back
     finally:
         memory.close()
