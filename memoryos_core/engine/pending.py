@@ -218,19 +218,18 @@ class PendingPages:
         except MemoryOSError as exc:
             logger.warning("pending pages could not be written at close, kept in %s: %s", self.folder, exc)
         # Journals left (pages not written, or not settled) are closed, not removed: unlocked, they are
-        # a dead process's for the next replay, here or in another process.
+        # a dead process's for the next replay, here or in another process, and so are their pages
+        # (written again from here, after that replay, one could come back after a delete).
         with self._lock:
             left = [*self._written, *filter(None, [self._journal])]
-            self._written, self._journal = [], None
-        if self._held is not None:  # (its pages are the next replay's to settle, not this instance's)
+            self._written, self._journal, self._pages = [], None, {}
+        if self._held is not None:
             left.append(self._held[:2])
-            self._held, self._unchecked = None, {}
+            self._held = None
             logger.warning("pages not settled at close: their journal stays in %s", self.folder)
+        self._unchecked = {}
         for journal, _ in left:
             journal.close()
-        with self._lock:  # (their pages are the next replay's now: written again from here, after it,
-            self._pages = {}  # one could come back after a delete)
-        self._unchecked = {}
 
     # --- write path ---------------------------------------------------------------------------
     def add(self, user_id: str, records: Sequence[Record]) -> None:
@@ -250,9 +249,7 @@ class PendingPages:
                     _fdatasync(fd)
             except OSError as exc:  # a full disk, say: nothing is accepted, the journal stays whole
                 os.ftruncate(fd, size)
-                raise StorageError(
-                    f"cannot write the page journal in {self.folder}: {exc}", backend="journal"
-                ) from exc
+                raise _unwritable(self.folder, exc) from exc
             self._pages.setdefault(user_id, {}).update((r.id, r) for r in records)
             self._wake.notify_all()
 
@@ -353,9 +350,7 @@ class PendingPages:
                 self._held = (*spool(self.folder, held, is_fsync=self.is_fsync), ids)
             except OSError as exc:
                 self._held = old
-                raise StorageError(
-                    f"cannot write the page journal in {self.folder}: {exc}", backend="journal"
-                ) from exc
+                raise _unwritable(self.folder, exc) from exc
         if old is not None:
             os.unlink(old[1])
             old[0].close()
@@ -473,11 +468,13 @@ def _new_journal(
     return journal, path
 
 
-def spool(folder: Path, records: Sequence[Record], *, is_fsync: bool) -> tuple[IO[bytes], Path]:
+def spool(
+    folder: Path, records: Sequence[Record], *, is_fsync: bool, rest_s: float = 0.0
+) -> tuple[IO[bytes], Path]:
     """A new journal holding ``records``, pages already written that ``check`` has still to settle
     (written and flushed), locked: named with the oldest page's time, so that the delete notes those
     pages may need are kept while it is there, and marked (``_SETTLING``), so that a replay never
-    writes one of them again."""
+    writes one of them again. ``rest_s``: replays leave it alone that long (``_resting``)."""
     created = min(int(r.metadata.get("created_ns", 0)) for r in records)
     journal, path = _new_journal(folder, created, is_fsync=is_fsync, suffix=_SETTLING)
     try:
@@ -485,6 +482,9 @@ def spool(folder: Path, records: Sequence[Record], *, is_fsync: bool) -> tuple[I
         if os.write(journal.fileno(), data) != len(data):
             raise OSError("short write")
         _fdatasync(journal.fileno())
+        if rest_s:
+            later = time.time() + rest_s
+            os.utime(path, (later, later))
     except OSError:
         journal.close()
         path.unlink(missing_ok=True)
@@ -552,18 +552,9 @@ def _replay(
                         unsettled += landed
             if unsettled:  # (their own journal, left to rest before the next replay tries them again)
                 try:
-                    moved, moved_path = spool(folder, unsettled, is_fsync=True)
-                    with moved:
-                        later = time.time() + ADOPT_S
-                        try:
-                            os.utime(moved_path, (later, later))
-                        except OSError:
-                            moved_path.unlink(missing_ok=True)
-                            raise
+                    spool(folder, unsettled, is_fsync=True, rest_s=ADOPT_S)[0].close()
                 except OSError as exc:  # (this journal stays)
-                    raise StorageError(
-                        f"cannot write the page journal in {folder}: {exc}", backend="journal"
-                    ) from exc
+                    raise _unwritable(folder, exc) from exc
             if bad:
                 _quarantine(path, bad)
             path.unlink(missing_ok=True)
@@ -578,6 +569,10 @@ def remove_dead_openings(folder: Path) -> None:
         with _orphan(path) as opening:  # (a young one may be locked and named in a moment)
             if opening is not None and time.time() - os.fstat(opening.fileno()).st_mtime > _STALE_S:
                 path.unlink(missing_ok=True)
+
+
+def _unwritable(folder: Path, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write the page journal in {folder}: {exc}", backend="journal")
 
 
 def _resting(path: Path) -> bool:
