@@ -3,7 +3,6 @@ profile views and stats. Every call opens the store; every change holds the user
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -209,10 +208,7 @@ class DataManager:
                 runtime.late.drop(user)  # again: adds take no user lock, and one may have written meanwhile
                 self._erase_deleted()
                 return deleted
-            page_id = check_id(page_id, "page_id")
-            runtime.late.remove(user, [page_id])  # its wordpieces erased, then its words,
-            self._indexes.remove(user, [page_id])  # before the store deletes the page
-            deleted = self._delete_page(user, page_id)
+            deleted = self._delete_pages(user, [check_id(page_id, "page_id")])
             self._erase_deleted()
             return deleted
 
@@ -234,14 +230,10 @@ class DataManager:
         stale = [r for r in records if int(r.metadata.get("created_ns", 0)) <= erased_ns]
         if not stale:
             return []
-        runtime = self._runtime
         try:
-            with runtime.hold(user, wait_s=None):  # (the writer's thread would hold up every flush)
-                runtime.late.remove(user, [r.id for r in stale])
-                self._indexes.remove(user, [r.id for r in stale])
-                for record in stale:
-                    with contextlib.suppress(NotFoundError):  # the delete removed it, or it was deleted since
-                        self._delete_page(user, record.id)
+            with self._runtime.hold(user, wait_s=None):  # (the writer's thread would hold up every flush)
+                # (missing: the delete removed it, or it was deleted since)
+                self._delete_pages(user, [r.id for r in stale], missing_ok=True)
         except LeaseBusyError:
             return stale
         self._erase_deleted()
@@ -320,6 +312,24 @@ class DataManager:
             if keys - {"lease"}:
                 store.delete("state", where={"user_id": user, "key": sorted(keys - {"lease"})})
         return pages
+
+    def _delete_pages(self, user: str, page_ids: list[str], *, missing_ok: bool = False) -> int:
+        """Delete pages with what was derived from them (``_delete_page``): their wordpieces erased
+        first, then their words, before the store deletes them; returns how many were deleted.
+
+        Raises:
+            NotFoundError: the user has no such page (unless ``missing_ok``).
+        """
+        self._runtime.late.remove(user, page_ids)
+        self._indexes.remove(user, page_ids)
+        deleted = 0
+        for page_id in page_ids:
+            try:
+                deleted += self._delete_page(user, page_id)
+            except NotFoundError:
+                if not missing_ok:
+                    raise
+        return deleted
 
     def _delete_page(self, user: str, page_id: str) -> int:
         """Delete one page and what was derived from it: its segment is rebuilt from the pages
