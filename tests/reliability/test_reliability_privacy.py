@@ -249,6 +249,32 @@ WRITE_BEHIND_WRITER = textwrap.dedent("""
 """)
 
 
+KILLED_WRITER = textwrap.dedent("""
+    import os, sys
+    from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
+    memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
+                      config=MemoryConfig(write_behind_s=30.0))
+    memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.")
+    if sys.argv[3:] == ["bob"]:
+        print(memory.add_memory("I collect stamps.", "Nice.", user_id="bob").page_id, flush=True)
+    os.kill(os.getpid(), 9)
+""")
+
+
+def _killed_writer(data: Path, marker: str, *, bob: bool = False) -> tuple[Path, str]:
+    """A process that journals alice's secret (and, with ``bob``, a page of bob's) and dies before
+    writing them: its journal, and bob's page id."""
+    command = [sys.executable, "-c", KILLED_WRITER, str(data), marker, *(["bob"] if bob else [])]
+    run = subprocess.run(command, env=child_env(), timeout=120, capture_output=True, text=True)
+    assert run.returncode == -9
+    (journal,) = _journal_folder(data).glob("*.jsonl")
+    return journal, run.stdout.strip()
+
+
+def _journal_folder(data: Path) -> Path:
+    return data / "chroma" / ".memoryos-pending"
+
+
 def _notes(memory: MemoryOS) -> list[str]:
     return [r.id for r in memory.store.get("state", where={"key": erasure.KEY})]
 
@@ -281,7 +307,7 @@ def test_a_page_a_live_process_accepted_before_a_delete_is_erased_when_it_lands(
         writer.stdin.write("\n")
         writer.stdin.flush()
         after = writer.stdout.readline().strip()
-        folder = data / "chroma" / ".memoryos-pending"
+        folder = _journal_folder(data)
         with deleter._runtime.hold("alice") if busy else contextlib.nullcontext():
             writer.stdin.write("\n")
             writer.stdin.flush()
@@ -307,17 +333,7 @@ def test_a_page_a_dead_process_journaled_before_a_delete_is_erased_when_replayed
     """A dead process's journal being replayed elsewhere (here: locked) while alice's memory is
     deleted: the replay that writes it later erases the page, and nothing of alice remains."""
     data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
-    killed = textwrap.dedent("""
-        import os, sys
-        from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
-        memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
-                          config=MemoryConfig(write_behind_s=30.0))
-        memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.")
-        os.kill(os.getpid(), 9)
-    """)
-    run = subprocess.run([sys.executable, "-c", killed, str(data), marker], env=child_env(), timeout=120)
-    assert run.returncode == -9
-    (journal,) = (data / "chroma" / ".memoryos-pending").glob("*.jsonl")
+    journal, _ = _killed_writer(data, marker)
     deleter = memory_at(data)
     try:
         with open(journal, "rb") as replaying:
@@ -340,24 +356,7 @@ def test_pages_not_erasable_yet_are_journaled_alone_and_erased_later(
     is free."""
     monkeypatch.setattr(pending_module, "ADOPT_S", 0.2)  # (a journal left to rest: this long)
     data, marker = tmp_path / "data", f"erase{uuid.uuid4().hex}"
-    killed = textwrap.dedent("""
-        import os, sys
-        from memoryos_core import HashingEmbedder, MemoryConfig, MemoryOS
-        memory = MemoryOS(data_storage_path=sys.argv[1], user_id="alice", embedder=HashingEmbedder(64),
-                          config=MemoryConfig(write_behind_s=30.0))
-        memory.add_memory(f"My secret is {sys.argv[2]}.", "Noted.")
-        print(memory.add_memory("I collect stamps.", "Nice.", user_id="bob").page_id, flush=True)
-        os.kill(os.getpid(), 9)
-    """)
-    run = subprocess.run(
-        [sys.executable, "-c", killed, str(data), marker],
-        env=child_env(),
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
-    bob_page = run.stdout.strip()
-    (journal,) = (data / "chroma" / ".memoryos-pending").glob("*.jsonl")
+    journal, bob_page = _killed_writer(data, marker, bob=True)
     memory = memory_at(data)
     try:
         with open(journal, "rb") as replaying:
@@ -384,7 +383,7 @@ def test_pages_not_erasable_yet_are_journaled_alone_and_erased_later(
             holder.join()
         time.sleep(0.3)
         assert memory.export_memory()["pages"] == []  # alice's erased by the replay after her turn
-        assert list((data / "chroma" / ".memoryos-pending").glob("*.jsonl")) == []
+        assert list(_journal_folder(data).glob("*.jsonl")) == []
         assert memory.export_memory(user_id="bob")["pages"] == []
     finally:
         memory.close()
@@ -408,7 +407,7 @@ def test_pages_not_settled_at_close_are_erased_by_the_next_instance(
             writer.close()  # written, not erasable now
             assert len(deleter.store.get("pages", where={"user_id": "alice"})) == 1
         assert _eventually(lambda: deleter.export_memory()["pages"] == [])
-        assert list((data / "chroma" / ".memoryos-pending").glob("*.jsonl")) == []
+        assert list(_journal_folder(data).glob("*.jsonl")) == []
     finally:
         writer.close()
         deleter.close()
