@@ -136,36 +136,41 @@ def _counts(where: np.ndarray, counts: np.ndarray, pages: np.ndarray) -> np.ndar
 
 
 class _Pages:
-    """What ``_window_counts`` reads of the pages ``at`` for every term, computed once per query."""
+    """What ``_window_counts`` reads of the pages ``at`` for every term, made once per query: the
+    positions of each page and its two neighbours in a scratch array of the page count (shifted by
+    one, so that the neighbours of the first and last page fall on its two zero ends)."""
 
     def __init__(self, at: np.ndarray, count: int) -> None:
-        self.previous, self.next = at - 1, at + 1
+        self.own = at + 1
+        self.previous, self.next = at, at + 2
         self.first = np.flatnonzero(at == 0)  # at either end the one neighbour stands for both
         self.last = np.flatnonzero(at == count - 1)
+        self.scratch = np.zeros(count + 2, dtype=np.float32)  # zero between terms
+        self.inner = self.scratch[1:-1]
 
 
 def _window_counts(
     where: np.ndarray, counts: np.ndarray, at: np.ndarray, count: int, pages: _Pages | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A term's count in each page ``at`` and the sum of its counts in the page's previous and next
-    page (``_neighbours``), from its posting (``where`` ascending, non-empty): one search in the
-    posting for the pages themselves; their neighbours are the entries beside the ones found.
-    ``pages``: ``_Pages(at, count)``, when the caller reads several terms at the same pages."""
+    page (``_neighbours``), from its posting (``where`` ascending, non-empty): the counts are written
+    into a zeroed array of the page count and read at the pages and beside them, then zeroed again, so
+    the work is in the posting's length and ``len(at)``. ``pages``: ``_Pages(at, count)``, when the
+    caller reads several terms at the same pages."""
     if count < 2:
         own = _counts(where, counts, at)
         return own, own + own
     pages = pages or _Pages(at, count)
-    last = len(where) - 1
-    found = np.searchsorted(where, at)  # the first entry at or after each page
-    start = np.minimum(found, last)
-    held = where[start] == at
-    own = np.where(held, counts[start].astype(np.float64), 0.0)
-    previous = found - 1  # the entry before: the previous page's if it is there
-    previous[previous < 0] = 0  # (none before: the entry at 0 is at or after the page, never before it)
-    before = np.where(where[previous] == pages.previous, counts[previous].astype(np.float64), 0.0)
-    following = found + held  # the entry after the page's own
-    following[following > last] = last
-    after = np.where(where[following] == pages.next, counts[following].astype(np.float64), 0.0)
+    pages.inner[where] = counts
+    try:
+        own = pages.scratch[pages.own].astype(np.float64)
+        before = pages.scratch[pages.previous].astype(np.float64)
+        after = pages.scratch[pages.next].astype(np.float64)
+    finally:  # (zeroed whole when that is less work than zeroing the posting's entries)
+        if 8 * len(where) > count:
+            pages.scratch.fill(0.0)
+        else:
+            pages.inner[where] = 0.0
     before[pages.first], after[pages.last] = after[pages.first], before[pages.last]
     beside: np.ndarray = before + after
     return own, beside

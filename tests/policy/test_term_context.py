@@ -222,16 +222,20 @@ def _looked_up(
 
 @pytest.mark.parametrize("count", [1, 2, 3, 10, 200])
 def test_window_counts_read_a_page_and_its_neighbours_as_looking_each_one_up(count: int) -> None:
+    """Each term alone, and terms in turn at the same pages (one scratch array: what a term wrote must
+    be gone for the next, whether it held a few pages or most of them)."""
     rng = np.random.default_rng(count)
-    for share in (0.05, 0.5, 1.0):
+    at = np.flatnonzero(rng.random(count) < 0.6) if count > 2 else np.arange(count)
+    shared = term_context._Pages(at, count)
+    for share in (0.05, 0.5, 1.0, 0.05, 0.02, 0.7):
         where = np.flatnonzero(rng.random(count) < share)
         if not len(where):
             where = np.array([count - 1])
         counts = rng.integers(1, 5, len(where)).astype(np.float32)
-        at = np.flatnonzero(rng.random(count) < 0.6) if count > 2 else np.arange(count)
-        own, beside = term_context._window_counts(where, counts, at, count)
         expected_own, expected_beside = _looked_up(where, counts, at, count)
-        assert np.array_equal(own, expected_own) and np.array_equal(beside, expected_beside)
+        for pages in (None, shared):
+            own, beside = term_context._window_counts(where, counts, at, count, pages)
+            assert np.array_equal(own, expected_own) and np.array_equal(beside, expected_beside)
 
 
 @pytest.mark.parametrize("levels", [0, 5, 50])
