@@ -81,7 +81,8 @@ class Consolidator:
     ) -> int:
         """Consolidate every due batch of ``user_id``; returns the number of pages moved.
 
-        ``on_batch`` is called after each batch (the caller renews its lease there).
+        ``on_batch`` is called before each batch's writes, once it is planned (the caller confirms and
+        renews its lease there: what it raises stops the pass before the batch is written).
         """
         self.resume(user_id)
         moved = 0
@@ -97,10 +98,11 @@ class Consolidator:
                 r.id: r
                 for r in self.store.get("pages", ids=ids, where={"user_id": user_id}, with_embeddings=True)
             }
-            self._apply(user_id, self._plan(user_id, [with_vectors[i] for i in ids if i in with_vectors]))
-            moved += len(batch)
+            plan = self._plan(user_id, [with_vectors[i] for i in ids if i in with_vectors])
             if on_batch is not None:
                 on_batch()
+            self._apply(user_id, plan)
+            moved += len(batch)
         return moved
 
     def _plan(self, user_id: str, pages: Sequence[Record]) -> dict[str, Any]:

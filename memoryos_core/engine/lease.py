@@ -23,6 +23,11 @@ class LeaseBusyError(MemoryOSError):
     """Another process holds the user's lease; the work stays pending and is retried later."""
 
 
+class LeaseLostError(LeaseBusyError):
+    """The lease was held and another claimant's record has replaced it (two claims raced through a
+    server: see ``Leases``): the holder stops before its next write; the work stays pending."""
+
+
 def _alive(lease: dict[str, object]) -> bool:
     """False only when the holder is known dead: a process of this host that no longer exists."""
     if lease.get("host") != socket.gethostname() or not isinstance(lease.get("pid"), int):
@@ -40,7 +45,10 @@ class Leases:
     """Claims ``lease:<user>`` records. On an embedded store the read and the write happen under
     the folder's exclusive lock, so exactly one claimant wins. Through a server (Chroma has no
     compare-and-swap) the claim is confirmed by a re-read after a short delay: of two racing
-    claimants only the one whose write landed last sees itself.
+    claimants only the one whose write landed last sees itself, unless that write took longer than
+    the delay to land after its read (a loaded machine): then both saw themselves. So a holder confirms
+    again before each batch of writes (``renew``, which raises ``LeaseLostError`` once the record is
+    another's), and of two such holders the one whose record was replaced stops there.
     """
 
     def __init__(self, store: MemoryStore) -> None:
@@ -63,6 +71,14 @@ class Leases:
         self.store.upsert(
             "state", [Record(f"lease:{user_id}", json.dumps(payload), {"user_id": user_id, "key": "lease"})]
         )
+
+    def _renew(self, user_id: str) -> None:
+        """Confirm the lease is still this holder's and extend it; LeaseLostError if another's record
+        replaced it."""
+        current = self._read(user_id)
+        if not current or current.get("owner") != self.owner:
+            raise LeaseLostError(f"user {user_id}: the lease was taken over by another process")
+        self._write(user_id)
 
     def _taken(self, user_id: str) -> bool:
         """Whether another holder's lease on the user is in force."""
@@ -91,7 +107,8 @@ class Leases:
     def hold(self, user_id: str, *, wait_s: float = 0.0) -> Iterator[Callable[[], None]]:
         """Hold the user's lease for the block (re-entrant); LeaseBusyError if it stays taken.
 
-        Yields a ``renew()`` to call between long steps, so a slow LLM does not let it expire.
+        Yields a ``renew()`` to call before each batch of writes: it confirms the lease is still held
+        (LeaseLostError if not) and extends it, so a slow LLM does not let it expire.
         """
         with self._lock:
             depth = self._held.get(user_id, 0)
@@ -103,7 +120,7 @@ class Leases:
                     if time.monotonic() >= deadline:
                         raise LeaseBusyError(f"user {user_id} is being consolidated by another process")
                     time.sleep(0.2)
-            yield lambda: self._write(user_id)
+            yield lambda: self._renew(user_id)
         finally:
             with self._lock:
                 self._held[user_id] -= 1

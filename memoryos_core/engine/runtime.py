@@ -237,7 +237,8 @@ class Runtime:
     def hold(self, user_id: str, *, wait_s: float | None = LEASE_TTL_S) -> Iterator[Callable[[], None]]:
         """Hold the user's lock (this process) and lease (other processes) while changing their memory.
 
-        Yields the lease's ``renew()``, to call between long steps. ``wait_s=None``: no wait at all,
+        Yields the lease's ``renew()``, to call before each batch of writes (it raises
+        ``LeaseLostError`` once another process's claim replaced the lease). ``wait_s=None``: no wait at all,
         for the lock either (which otherwise waits for this process's other threads).
 
         Raises:

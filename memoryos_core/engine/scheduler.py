@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,7 +13,7 @@ from dataclasses import replace
 from memoryos_core._exceptions import LLMNotConfiguredError, MemoryOSError
 from memoryos_core._types import Cost
 from memoryos_core.engine.consolidation import Consolidator
-from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError
+from memoryos_core.engine.lease import LEASE_TTL_S, LeaseBusyError, LeaseLostError
 from memoryos_core.engine.promotion import Promoter
 from memoryos_core.engine.records import segment_from_record, segment_record
 from memoryos_core.engine.repository import Repository
@@ -110,6 +111,20 @@ class Scheduler:
         return bool(self._consolidator.due_pages(user_id, force=True))
 
     def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
+        """One pass under the user's lease; a pass whose lease another process took over (a claim that
+        raced it through a server) stops before its next batch's writes and, when ``wait_s`` allows,
+        waits for the lease again and runs once more."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._run_user_once(user_id, force=force, wait_s=wait_s)
+            except LeaseLostError:
+                wait_s = deadline - time.monotonic()
+                if wait_s <= 0:
+                    raise
+                logger.info("lease of user %s taken over mid-pass: waiting for it again", user_id)
+
+    def _run_user_once(self, user_id: str, *, force: bool, wait_s: float) -> Cost:
         runtime = self._runtime
         runtime.settled()
         with measure() as tally, runtime.hold(user_id, wait_s=wait_s) as renew:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from memoryos_core import ChromaStore, MemoryOS, Record
-from memoryos_core.engine.lease import LeaseBusyError, Leases
+from memoryos_core.bench.reliability_figures import consistency_problems
+from memoryos_core.engine.lease import LeaseBusyError, LeaseLostError, Leases
 from memoryos_core.storage._folder import GENERATION_NAME
 from tests.conftest import topic_pages
 
@@ -90,3 +96,62 @@ def test_a_refused_claim_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
             assert generation.read_bytes() == before
     finally:
         store.close()
+
+
+def _other_claim(store: ChromaStore, user_id: str, pid: int) -> None:
+    """Another claimant's lease record landing over the holder's: what a claim that raced it through a
+    server leaves when its write took longer than the confirmation delay (both saw themselves)."""
+    other = {"owner": "late-claimant", "expires": time.time() + 60, "host": socket.gethostname(), "pid": pid}
+    record = Record(f"lease:{user_id}", json.dumps(other), {"user_id": user_id, "key": "lease"})
+    store.upsert("state", [record])
+
+
+def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
+    store_factory: Callable[[], ChromaStore],
+) -> None:
+    store = store_factory()
+    store.open(dim=8, embedder_name="x")
+    with Leases(store).hold("alice") as renew:
+        renew()  # still its own: extended
+        _other_claim(store, "alice", os.getpid())
+        with pytest.raises(LeaseLostError):
+            renew()
+    assert json.loads(store.get("state", ids=["lease:alice"])[0].document)["owner"] == "late-claimant"
+
+
+def test_a_consolidation_whose_lease_was_taken_over_writes_nothing_and_runs_again(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease is confirmed between planning a batch and writing it: a pass whose lease another
+    process's claim replaced meanwhile writes nothing, and ``flush`` claims the lease again (the other
+    holder here is dead) and consolidates every page once."""
+    memory = make_memory(short_term_capacity=2)
+    memory.add_memories(topic_pages("hiking", 10))
+    consolidator = memory._scheduler._consolidator
+    plan, apply = consolidator._plan, consolidator._apply
+    planned: list[int] = []
+    foreign_writes: list[str] = []
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
+        planned.append(len(pages))
+        out = plan(user_id, pages)
+        if len(planned) == 1:
+            _other_claim(memory.store, user_id, dead.pid)
+        return out
+
+    def apply_checking_the_lease(user_id: str, batch: dict[str, Any]) -> None:
+        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
+        if owner != memory._runtime.leases.owner:
+            foreign_writes.append(owner)
+        apply(user_id, batch)
+
+    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
+    monkeypatch.setattr(consolidator, "_apply", apply_checking_the_lease)
+    memory.flush()
+    assert foreign_writes == []
+    assert planned == [8, 8]  # planned, not written; planned again under the lease claimed back
+    stats = memory.get_memory_stats()
+    assert (stats.pending_pages, stats.mid_term_pages, stats.short_term_pages) == (0, 8, 2)
+    assert consistency_problems(memory, "alice") == []
