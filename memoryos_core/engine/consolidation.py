@@ -81,9 +81,12 @@ class Consolidator:
     ) -> int:
         """Consolidate every due batch of ``user_id``; returns the number of pages moved.
 
-        ``on_batch`` is called before each batch's writes, once it is planned (the caller confirms and
-        renews its lease there: what it raises stops the pass before the batch is written).
+        ``on_batch`` is called before the replay of an interrupted batch and before each batch's writes,
+        once it is planned (the caller confirms and renews its lease there: what it raises stops the pass
+        before those writes).
         """
+        if on_batch is not None:
+            on_batch()
         self.resume(user_id)
         moved = 0
         overflow = self.due_pages(user_id, force=force)

@@ -48,7 +48,9 @@ class Leases:
     claimants only the one whose write landed last sees itself, unless that write took longer than
     the delay to land after its read (a loaded machine): then both saw themselves. So a holder confirms
     again before each batch of writes (``renew``, which raises ``LeaseLostError`` once the record is
-    another's), and of two such holders the one whose record was replaced stops there.
+    another's), and of two such holders the one whose record was replaced stops before its next batch.
+    A record replaced after a confirmation is seen at the next one only: the window is narrowed, not
+    closed (that needs a compare-and-swap the server does not offer).
     """
 
     def __init__(self, store: MemoryStore) -> None:
@@ -73,12 +75,14 @@ class Leases:
         )
 
     def _renew(self, user_id: str) -> None:
-        """Confirm the lease is still this holder's and extend it; LeaseLostError if another's record
-        replaced it."""
+        """Confirm the lease is still this holder's (LeaseLostError if another's record replaced it) and
+        extend it once a third of its time has passed (a write makes the other processes of an embedded
+        folder reload their client: not one per batch)."""
         current = self._read(user_id)
         if not current or current.get("owner") != self.owner:
             raise LeaseLostError(f"user {user_id}: the lease was taken over by another process")
-        self._write(user_id)
+        if float(current.get("expires", 0)) - time.time() < LEASE_TTL_S * 2 / 3:  # type: ignore[arg-type]
+            self._write(user_id)
 
     def _taken(self, user_id: str) -> bool:
         """Whether another holder's lease on the user is in force."""

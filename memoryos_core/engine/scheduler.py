@@ -132,8 +132,10 @@ class Scheduler:
             with self._guard:
                 if user_id in self._short_counts:
                     self._short_counts[user_id] = max(0, self._short_counts[user_id] - moved)
+            renew()  # (still held: the heat and long-term memory are written next)
             self._apply_visits(user_id)
             self._promoter.promote(user_id, force=False, tail=force)
+            renew()
             self._promoter.evict(user_id)
         return tally.cost
 
@@ -179,6 +181,7 @@ class Scheduler:
         runtime.settled()
         with measure() as tally, runtime.hold(user_id) as renew:
             self._consolidator.consolidate(user_id, force=True, on_batch=renew)
+            renew()
             self._apply_visits(user_id)
             if runtime.llm is None:
                 raise LLMNotConfiguredError("mid-term analysis needs an LLM: pass openai_api_key= or llm=")

@@ -17,6 +17,7 @@ import pytest
 
 from memoryos_core import ChromaStore, MemoryOS, Record
 from memoryos_core.bench.reliability_figures import consistency_problems
+from memoryos_core.engine import lease
 from memoryos_core.engine.lease import LeaseBusyError, LeaseLostError, Leases
 from memoryos_core.storage._folder import GENERATION_NAME
 from tests.conftest import topic_pages
@@ -107,12 +108,22 @@ def _other_claim(store: ChromaStore, user_id: str, pid: int) -> None:
 
 
 def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
-    store_factory: Callable[[], ChromaStore],
+    store_factory: Callable[[], ChromaStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_factory()
     store.open(dim=8, embedder_name="x")
+
+    def expires() -> float:
+        return float(json.loads(store.get("state", ids=["lease:alice"])[0].document)["expires"])
+
     with Leases(store).hold("alice") as renew:
-        renew()  # still its own: extended
+        claimed = expires()
+        renew()  # still its own, and fresh: confirmed, not written again
+        assert expires() == claimed
+        with monkeypatch.context() as patched:  # a third of a longer lease has passed: extended
+            patched.setattr(lease, "LEASE_TTL_S", 3 * lease.LEASE_TTL_S)
+            renew()
+        assert expires() > claimed
         _other_claim(store, "alice", os.getpid())
         with pytest.raises(LeaseLostError):
             renew()
@@ -155,3 +166,73 @@ def test_a_consolidation_whose_lease_was_taken_over_writes_nothing_and_runs_agai
     stats = memory.get_memory_stats()
     assert (stats.pending_pages, stats.mid_term_pages, stats.short_term_pages) == (0, 8, 2)
     assert consistency_problems(memory, "alice") == []
+
+
+def test_a_pass_whose_lease_was_taken_over_after_consolidating_writes_no_heat_and_runs_again(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease is confirmed again once the pages are consolidated, before the heat and long-term
+    memory are written: a pass that lost it there leaves them to the pass that holds it."""
+    memory = make_memory(short_term_capacity=2)
+    memory.add_memories(topic_pages("hiking", 10))
+    scheduler = memory._scheduler
+    consolidate, apply_visits = scheduler._consolidator.consolidate, scheduler._apply_visits
+    passes: list[int] = []
+    foreign_writes: list[str] = []
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def consolidate_then_lose_the_lease(user_id: str, **kwargs: Any) -> int:
+        moved = consolidate(user_id, **kwargs)
+        passes.append(moved)
+        if len(passes) == 1:
+            _other_claim(memory.store, user_id, dead.pid)
+        return moved
+
+    def visits_checking_the_lease(user_id: str) -> None:
+        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
+        if owner != memory._runtime.leases.owner:
+            foreign_writes.append(owner)
+        apply_visits(user_id)
+
+    monkeypatch.setattr(scheduler._consolidator, "consolidate", consolidate_then_lose_the_lease)
+    monkeypatch.setattr(scheduler, "_apply_visits", visits_checking_the_lease)
+    memory.flush()
+    assert foreign_writes == []
+    assert passes == [8, 0]  # consolidated, then the heat left to the pass that claimed the lease back
+    assert consistency_problems(memory, "alice") == []
+
+
+def test_a_pass_whose_lease_was_taken_over_before_it_began_replays_no_journal(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease is confirmed before an interrupted batch's journal is replayed: the journal is the
+    holder's, and another process replaying it meanwhile could write over the holder's next batch."""
+    memory = make_memory(short_term_capacity=2)
+    memory.add_memories(topic_pages("hiking", 10))
+    consolidator = memory._scheduler._consolidator
+    consolidate, resume = consolidator.consolidate, consolidator.resume
+    foreign_replays: list[str] = []
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    calls: list[str] = []
+
+    def lose_the_lease_then_consolidate(user_id: str, **kwargs: Any) -> int:
+        calls.append(user_id)
+        if len(calls) == 1:
+            _other_claim(memory.store, user_id, dead.pid)
+        return consolidate(user_id, **kwargs)
+
+    def resume_checking_the_lease(user_id: str) -> bool:
+        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
+        if owner != memory._runtime.leases.owner:
+            foreign_replays.append(owner)
+        return resume(user_id)
+
+    monkeypatch.setattr(consolidator, "consolidate", lose_the_lease_then_consolidate)
+    monkeypatch.setattr(consolidator, "resume", resume_checking_the_lease)
+    memory.flush()
+    assert foreign_replays == []
+    assert len(calls) == 2
+    stats = memory.get_memory_stats()
+    assert (stats.pending_pages, stats.mid_term_pages) == (0, 8)
