@@ -107,6 +107,31 @@ def _other_claim(store: ChromaStore, user_id: str, pid: int) -> None:
     store.upsert("state", [record])
 
 
+def _lease(store: ChromaStore, user_id: str) -> dict[str, Any]:
+    lease_record: dict[str, Any] = json.loads(store.get("state", ids=[f"lease:{user_id}"])[0].document)
+    return lease_record
+
+
+def _dead_pid() -> int:
+    """The pid of a process of this host that has exited: a lease holder known dead."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+def _checking_the_lease(memory: MemoryOS, call: Callable[..., Any], foreign: list[str]) -> Callable[..., Any]:
+    """``call`` (a step that writes), noting in ``foreign`` the owner of the lease when it is not
+    ``memory``'s as the step starts."""
+
+    def checked(user_id: str, *args: Any) -> Any:
+        owner = str(_lease(memory.store, user_id)["owner"])
+        if owner != memory._runtime.leases.owner:
+            foreign.append(owner)
+        return call(user_id, *args)
+
+    return checked
+
+
 def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
     store_factory: Callable[[], ChromaStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +139,7 @@ def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
     store.open(dim=8, embedder_name="x")
 
     def expires() -> float:
-        return float(json.loads(store.get("state", ids=["lease:alice"])[0].document)["expires"])
+        return float(_lease(store, "alice")["expires"])
 
     with Leases(store).hold("alice") as renew:
         claimed = expires()
@@ -127,7 +152,7 @@ def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
         _other_claim(store, "alice", os.getpid())
         with pytest.raises(LeaseLostError):
             renew()
-    assert json.loads(store.get("state", ids=["lease:alice"])[0].document)["owner"] == "late-claimant"
+    assert _lease(store, "alice")["owner"] == "late-claimant"
 
 
 def test_a_consolidation_whose_lease_was_taken_over_writes_nothing_and_runs_again(
@@ -142,24 +167,17 @@ def test_a_consolidation_whose_lease_was_taken_over_writes_nothing_and_runs_agai
     plan, apply = consolidator._plan, consolidator._apply
     planned: list[int] = []
     foreign_writes: list[str] = []
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead_pid = _dead_pid()
 
     def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
         planned.append(len(pages))
         out = plan(user_id, pages)
         if len(planned) == 1:
-            _other_claim(memory.store, user_id, dead.pid)
+            _other_claim(memory.store, user_id, dead_pid)
         return out
 
-    def apply_checking_the_lease(user_id: str, batch: dict[str, Any]) -> None:
-        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
-        if owner != memory._runtime.leases.owner:
-            foreign_writes.append(owner)
-        apply(user_id, batch)
-
     monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
-    monkeypatch.setattr(consolidator, "_apply", apply_checking_the_lease)
+    monkeypatch.setattr(consolidator, "_apply", _checking_the_lease(memory, apply, foreign_writes))
     memory.flush()
     assert foreign_writes == []
     assert planned == [8, 8]  # planned, not written; planned again under the lease claimed back
@@ -179,24 +197,17 @@ def test_a_pass_whose_lease_was_taken_over_after_consolidating_writes_no_heat_an
     consolidate, apply_visits = scheduler._consolidator.consolidate, scheduler._apply_visits
     passes: list[int] = []
     foreign_writes: list[str] = []
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead_pid = _dead_pid()
 
     def consolidate_then_lose_the_lease(user_id: str, **kwargs: Any) -> int:
         moved = consolidate(user_id, **kwargs)
         passes.append(moved)
         if len(passes) == 1:
-            _other_claim(memory.store, user_id, dead.pid)
+            _other_claim(memory.store, user_id, dead_pid)
         return moved
 
-    def visits_checking_the_lease(user_id: str) -> None:
-        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
-        if owner != memory._runtime.leases.owner:
-            foreign_writes.append(owner)
-        apply_visits(user_id)
-
     monkeypatch.setattr(scheduler._consolidator, "consolidate", consolidate_then_lose_the_lease)
-    monkeypatch.setattr(scheduler, "_apply_visits", visits_checking_the_lease)
+    monkeypatch.setattr(scheduler, "_apply_visits", _checking_the_lease(memory, apply_visits, foreign_writes))
     memory.flush()
     assert foreign_writes == []
     assert passes == [8, 0]  # consolidated, then the heat left to the pass that claimed the lease back
@@ -213,24 +224,17 @@ def test_a_pass_whose_lease_was_taken_over_before_it_began_replays_no_journal(
     consolidator = memory._scheduler._consolidator
     consolidate, resume = consolidator.consolidate, consolidator.resume
     foreign_replays: list[str] = []
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead_pid = _dead_pid()
     calls: list[str] = []
 
     def lose_the_lease_then_consolidate(user_id: str, **kwargs: Any) -> int:
         calls.append(user_id)
         if len(calls) == 1:
-            _other_claim(memory.store, user_id, dead.pid)
+            _other_claim(memory.store, user_id, dead_pid)
         return consolidate(user_id, **kwargs)
 
-    def resume_checking_the_lease(user_id: str) -> bool:
-        owner = json.loads(memory.store.get("state", ids=[f"lease:{user_id}"])[0].document)["owner"]
-        if owner != memory._runtime.leases.owner:
-            foreign_replays.append(owner)
-        return resume(user_id)
-
     monkeypatch.setattr(consolidator, "consolidate", lose_the_lease_then_consolidate)
-    monkeypatch.setattr(consolidator, "resume", resume_checking_the_lease)
+    monkeypatch.setattr(consolidator, "resume", _checking_the_lease(memory, resume, foreign_replays))
     memory.flush()
     assert foreign_replays == []
     assert len(calls) == 2
