@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from memoryos_core._exceptions import LLMNotConfiguredError, MemoryOSError
@@ -111,23 +111,36 @@ class Scheduler:
         return bool(self._consolidator.due_pages(user_id, force=True))
 
     def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
-        """One pass under the user's lease; a pass whose lease another process took over (a claim that
-        raced it through a server) stops before its next batch's writes and, when ``wait_s`` allows,
-        waits for the lease again and runs once more."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return self._run_user_once(user_id, force=force, wait_s=wait_s)
-            except LeaseLostError:
-                wait_s = deadline - time.monotonic()
-                if wait_s <= 0:
-                    raise
-                logger.info("lease of user %s taken over mid-pass: waiting for it again", user_id)
+        """One pass under the user's lease (see ``_until_done``)."""
 
-    def _run_user_once(self, user_id: str, *, force: bool, wait_s: float) -> Cost:
+        def run(wait: float) -> None:
+            self._run_user_once(user_id, force=force, wait_s=wait)
+
+        return self._until_done(user_id, run, wait_s)
+
+    @staticmethod
+    def _until_done(user_id: str, run: Callable[[float], None], wait_s: float) -> Cost:
+        """``run(wait_s)`` (a pass under the user's lease); a pass whose lease another process took over
+        (a claim that raced it through a server) stops before its next batch's writes and, when
+        ``wait_s`` allows, waits for the lease again and runs once more. The cost returned counts every
+        pass, the lost ones' LLM calls included."""
+        deadline = time.monotonic() + wait_s
+        with measure() as tally:
+            while True:
+                try:
+                    run(wait_s)
+                    break
+                except LeaseLostError:
+                    wait_s = deadline - time.monotonic()
+                    if wait_s <= 0:
+                        raise
+                    logger.info("lease of user %s taken over mid-pass: waiting for it again", user_id)
+        return tally.cost
+
+    def _run_user_once(self, user_id: str, *, force: bool, wait_s: float) -> None:
         runtime = self._runtime
         runtime.settled()
-        with measure() as tally, runtime.hold(user_id, wait_s=wait_s) as renew:
+        with runtime.hold(user_id, wait_s=wait_s) as renew:
             moved = self._consolidator.consolidate(user_id, force=force, on_batch=renew)
             with self._guard:
                 if user_id in self._short_counts:
@@ -137,7 +150,6 @@ class Scheduler:
             self._promoter.promote(user_id, force=False, tail=force)
             renew()
             self._promoter.evict(user_id)
-        return tally.cost
 
     def _apply_visits(self, user_id: str) -> None:
         with self._guard:
@@ -176,18 +188,22 @@ class Scheduler:
         return total
 
     def force_analysis(self, user_id: str) -> Cost:
-        """Consolidate all pending pages, then analyse every segment with new pages into long-term memory."""
+        """Consolidate all pending pages, then analyse every segment with new pages into long-term memory
+        (again, once the lease is free, if another process took it over mid-pass)."""
+        if self._runtime.llm is None:
+            raise LLMNotConfiguredError("mid-term analysis needs an LLM: pass openai_api_key= or llm=")
+        cost = self._until_done(user_id, lambda wait: self._analyse_once(user_id, wait), LEASE_TTL_S)
+        self._runtime.account(user_id, cost)
+        return cost
+
+    def _analyse_once(self, user_id: str, wait_s: float) -> None:
         runtime = self._runtime
         runtime.settled()
-        with measure() as tally, runtime.hold(user_id) as renew:
+        with runtime.hold(user_id, wait_s=wait_s) as renew:
             self._consolidator.consolidate(user_id, force=True, on_batch=renew)
             renew()
             self._apply_visits(user_id)
-            if runtime.llm is None:
-                raise LLMNotConfiguredError("mid-term analysis needs an LLM: pass openai_api_key= or llm=")
             self._promoter.promote(user_id, force=True)
-        runtime.account(user_id, tally.cost)
-        return tally.cost
 
     # --- stopping -----------------------------------------------------------------------------
     def stop(self) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from memoryos_core import ChromaStore, MemoryOS, Record
+from memoryos_core import ChatMessage, ChromaStore, FunctionLLM, MemoryOS, Record
 from memoryos_core.bench.reliability_figures import consistency_problems
 from memoryos_core.engine import lease
 from memoryos_core.engine.lease import LeaseBusyError, LeaseLostError, Leases
+from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage._folder import GENERATION_NAME
 from tests.conftest import topic_pages
 
@@ -240,3 +241,43 @@ def test_a_pass_whose_lease_was_taken_over_before_it_began_replays_no_journal(
     assert len(calls) == 2
     stats = memory.get_memory_stats()
     assert (stats.pending_pages, stats.mid_term_pages) == (0, 8)
+
+
+def test_an_analysis_whose_lease_was_taken_over_runs_again_and_counts_every_call(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``force_mid_term_analysis`` waits for the lease again like ``flush`` (it raised before), and the
+    cost it returns counts the LLM calls of the pass that lost the lease (they were made, and paid)."""
+    answered: list[str] = []
+    rules = RuleBasedLLM(pages_per_topic=8)
+
+    def answer(messages: Sequence[ChatMessage], json_mode: bool) -> str:
+        answered.append(messages[-1].content)
+        return rules.complete(messages, json_mode=json_mode)
+
+    memory = make_memory(short_term_capacity=2, llm=FunctionLLM(answer))
+    memory.add_memories(topic_pages("hiking", 10))
+    consolidator = memory._scheduler._consolidator
+    plan, apply = consolidator._plan, consolidator._apply
+    planned: list[int] = []
+    foreign_writes: list[str] = []
+    dead_pid = _dead_pid()
+
+    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
+        planned.append(len(pages))
+        out = plan(user_id, pages)
+        if len(planned) == 1:
+            _other_claim(memory.store, user_id, dead_pid)
+        return out
+
+    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
+    monkeypatch.setattr(consolidator, "_apply", _checking_the_lease(memory, apply, foreign_writes))
+    answered.clear()
+    cost = memory.force_mid_term_analysis()
+    assert foreign_writes == []
+    assert planned == [8, 8]
+    analyses = [prompt for prompt in answered if '"user_knowledge"' in prompt]
+    assert len(analyses) == 1 and len(answered) >= 3  # topic calls of both passes, and the analysis
+    assert cost.llm_calls == len(answered)
+    stats = memory.get_memory_stats()
+    assert (stats.pending_pages, stats.mid_term_pages, stats.short_term_pages) == (0, 8, 2)
