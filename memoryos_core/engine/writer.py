@@ -4,6 +4,7 @@ writer thread) or embedded in one batch and stored; indexed, scheduled."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core._exceptions import InvalidInputError
+from memoryos_core._exceptions import InvalidInputError, MemoryOSError
 from memoryos_core._types import AddResult, Cost, Page
 from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
 from memoryos_core.engine.lease import LEASE_TTL_S
@@ -24,6 +25,8 @@ from memoryos_core.llm.usage import measure
 
 PreparedPage = tuple[Page, float, tuple[str, ...]]
 """A validated page not stored yet, its time in epoch seconds and the source ids of its meta_data."""
+
+logger = logging.getLogger("memoryos")
 
 
 class WritePath:
@@ -144,29 +147,42 @@ class WritePath:
         runtime = self._runtime
         runtime.settled()
         stored, renewed = 0, time.monotonic()
-        with measure() as tally, runtime.hold(user) as renew:
-            for start in range(0, len(prepared), max(1, chunk_pages)):
-                chunk = prepared[start : start + max(1, chunk_pages)]
-                ids = [page.id for page, _, _ in chunk]
-                held = {r.id for r in runtime.store.get("pages", ids=ids, where={"user_id": user})}
-                new = [entry for entry in chunk if entry[0].id not in held]
-                if new:
-                    vectors = runtime.late.embed([page.text for page, _, _ in new])
-                    records = [
-                        page_record(page, vector, ts_s=ts_s, source_ids=sources)
-                        for (page, ts_s, sources), vector in zip(new, vectors)
-                    ]
-                    runtime.store.upsert("pages", records)
-                    runtime.late.add(user, records)
-                    self._indexes.add(user, records)
-                    stored += len(new)
-                if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire
-                    renew()
-                    renewed = time.monotonic()
-                if on_chunk is not None:
-                    on_chunk(len(chunk), len(new))
+        try:
+            with measure() as tally, runtime.hold(user) as renew:
+                for start in range(0, len(prepared), max(1, chunk_pages)):
+                    chunk = prepared[start : start + max(1, chunk_pages)]
+                    ids = [page.id for page, _, _ in chunk]
+                    held = {r.id for r in runtime.store.get("pages", ids=ids, where={"user_id": user})}
+                    new = [entry for entry in chunk if entry[0].id not in held]
+                    if new:
+                        vectors = runtime.late.embed([page.text for page, _, _ in new])
+                        records = [
+                            page_record(page, vector, ts_s=ts_s, source_ids=sources)
+                            for (page, ts_s, sources), vector in zip(new, vectors)
+                        ]
+                        runtime.store.upsert("pages", records)
+                        runtime.late.add(user, records)
+                        self._indexes.add(user, records)
+                        stored += len(new)
+                    if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire
+                        renew()
+                        renewed = time.monotonic()
+                    if on_chunk is not None:
+                        on_chunk(len(chunk), len(new))
+        except BaseException:
+            # The chunks stored before the failure (a lost lease, a store error) stay: the user is
+            # registered and they are consolidated like any stored page; storing the file again skips them.
+            if stored:
+                try:
+                    self._schedule_stored(user, stored)
+                except MemoryOSError as exc:
+                    logger.warning("could not schedule %d imported pages of user %s: %s", stored, user, exc)
+            raise
         runtime.account(user, tally.cost)
         if stored:
-            self._repository.register(user)
-            self._scheduler.schedule(user, added=stored)
+            self._schedule_stored(user, stored)
         return stored
+
+    def _schedule_stored(self, user: str, stored: int) -> None:
+        self._repository.register(user)
+        self._scheduler.schedule(user, added=stored)

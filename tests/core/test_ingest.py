@@ -61,3 +61,29 @@ def test_ingesting_twice_never_duplicates(tmp_path: Path, background: bool) -> N
         assert len(reopened.export_memory()["pages"]) == 30
     finally:
         reopened.close()
+
+
+class Interrupted(Exception):
+    """The import stopping mid-file (a lost lease, a store error, Ctrl-C)."""
+
+
+def test_the_chunks_stored_before_a_failure_are_registered_and_consolidated(tmp_path: Path) -> None:
+    batch = PageBatch("bob", "t.jsonl", [turn(i) for i in range(30)])
+    memory = open_memory(tmp_path, background=True)
+    try:
+
+        def stop_after_two_chunks(handled: int) -> None:
+            progress.append(handled)
+            if len(progress) == 2:
+                raise Interrupted
+
+        progress: list[int] = []
+        with pytest.raises(Interrupted):
+            ingest_batches(memory, [batch], chunk_pages=8, on_progress=stop_after_two_chunks)
+        assert "bob" in memory.list_users()
+        memory.flush()  # the stored chunks are this instance's pending work
+        stats = memory.get_memory_stats("bob")
+        assert (stats.pending_pages, stats.short_term_pages + stats.mid_term_pages) == (0, 16)
+        assert ingest_batches(memory, [batch], chunk_pages=8).stored == {"bob": 14}  # the rest, once
+    finally:
+        memory.close()
