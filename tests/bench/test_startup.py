@@ -48,7 +48,7 @@ HEAVY = (
     "sentence_transformers",
     "openai",
     "tiktoken",
-    "snowballstemmer",
+    "Stemmer",
     "langchain_core",
     "llama_index",
     "memoryos_langchain",
