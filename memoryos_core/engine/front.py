@@ -446,7 +446,13 @@ class SyncMemoryOS:
         return self._scheduler.flush(user, timeout_s=timeout_s)
 
     def force_mid_term_analysis(self, user_id: str | None = None) -> Cost:
-        """Consolidate all pending pages, then analyse every segment with new pages into long-term memory."""
+        """Consolidate all pending pages, then analyse every segment with new pages into long-term memory.
+
+        Raises:
+            LLMNotConfiguredError: No LLM (nothing is consolidated then).
+            LeaseBusyError: Another process held the user's consolidation past the lease's time (a
+                ``MemoryOSError``, from ``memoryos_core.engine.lease``).
+        """
         return self._scheduler.force_analysis(self._user(user_id))
 
     # --- lifecycle --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the store whenever in doubt (a new process, another writer, a delete).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import threading
@@ -16,7 +17,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,22 @@ def _stem(word: str) -> str:
 def tokens(text: str) -> list[str]:
     """Lower-cased, stemmed words and numbers, without stop words."""
     return [_stem(word) for word in _TOKEN.findall(text.lower()) if word not in STOPWORDS]
+
+
+_PROBE = (
+    "Evening news: the biologist adds eggs and organic pasta, generously; organs, skies, dying, lying, "
+    "universal universes, happiness, running off past the arsenal in May 2023 with communism's news"
+)
+"""Words whose stems differ between stemmer versions (Snowball 3 changed English's ``-ogist``, ``evening``,
+``add``, ``egg``, ``off``, ``past``, ``organ`` and ``universe`` rules), and a stop word or two."""
+
+
+@cache
+def tokenizer_id() -> str:
+    """What this process's :func:`tokens` makes of text, as a short digest of a probe's tokens. The shared
+    word index stores stems: a file written under another stemmer (another PyStemmer or Snowball
+    version, other stop words) would silently stop matching the queries' words, so it is rebuilt."""
+    return hashlib.sha256(" ".join(tokens(_PROBE)).encode()).hexdigest()[:16]
 
 
 class PageIndex:

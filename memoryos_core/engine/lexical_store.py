@@ -26,19 +26,23 @@ at its path (a process that finds it replaced reconnects, never writing into a r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from memoryos_core.engine.sqlite_file import SqliteFile, create_tables
 
+logger = logging.getLogger("memoryos")
+
 FILE_NAME = "memoryos-lexical.sqlite3"
-VERSION = 2
-"""``PRAGMA user_version`` of the layout (1: the seq lived in ``snap``; moved to ``head`` on open)."""
+VERSION = 3
+"""``PRAGMA user_version`` of the layout. Files of layouts 1 (the seq in ``snap``) and 2 (no ``meta``: the
+stemmer that wrote their stems is unknown) lose their indexes when opened: rebuilt from the store."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap (
     user TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS tail (
     timed INTEGER NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (user, seq)
 );
 CREATE TABLE IF NOT EXISTS head (user TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -248,17 +253,51 @@ def edited(
 
 
 class LexicalFile(SqliteFile[Transaction]):
-    """The SQLite file of the lexical indexes (a damaged one is ``reset``: rebuilt from the store)."""
+    """The SQLite file of the lexical indexes (a damaged one is ``reset``: rebuilt from the store).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path, transaction=Transaction, upgrade=_upgrade, label="lexical index")
+    ``tokenizer``: the identity of the words the indexes hold (``lexical.tokenizer_id``), called when a
+    connection opens; a file whose indexes another tokenizer wrote (or one that did not record it) loses
+    them then, and each user's is rebuilt from the store at its next recall.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], tokenizer: Callable[[], str]) -> None:
+        super().__init__(
+            path, transaction=Transaction, upgrade=lambda db: _upgrade(db, tokenizer()), label="lexical index"
+        )
 
 
-def _upgrade(db: sqlite3.Connection) -> None:
-    """Create the tables, or bring a file of an older layout to this one (in one transaction)."""
-    create_tables(db, _SCHEMA, VERSION, _from_version_1)
+def _upgrade(db: sqlite3.Connection, tokenizer: str) -> None:
+    """Create the tables, or bring a file of an older layout to this one (in one transaction); then drop
+    the indexes another tokenizer wrote."""
+    create_tables(db, _SCHEMA, VERSION)
+    if _recorded_tokenizer(db) == tokenizer:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        users = 0
+        if _recorded_tokenizer(db) != tokenizer:  # (another process may have done it meanwhile)
+            users = int(db.execute("SELECT count(*) FROM head").fetchone()[0])
+            for table in ("head", "snap", "tail"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    if users:
+        logger.warning(
+            "word index %s was written by another stemmer or tokenizer: the indexes of %d users are rebuilt"
+            " from the store at their next recall",
+            _path_of(db),
+            users,
+        )
 
 
-def _from_version_1(db: sqlite3.Connection) -> None:
-    """Layout 1 kept the seq in ``snap``: ``head`` takes it."""
-    db.execute("INSERT OR REPLACE INTO head (user, epoch, seq) SELECT user, epoch, seq FROM snap")
+def _recorded_tokenizer(db: sqlite3.Connection) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'tokenizer'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _path_of(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else "?"

@@ -207,11 +207,11 @@ class Runtime:
         return self.pending.embedded(user_id) if self.pending is not None else []
 
     def _warm_up(self) -> None:
-        # numpy 2 imports numpy.ma at a process's first np.unique (~40 ms; the late rerank's first read
-        # calls it): loaded here, beside the store's opening, rather than in the first recall.
-        import numpy.ma  # noqa: F401
-
         try:
+            # numpy 2 imports numpy.ma at a process's first np.unique (~36 ms; the late rerank's first
+            # read calls it): loaded here, beside the store's opening, rather than in the first recall.
+            import numpy.ma  # noqa: F401
+
             warm_up(self.embedder)
         except Exception:  # the embed that needs the model raises it again, to its caller
             logger.debug("loading the embedder ahead failed", exc_info=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memoryos_core._exceptions import InvalidInputError, MemoryOSError
+from memoryos_core._exceptions import InvalidInputError
 from memoryos_core._types import AddResult, Cost, Page
 from memoryos_core._validation import check_id, check_meta, check_text, parse_timestamp
 from memoryos_core.engine.lease import LEASE_TTL_S
@@ -161,9 +161,9 @@ class WritePath:
                             for (page, ts_s, sources), vector in zip(new, vectors)
                         ]
                         runtime.store.upsert("pages", records)
+                        stored += len(new)  # (in the store: scheduled even if what follows fails)
                         runtime.late.add(user, records)
                         self._indexes.add(user, records)
-                        stored += len(new)
                     if time.monotonic() - renewed > LEASE_TTL_S / 3:  # a long file must not let it expire
                         renew()
                         renewed = time.monotonic()
@@ -175,7 +175,7 @@ class WritePath:
             if stored:
                 try:
                     self._schedule_stored(user, stored)
-                except MemoryOSError as exc:
+                except Exception as exc:  # (the caller hears of the first failure, not of this one)
                     logger.warning("could not schedule %d imported pages of user %s: %s", stored, user, exc)
             raise
         runtime.account(user, tally.cost)

@@ -252,20 +252,58 @@ def test_an_add_writes_one_row_not_the_users_whole_copy(tmp_path: Path) -> None:
     assert len(shared(tmp_path).get("u") or []) == 503
 
 
-def test_a_file_of_the_older_layout_is_upgraded_in_place(tmp_path: Path) -> None:
+def test_a_file_of_an_older_layout_loses_its_indexes_and_is_usable(tmp_path: Path) -> None:
+    """Layouts 1 and 2 did not record the stemmer that wrote their stems: their indexes are dropped (each
+    user's is rebuilt from the store at its next recall) and the file takes the new layout."""
     records = pages(120)
     indexes = shared(tmp_path)
     indexes.build("u", records[:100])
     indexes.add("u", records[100:])
     indexes.close()
     db = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
-    db.execute("UPDATE snap SET seq = (SELECT seq FROM head WHERE head.user = snap.user)")
-    db.execute("DROP TABLE head")  # the layout before: the seq in snap, user_version 0
-    db.execute("PRAGMA user_version = 0")
+    db.execute("DROP TABLE meta")  # layout 2
+    db.execute("PRAGMA user_version = 2")
     db.close()
-    upgraded = shared(tmp_path).get("u")
-    assert upgraded is not None and upgraded.base_count == 100
-    same_scores(upgraded, in_memory(records))
+    reopened = shared(tmp_path)
+    assert reopened.get("u") is None  # dropped: built from the store by the caller
+    reopened.build("u", records)
+    same_scores(shared(tmp_path).get("u"), in_memory(records))  # type: ignore[arg-type]
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT value FROM meta").fetchall() == [(lexical.tokenizer_id(),)]
+    db.close()
+
+
+def test_an_index_another_stemmer_wrote_is_rebuilt_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file stores stems: words stemmed by another stemmer (another PyStemmer or Snowball version)
+    would silently stop matching the queries' words, so a file whose recorded tokenizer differs from
+    this process's loses its indexes, and the next recall rebuilds the user's from the store."""
+    data = tmp_path / "data"
+    with monkeypatch.context() as other_stemmer:  # a stemmer that keeps every word as it is
+        other_stemmer.setattr(lexical, "_stem", lambda word: word)
+        lexical.tokenizer_id.cache_clear()
+        memory = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
+        try:
+            memory.add_memory("We went hiking on mountain trails", "Sounds great.")
+            memory.add_memory("My sister cooks pasta in Lisbon", "Lovely.")
+            memory.flush()
+            assert memory.retrieve_memory("hiking").all_units  # (the index is built and saved)
+        finally:
+            memory.close()
+    lexical.tokenizer_id.cache_clear()
+    rebuilt: list[str] = []
+    original = PageIndexes.rebuild
+    monkeypatch.setattr(PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p))
+    again = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
+    try:
+        hiking = next(p["id"] for p in again.export_memory()["pages"] if "hiking" in p["user_input"])  # opens
+        index = again._retriever.index("alice")
+        scores = index.bm25(tokens("hikes"))  # "hike": the stem of "hiking" too
+        assert scores[index.position[hiking]] > 0 and rebuilt == ["alice"]
+    finally:
+        again.close()
 
 
 def test_an_updated_page_keeps_its_place_and_only_its_new_words(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from memoryos_core import (
 )
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.testing import FakeOpenAIServer, Fault
+from tests.conftest import topic_pages
 
 
 def test_answer_uses_recalled_memory_and_stores_the_turn(make_memory: Callable[..., MemoryOS]) -> None:
@@ -50,6 +51,19 @@ def test_without_an_llm_answering_says_so_and_stores_nothing(make_memory: Callab
     with pytest.raises(LLMNotConfiguredError):
         memory.force_mid_term_analysis()
     assert memory.export_memory()["pages"] == []
+
+
+def test_an_analysis_without_an_llm_is_refused_before_anything_is_consolidated(
+    make_memory: Callable[..., MemoryOS],
+) -> None:
+    memory = make_memory(short_term_capacity=2)
+    memory.add_memories(topic_pages("hiking", 5))
+    before = memory.get_memory_stats()
+    assert before.pending_pages > 0
+    with pytest.raises(LLMNotConfiguredError):
+        memory.force_mid_term_analysis()
+    after = memory.get_memory_stats()
+    assert (after.pending_pages, after.mid_term_pages) == (before.pending_pages, before.mid_term_pages)
 
 
 @pytest.mark.parametrize("failure", ["   ", LLMError("down", backend="x")])
