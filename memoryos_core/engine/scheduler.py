@@ -19,7 +19,7 @@ from memoryos_core.engine.records import segment_from_record, segment_record
 from memoryos_core.engine.repository import Repository
 from memoryos_core.engine.runtime import Runtime
 from memoryos_core.engine.worker import Worker
-from memoryos_core.llm.usage import measure
+from memoryos_core.llm.usage import Tally, measure
 
 logger = logging.getLogger("memoryos")
 
@@ -110,31 +110,41 @@ class Scheduler:
             return True
         return bool(self._consolidator.due_pages(user_id, force=True))
 
-    def _run_user(self, user_id: str, *, force: bool, wait_s: float = LEASE_TTL_S) -> Cost:
-        """One pass under the user's lease (see ``_until_done``)."""
+    def _run_user(
+        self, user_id: str, *, force: bool, wait_s: float | None = None, account: bool = False
+    ) -> Cost:
+        """One pass under the user's lease, waiting up to ``wait_s`` (default: the lease's time) for it
+        (see ``_until_done``)."""
 
         def run(wait: float) -> None:
             self._run_user_once(user_id, force=force, wait_s=wait)
 
-        return self._until_done(user_id, run, wait_s)
+        return self._until_done(user_id, run, LEASE_TTL_S if wait_s is None else wait_s, account=account)
 
-    @staticmethod
-    def _until_done(user_id: str, run: Callable[[float], None], wait_s: float) -> Cost:
+    def _until_done(
+        self, user_id: str, run: Callable[[float], None], wait_s: float, *, account: bool
+    ) -> Cost:
         """``run(wait_s)`` (a pass under the user's lease); a pass whose lease another process took over
         (a claim that raced it through a server) stops before its next batch's writes and, when
         ``wait_s`` allows, waits for the lease again and runs once more. The cost returned counts every
-        pass, the lost ones' LLM calls included."""
+        pass, the lost ones' LLM calls included; ``account``: added to the session's cost of the user,
+        also when it raises (those calls were made)."""
         deadline = time.monotonic() + wait_s
-        with measure() as tally:
-            while True:
-                try:
-                    run(wait_s)
-                    break
-                except LeaseLostError:
-                    wait_s = deadline - time.monotonic()
-                    if wait_s <= 0:
-                        raise
-                    logger.info("lease of user %s taken over mid-pass: waiting for it again", user_id)
+        tally: Tally | None = None
+        try:
+            with measure() as tally:
+                while True:
+                    try:
+                        run(wait_s)
+                        break
+                    except LeaseLostError:
+                        wait_s = deadline - time.monotonic()
+                        if wait_s <= 0:
+                            raise
+                        logger.info("lease of user %s taken over mid-pass: waiting for it again", user_id)
+        finally:
+            if account and tally is not None:
+                self._runtime.account(user_id, tally.cost)
         return tally.cost
 
     def _run_user_once(self, user_id: str, *, force: bool, wait_s: float) -> None:
@@ -182,9 +192,7 @@ class Scheduler:
             users = [user_id] if user_id is not None else sorted(self._touched)
         total = Cost()
         for user in users:
-            cost = self._run_user(user, force=True)
-            self._runtime.account(user, cost)
-            total = total + cost
+            total = total + self._run_user(user, force=True, account=True)
         return total
 
     def force_analysis(self, user_id: str) -> Cost:
@@ -192,9 +200,11 @@ class Scheduler:
         (again, once the lease is free, if another process took it over mid-pass)."""
         if self._runtime.llm is None:
             raise LLMNotConfiguredError("mid-term analysis needs an LLM: pass openai_api_key= or llm=")
-        cost = self._until_done(user_id, lambda wait: self._analyse_once(user_id, wait), LEASE_TTL_S)
-        self._runtime.account(user_id, cost)
-        return cost
+
+        def analyse(wait: float) -> None:
+            self._analyse_once(user_id, wait)
+
+        return self._until_done(user_id, analyse, LEASE_TTL_S, account=True)
 
     def _analyse_once(self, user_id: str, wait_s: float) -> None:
         runtime = self._runtime

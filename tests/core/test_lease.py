@@ -17,7 +17,7 @@ import pytest
 
 from memoryos_core import ChatMessage, ChromaStore, FunctionLLM, MemoryOS, Record
 from memoryos_core.bench.reliability_figures import consistency_problems
-from memoryos_core.engine import lease
+from memoryos_core.engine import lease, scheduler
 from memoryos_core.engine.lease import LeaseBusyError, LeaseLostError, Leases
 from memoryos_core.llm.rules import RuleBasedLLM
 from memoryos_core.storage._folder import GENERATION_NAME
@@ -281,3 +281,35 @@ def test_an_analysis_whose_lease_was_taken_over_runs_again_and_counts_every_call
     assert cost.llm_calls == len(answered)
     stats = memory.get_memory_stats()
     assert (stats.pending_pages, stats.mid_term_pages, stats.short_term_pages) == (0, 8, 2)
+
+
+def test_a_flush_that_cannot_get_its_lease_back_raises_and_counts_the_calls_it_made(
+    make_memory: Callable[..., MemoryOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live process keeps the lease past the wait: ``flush`` raises LeaseBusyError, and the LLM calls its
+    stopped pass made are still in the session's cost (they were paid); nothing was written."""
+    answered: list[str] = []
+    rules = RuleBasedLLM(pages_per_topic=8)
+
+    def answer(messages: Sequence[ChatMessage], json_mode: bool) -> str:
+        answered.append(messages[-1].content)
+        return rules.complete(messages, json_mode=json_mode)
+
+    memory = make_memory(short_term_capacity=2, llm=FunctionLLM(answer))
+    memory.add_memories(topic_pages("hiking", 10))
+    consolidator = memory._scheduler._consolidator
+    plan = consolidator._plan
+
+    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
+        out = plan(user_id, pages)
+        _other_claim(memory.store, user_id, os.getpid())  # a live holder: not taken back
+        return out
+
+    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
+    monkeypatch.setattr(scheduler, "LEASE_TTL_S", 0.5)  # the wait
+    answered.clear()
+    before = memory._runtime.session_cost("alice")
+    with pytest.raises(LeaseBusyError):
+        memory.flush()
+    assert answered and memory._runtime.session_cost("alice").llm_calls - before.llm_calls == len(answered)
+    assert memory.get_memory_stats().pending_pages == 8  # nothing consolidated
