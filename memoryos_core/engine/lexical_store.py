@@ -89,16 +89,29 @@ class State:
 
 
 class Transaction:
-    """Reads and writes of one SQLite transaction (see ``LexicalFile.reading``/``writing``)."""
+    """Reads and writes of one SQLite transaction (see ``LexicalFile.reading``/``writing``).
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    ``tokenizer``: this process's (``lexical.tokenizer_id``). While the file records another (a process of
+    another stemmer version claimed it since this one connected), this process finds no index in it, and
+    its next save claims the file back (every index dropped): a rebuild each time, never a stem mismatch.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, tokenizer: str | None = None) -> None:
         self._db = connection
+        self._tokenizer = tokenizer
+
+    def _foreign(self) -> bool:
+        return self._tokenizer is not None and _recorded_tokenizer(self._db) != self._tokenizer
 
     def state(self, user: str) -> State | None:
+        if self._foreign():
+            return None
         row = self._db.execute("SELECT epoch, seq FROM head WHERE user = ?", (user,)).fetchone()
         return None if row is None else State(int(row[0]), int(row[1]))
 
     def load(self, user: str) -> tuple[State, Snapshot] | None:
+        if self._foreign():
+            return None
         row = self._db.execute(
             "SELECT h.epoch, h.seq, ids, vocab, ptr, pos, freq, lengths, times, timed"
             " FROM head h JOIN snap s ON s.user = h.user WHERE h.user = ?",
@@ -150,6 +163,8 @@ class Transaction:
         """Replace the user's copy with ``snapshot`` (a new epoch), which holds every tail row up
         to ``upto``: those rows go. Rows after it stay, read on top of the new copy."""
         _check(snapshot)
+        if self._tokenizer is not None and self._foreign():
+            _claim(self._db, self._tokenizer)
         old = self.state(user)
         state = State(secrets.randbits(62), max(upto, old.seq if old else 0))
         self._db.execute(
@@ -262,7 +277,10 @@ class LexicalFile(SqliteFile[Transaction]):
 
     def __init__(self, path: str | os.PathLike[str], tokenizer: Callable[[], str]) -> None:
         super().__init__(
-            path, transaction=Transaction, upgrade=lambda db: _upgrade(db, tokenizer()), label="lexical index"
+            path,
+            transaction=lambda db: Transaction(db, tokenizer()),
+            upgrade=lambda db: _upgrade(db, tokenizer()),
+            label="lexical index",
         )
 
 
@@ -274,16 +292,21 @@ def _upgrade(db: sqlite3.Connection, tokenizer: str) -> None:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        users = 0
         if _recorded_tokenizer(db) != tokenizer:  # (another process may have done it meanwhile)
-            users = int(db.execute("SELECT count(*) FROM head").fetchone()[0])
-            for table in ("head", "snap", "tail"):
-                db.execute(f"DELETE FROM {table}")
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
+            _claim(db, tokenizer)
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _claim(db: sqlite3.Connection, tokenizer: str) -> None:
+    """Drop every index (their stems are another tokenizer's) and record ``tokenizer`` (in the caller's
+    write transaction)."""
+    users = int(db.execute("SELECT count(*) FROM head").fetchone()[0])
+    for table in ("head", "snap", "tail"):
+        db.execute(f"DELETE FROM {table}")
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
     if users:
         logger.warning(
             "word index %s was written by another stemmer or tokenizer: the indexes of %d users are rebuilt"

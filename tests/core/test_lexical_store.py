@@ -21,7 +21,7 @@ from memoryos_core import HashingEmbedder, MemoryOS
 from memoryos_core.engine import lexical
 from memoryos_core.engine.lexical import PageIndex, tokens
 from memoryos_core.engine.lexical_shared import PageIndexes
-from memoryos_core.engine.lexical_store import FILE_NAME
+from memoryos_core.engine.lexical_store import FILE_NAME, LexicalFile
 from memoryos_core.storage.base import Record
 
 WORDS = "hiking trail coffee sister dinner pasta garden tomato guitar lisbon train doctor marathon".split()
@@ -304,6 +304,23 @@ def test_an_index_another_stemmer_wrote_is_rebuilt_from_the_store(
         assert scores[index.position[hiking]] > 0 and rebuilt == ["alice"]
     finally:
         again.close()
+
+
+def test_processes_of_two_stemmers_never_read_each_other_s_stems(tmp_path: Path) -> None:
+    """A process connected before another of a different stemmer claimed the file finds no index in it (not
+    the other's stems), and its save claims the file back: each rebuilds, neither reads the other's stems."""
+    records = pages(60)
+    first = shared(tmp_path)
+    first.build("u", records)
+    assert first.get("u") is not None
+    other = PageIndexes(folder=lambda: str(tmp_path))
+    other._file, other._resolved = LexicalFile(tmp_path / FILE_NAME, lambda: "another-stemmer"), True
+    assert other.get("u") is None  # claimed: the first's index dropped
+    other.build("u", records[:30])
+    assert first.get("u") is None  # connected before the claim, it does not load the other's copy
+    first.build("u", records)  # and its save claims the file back
+    assert other.get("u") is None
+    same_scores(shared(tmp_path).get("u"), in_memory(records))  # type: ignore[arg-type]
 
 
 def test_an_updated_page_keeps_its_place_and_only_its_new_words(tmp_path: Path) -> None:
