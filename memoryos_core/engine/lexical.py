@@ -41,10 +41,10 @@ def _stem(word: str) -> str:
     global _STEMMER
     with _STEM_LOCK:  # a stemmer object is not thread-safe
         if _STEMMER is None:
-            # Imported on first use, so that a process that never ranks text (`memoryos stats`, a first
-            # add_memory) does not load it. PyStemmer: Snowball's C library (the pure-Python
-            # snowballstemmer package took ~0.12 s to import its 30 languages, in every new process's
-            # first recall, and stems ~100x slower; the same English stems on LoCoMo's 5,660 words).
+            # Imported on first use (~1 ms; the word index's file checks its stems with it when it opens).
+            # PyStemmer: Snowball's C library (the pure-Python snowballstemmer package took ~0.12 s to
+            # import its 30 languages, in every new process's first recall, and stems ~100x slower; the
+            # same English stems on LoCoMo's 5,660 words).
             import Stemmer
 
             _STEMMER = Stemmer.Stemmer("english")
@@ -66,10 +66,12 @@ _PROBE = (
 
 @cache
 def tokenizer_id() -> str:
-    """What this process's :func:`tokens` makes of text, as a short digest of a probe's tokens. The shared
+    """What this process's :func:`tokens` makes of text, as a short digest of its pattern, its stop words and
+    a probe's tokens. The shared
     word index stores stems: a file written under another stemmer (another PyStemmer or Snowball
     version, other stop words) would silently stop matching the queries' words, so it is rebuilt."""
-    return hashlib.sha256(" ".join(tokens(_PROBE)).encode()).hexdigest()[:16]
+    rules = " ".join([_TOKEN.pattern, *sorted(STOPWORDS), "|", *tokens(_PROBE)])
+    return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
 
 class PageIndex:

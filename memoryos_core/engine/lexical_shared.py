@@ -202,8 +202,9 @@ class PageIndexes:
             else:
                 with file.writing() as tx:
                     state = tx.state(user_id)
-                    if state is None:
+                    if state is None:  # none, or one another stemmer wrote: its words of the pages go too
                         index = None
+                        tx.drop(user_id)
                     elif index is None or index.state is None or index.state.epoch != state.epoch:
                         index = _load(tx, user_id)
                     elif state.seq > index.state.seq:

@@ -321,6 +321,13 @@ def test_processes_of_two_stemmers_never_read_each_other_s_stems(tmp_path: Path)
     first.build("u", records)  # and its save claims the file back
     assert other.get("u") is None
     same_scores(shared(tmp_path).get("u"), in_memory(records))  # type: ignore[arg-type]
+    other.remove("u", [records[0].id])  # (the file is the first's now): its copy goes, words and all
+    assert first.get("u") is None
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    assert [
+        db.execute(f"SELECT count(*) FROM {t} WHERE user = 'u'").fetchone()[0] for t in ("snap", "tail")
+    ] == [0, 0]
+    db.close()
 
 
 def test_an_updated_page_keeps_its_place_and_only_its_new_words(tmp_path: Path) -> None:
