@@ -124,6 +124,8 @@ class PageIndexes:
                 with file.writing() as tx:
                     saved = tx.save(user_id, index.to_snapshot(), upto)
                 index.state = State(saved.epoch, upto)  # rows after ``upto`` are read by the next get
+                if tx.claimed:  # (pages other processes indexed since ``pages()`` went with the claim)
+                    index.checked_at = -math.inf  # counted against the store at its next use
         self._keep(user_id, index)
         return index
 

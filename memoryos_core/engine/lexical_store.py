@@ -99,6 +99,7 @@ class Transaction:
     def __init__(self, connection: sqlite3.Connection, tokenizer: str | None = None) -> None:
         self._db = connection
         self._tokenizer = tokenizer
+        self.claimed = False  # a save claimed the file back: other processes' rows written meanwhile went
 
     def _foreign(self) -> bool:
         return self._tokenizer is not None and _recorded_tokenizer(self._db) != self._tokenizer
@@ -165,6 +166,7 @@ class Transaction:
         _check(snapshot)
         if self._tokenizer is not None and self._foreign():
             _claim(self._db, self._tokenizer)
+            self.claimed = True
         old = self.state(user)
         state = State(secrets.randbits(62), max(upto, old.seq if old else 0))
         self._db.execute(

@@ -3,6 +3,7 @@ index built in memory, kept in step across processes, erased on delete, rebuilt 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sqlite3
@@ -318,7 +319,8 @@ def test_processes_of_two_stemmers_never_read_each_other_s_stems(tmp_path: Path)
     assert other.get("u") is None  # claimed: the first's index dropped
     other.build("u", records[:30])
     assert first.get("u") is None  # connected before the claim, it does not load the other's copy
-    first.build("u", records)  # and its save claims the file back
+    claimed_back = first.build("u", records)  # and its save claims the file back
+    assert claimed_back.checked_at == -math.inf  # (rows written meanwhile went: counted at its next use)
     assert other.get("u") is None
     same_scores(shared(tmp_path).get("u"), in_memory(records))  # type: ignore[arg-type]
     other.remove("u", [records[0].id])  # (the file is the first's now): its copy goes, words and all
