@@ -282,18 +282,20 @@ def test_an_index_another_stemmer_wrote_is_rebuilt_from_the_store(
     would silently stop matching the queries' words, so a file whose recorded tokenizer differs from
     this process's loses its indexes, and the next recall rebuilds the user's from the store."""
     data = tmp_path / "data"
-    with monkeypatch.context() as other_stemmer:  # a stemmer that keeps every word as it is
-        other_stemmer.setattr(lexical, "_stem", lambda word: word)
-        lexical.tokenizer_id.cache_clear()
-        memory = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
-        try:
-            memory.add_memory("We went hiking on mountain trails", "Sounds great.")
-            memory.add_memory("My sister cooks pasta in Lisbon", "Lovely.")
-            memory.flush()
-            assert memory.retrieve_memory("hiking").all_units  # (the index is built and saved)
-        finally:
-            memory.close()
-    lexical.tokenizer_id.cache_clear()
+    try:
+        with monkeypatch.context() as other_stemmer:  # a stemmer that keeps every word as it is
+            other_stemmer.setattr(lexical, "_stem", lambda word: word)
+            lexical.tokenizer_id.cache_clear()
+            memory = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
+            try:
+                memory.add_memory("We went hiking on mountain trails", "Sounds great.")
+                memory.add_memory("My sister cooks pasta in Lisbon", "Lovely.")
+                memory.flush()
+                assert memory.retrieve_memory("hiking").all_units  # (the index is built and saved)
+            finally:
+                memory.close()
+    finally:
+        lexical.tokenizer_id.cache_clear()  # (this process's own tokenizer again, for every later test)
     rebuilt: list[str] = []
     original = PageIndexes.rebuild
     monkeypatch.setattr(PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p))
