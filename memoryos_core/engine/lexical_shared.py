@@ -51,8 +51,9 @@ class PageIndexes:
             with self._lock:
                 if not self._resolved:
                     folder = self._folder()
-                    path = Path(folder) / FILE_NAME if folder else None
-                    self._file = LexicalFile(path, lexical.tokenizer_id) if path else None
+                    self._file = (
+                        LexicalFile(Path(folder) / FILE_NAME, lexical.tokenizer_id) if folder else None
+                    )
                     self._resolved = True
         return self._file
 

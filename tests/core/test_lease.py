@@ -133,6 +133,41 @@ def _checking_the_lease(memory: MemoryOS, call: Callable[..., Any], foreign: lis
     return checked
 
 
+def _counting_llm() -> tuple[FunctionLLM, list[str]]:
+    """The rule-based stand-in for an LLM, and the prompts it is asked, in order."""
+    answered: list[str] = []
+    rules = RuleBasedLLM(pages_per_topic=8)
+
+    def answer(messages: Sequence[ChatMessage], json_mode: bool) -> str:
+        answered.append(messages[-1].content)
+        return rules.complete(messages, json_mode=json_mode)
+
+    return FunctionLLM(answer), answered
+
+
+def _losing_the_lease_after_planning(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch, pid: int, *, every_time: bool = False
+) -> tuple[list[int], list[str]]:
+    """Another claim (of process ``pid``) replaces ``memory``'s lease once its first consolidation batch is
+    planned (after every one with ``every_time``); returns the pages of each batch planned and the owners of
+    the foreign leases that batches were written under (``_checking_the_lease``)."""
+    consolidator = memory._scheduler._consolidator
+    plan, apply = consolidator._plan, consolidator._apply
+    planned: list[int] = []
+    foreign_writes: list[str] = []
+
+    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
+        planned.append(len(pages))
+        out = plan(user_id, pages)
+        if every_time or len(planned) == 1:
+            _other_claim(memory.store, user_id, pid)
+        return out
+
+    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
+    monkeypatch.setattr(consolidator, "_apply", _checking_the_lease(memory, apply, foreign_writes))
+    return planned, foreign_writes
+
+
 def test_a_holder_whose_lease_another_claim_replaced_stops_at_its_next_renew(
     store_factory: Callable[[], ChromaStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,21 +199,7 @@ def test_a_consolidation_whose_lease_was_taken_over_writes_nothing_and_runs_agai
     holder here is dead) and consolidates every page once."""
     memory = make_memory(short_term_capacity=2)
     memory.add_memories(topic_pages("hiking", 10))
-    consolidator = memory._scheduler._consolidator
-    plan, apply = consolidator._plan, consolidator._apply
-    planned: list[int] = []
-    foreign_writes: list[str] = []
-    dead_pid = _dead_pid()
-
-    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
-        planned.append(len(pages))
-        out = plan(user_id, pages)
-        if len(planned) == 1:
-            _other_claim(memory.store, user_id, dead_pid)
-        return out
-
-    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
-    monkeypatch.setattr(consolidator, "_apply", _checking_the_lease(memory, apply, foreign_writes))
+    planned, foreign_writes = _losing_the_lease_after_planning(memory, monkeypatch, _dead_pid())
     memory.flush()
     assert foreign_writes == []
     assert planned == [8, 8]  # planned, not written; planned again under the lease claimed back
@@ -248,30 +269,10 @@ def test_an_analysis_whose_lease_was_taken_over_runs_again_and_counts_every_call
 ) -> None:
     """``force_mid_term_analysis`` waits for the lease again like ``flush`` (it raised before), and the
     cost it returns counts the LLM calls of the pass that lost the lease (they were made, and paid)."""
-    answered: list[str] = []
-    rules = RuleBasedLLM(pages_per_topic=8)
-
-    def answer(messages: Sequence[ChatMessage], json_mode: bool) -> str:
-        answered.append(messages[-1].content)
-        return rules.complete(messages, json_mode=json_mode)
-
-    memory = make_memory(short_term_capacity=2, llm=FunctionLLM(answer))
+    llm, answered = _counting_llm()
+    memory = make_memory(short_term_capacity=2, llm=llm)
     memory.add_memories(topic_pages("hiking", 10))
-    consolidator = memory._scheduler._consolidator
-    plan, apply = consolidator._plan, consolidator._apply
-    planned: list[int] = []
-    foreign_writes: list[str] = []
-    dead_pid = _dead_pid()
-
-    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
-        planned.append(len(pages))
-        out = plan(user_id, pages)
-        if len(planned) == 1:
-            _other_claim(memory.store, user_id, dead_pid)
-        return out
-
-    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
-    monkeypatch.setattr(consolidator, "_apply", _checking_the_lease(memory, apply, foreign_writes))
+    planned, foreign_writes = _losing_the_lease_after_planning(memory, monkeypatch, _dead_pid())
     answered.clear()
     cost = memory.force_mid_term_analysis()
     assert foreign_writes == []
@@ -288,24 +289,11 @@ def test_a_flush_that_cannot_get_its_lease_back_raises_and_counts_the_calls_it_m
 ) -> None:
     """A live process keeps the lease past the wait: ``flush`` raises LeaseBusyError, and the LLM calls its
     stopped pass made are still in the session's cost (they were paid); nothing was written."""
-    answered: list[str] = []
-    rules = RuleBasedLLM(pages_per_topic=8)
-
-    def answer(messages: Sequence[ChatMessage], json_mode: bool) -> str:
-        answered.append(messages[-1].content)
-        return rules.complete(messages, json_mode=json_mode)
-
-    memory = make_memory(short_term_capacity=2, llm=FunctionLLM(answer))
+    llm, answered = _counting_llm()
+    memory = make_memory(short_term_capacity=2, llm=llm)
     memory.add_memories(topic_pages("hiking", 10))
-    consolidator = memory._scheduler._consolidator
-    plan = consolidator._plan
-
-    def plan_then_lose_the_lease(user_id: str, pages: Sequence[Record]) -> dict[str, Any]:
-        out = plan(user_id, pages)
-        _other_claim(memory.store, user_id, os.getpid())  # a live holder: not taken back
-        return out
-
-    monkeypatch.setattr(consolidator, "_plan", plan_then_lose_the_lease)
+    # (this process's pid: a live holder, whose lease is not taken back)
+    _losing_the_lease_after_planning(memory, monkeypatch, os.getpid(), every_time=True)
     monkeypatch.setattr(scheduler, "LEASE_TTL_S", 0.5)  # the wait
     answered.clear()
     before = memory._runtime.session_cost("alice")

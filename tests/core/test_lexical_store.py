@@ -59,6 +59,14 @@ def shared(folder: Path) -> PageIndexes:
     return PageIndexes(folder=lambda: str(folder))
 
 
+def counting_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The users whose index ``PageIndexes.rebuild`` builds from the store from now on, in order."""
+    rebuilt: list[str] = []
+    original = PageIndexes.rebuild
+    monkeypatch.setattr(PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p))
+    return rebuilt
+
+
 def test_a_loaded_index_scores_exactly_as_one_built_in_memory(tmp_path: Path) -> None:
     records = pages(300)
     writer = shared(tmp_path)
@@ -210,9 +218,7 @@ def test_a_new_memoryos_loads_the_index_instead_of_rebuilding_it(
         before = memory.retrieve_memory("sister pasta Lisbon").all_units[0].text
     finally:
         memory.close()
-    rebuilt: list[str] = []
-    original = PageIndexes.rebuild
-    monkeypatch.setattr(PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p))
+    rebuilt = counting_rebuilds(monkeypatch)
     again = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
     try:
         assert again.retrieve_memory("sister pasta Lisbon").all_units[0].text == before
@@ -296,9 +302,7 @@ def test_an_index_another_stemmer_wrote_is_rebuilt_from_the_store(
                 memory.close()
     finally:
         lexical.tokenizer_id.cache_clear()  # (this process's own tokenizer again, for every later test)
-    rebuilt: list[str] = []
-    original = PageIndexes.rebuild
-    monkeypatch.setattr(PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p))
+    rebuilt = counting_rebuilds(monkeypatch)
     again = MemoryOS(data_storage_path=str(data), user_id="alice", embedder=HashingEmbedder(64))
     try:
         hiking = next(p["id"] for p in again.export_memory()["pages"] if "hiking" in p["user_input"])  # opens
@@ -365,11 +369,7 @@ def test_update_memory_does_not_rebuild_the_word_index(
         ids = [memory.add_memory(f"I walk my dog on trail {i}", "Nice.").page_id for i in range(12)]
         memory.flush()
         memory.retrieve_memory("dog trail")  # the index is built (once)
-        rebuilt: list[str] = []
-        original = PageIndexes.rebuild
-        monkeypatch.setattr(
-            PageIndexes, "rebuild", lambda self, u, p: rebuilt.append(u) or original(self, u, p)
-        )
+        rebuilt = counting_rebuilds(monkeypatch)
         memory.update_memory(ids[4], user_input="My sister cooks pasta in Lisbon")
         found = memory.retrieve_memory("sister pasta Lisbon").all_units[0]
         assert found.id == ids[4] and "Lisbon" in found.text
